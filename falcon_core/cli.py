@@ -1,0 +1,301 @@
+"""Command line: ``python -m falcon_core explain|groups|failures|precompute|info``.
+
+Runs the same pipeline as the app, without a browser. With no workspace flags it uses the offline
+demo world.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import FalconError
+from .settings import HIGH_RULES, FalconSettings
+from .workspace import WorkspaceConfig
+
+SETTING_HELP = {
+    "normalize_rows": "L2-normalise each image's representation before thresholding (authors: on)",
+    "batch_size": "images per batch in Stage 1",
+    "high_rule": "which images are highly activating: global (mean + k·std of the normalised "
+                 "matrix, authors), topk (per feature), quantile (per feature)",
+    "alpha_std": "k in the global rule α = mean + k·std",
+    "top_k": "number of images for --high-rule topk",
+    "quantile": "per-feature quantile for --high-rule quantile",
+    "max_high_images": "use at most this many highly activating images, best first (0: all)",
+    "cam_threshold": "GradCAM mask threshold for the crop",
+    "captions_per_image": "captions kept per image",
+    "top_words": "words shown",
+    "top_phrases": "phrases shown",
+    "contrast": "remove spurious concepts with counterfactual images (Eq. 2)",
+    "low_threshold": "ε: 'low' activation (default: the global mean of the normalised matrix)",
+    "beta": "β: minimum similarity of a counterfactual to the high images (Eq. 2)",
+    "max_low_images": "at most this many counterfactual images",
+    "spurious_threshold": "a concept whose score on the counterfactuals is at least this is spurious",
+    "coherence_threshold": "a feature is interpretable when its crops' coherence exceeds this",
+    "group_min_images": "a discovered group needs at least this many images",
+    "group_min_size": "a discovered group has at least this many features",
+}
+
+WORKSPACE_HELP = {
+    "backbone": "demo, resnet18, resnet50, or timm:<model name>",
+    "weights": "imagenet, random, or a checkpoint file (state dict)",
+    "layer": "module to explain (default: the pooled output before the head)",
+    "token_pool": "ViT features: cls token or mean of patch tokens",
+    "clip": "demo or an open_clip model name (e.g. ViT-B-32)",
+    "clip_pretrained": "open_clip pretrained tag (e.g. openai) or a local checkpoint file",
+    "probe": "demo, cifar10, stl10, imagenette, or an image folder",
+    "vocabulary": "demo, a caption file (one per line), or laion:<folder of shards>",
+    "world": "demo world config (default: assets/world.json)",
+    "seed": "demo probe set seed",
+    "probe_size": "demo probe set size",
+}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_workspace_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("workspace (default: the offline demo world)")
+    for f in dataclasses.fields(WorkspaceConfig):
+        kind = int if f.name in ("seed", "probe_size") else str
+        g.add_argument(_flag(f.name), dest=f"ws_{f.name}", type=kind, default=None,
+                       help=WORKSPACE_HELP.get(f.name))
+    g.add_argument("--cache-dir", default=None,
+                   help="cache folder (default: $FALCON_CACHE or ~/.cache/falcon)")
+
+
+def _add_settings_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("settings (defaults: the authors')")
+    defaults = FalconSettings()
+    for f in dataclasses.fields(FalconSettings):
+        default = getattr(defaults, f.name)
+        help_text = f"{SETTING_HELP.get(f.name, '')} [default: {default}]"
+        if isinstance(default, bool):
+            g.add_argument(_flag(f.name), dest=f"set_{f.name}", default=None,
+                           action=argparse.BooleanOptionalAction, help=help_text)
+        elif f.name == "high_rule":
+            g.add_argument("--rule", _flag(f.name), dest=f"set_{f.name}", choices=HIGH_RULES,
+                           default=None, help=help_text)
+        elif f.name == "low_threshold":
+            g.add_argument("--epsilon", _flag(f.name), dest=f"set_{f.name}", type=float,
+                           default=None, help=help_text)
+        else:
+            g.add_argument(_flag(f.name), dest=f"set_{f.name}", type=type(default),
+                           default=None, help=help_text)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    _add_workspace_args(p)
+    _add_settings_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m falcon_core",
+        description="FALCON: explain the features of a vision model in words. "
+                    "With no workspace flags, everything runs on the offline demo world.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("explain", help="explain a feature, or a group of features together",
+                       description="Explain a feature (one index) or a group (several indices: "
+                                   "explained together, as in Stage 8).")
+    p.add_argument("features", nargs="+", type=int, help="feature index, or several for a group")
+    p.add_argument("--out", help="also save the explanation to this file (.json or .csv)")
+    _common(p)
+
+    p = sub.add_parser("groups", help="discover groups of features (Stage 8)",
+                       description="Groups: images whose set of high features is the same.")
+    p.add_argument("--limit", type=int, default=20, help="show at most this many groups")
+    p.add_argument("--explain", type=int, default=0, metavar="N",
+                   help="also explain the N largest groups (coherence, concepts)")
+    _common(p)
+
+    p = sub.add_parser("failures", help="explain a classifier's mistakes (Stage 9)",
+                       description="List misclassified probe images, or explain one of them "
+                                   "through the features that drove the wrong prediction.")
+    p.add_argument("--image", type=int, default=None, help="probe image index to explain")
+    p.add_argument("--top", type=int, default=3, help="features per side")
+    p.add_argument("--limit", type=int, default=20, help="list at most this many failures")
+    _common(p)
+
+    p = sub.add_parser("precompute", help="explain many features ahead (resumable)")
+    p.add_argument("--features", type=int, nargs="*", default=None,
+                   help="feature indices (default: all)")
+    _common(p)
+
+    p = sub.add_parser("info", help="describe the workspace and what is cached")
+    _common(p)
+    return parser
+
+
+def _workspace(args) -> WorkspaceConfig:
+    changes = {k[3:]: v for k, v in vars(args).items() if k.startswith("ws_") and v is not None}
+    return WorkspaceConfig(**changes)
+
+
+def _settings(args) -> FalconSettings:
+    changes = {k[4:]: v for k, v in vars(args).items() if k.startswith("set_") and v is not None}
+    return FalconSettings(**changes)
+
+
+def _falcon(args):
+    from .pipeline import Falcon
+    from .progress import null_progress, tqdm_progress
+
+    progress = null_progress if args.no_progress else tqdm_progress()
+    return Falcon.from_config(_workspace(args), settings=_settings(args),
+                              cache_dir=args.cache_dir, progress=progress)
+
+
+def _fmt(x: float) -> str:
+    return "nan" if x != x else f"{x:.3f}"
+
+
+def format_explanation(exp) -> str:
+    lines = [f"FALCON explanation of {exp.label}",
+             f"  high images: {exp.high_selection['description']}",
+             f"  counterfactuals: {exp.low_selection['description']}",
+             f"  coherence: {_fmt(exp.coherence)} "
+             f"({'interpretable' if exp.interpretable else 'below the threshold'})"]
+    for title, items in (("words", exp.words), ("phrases", exp.phrases)):
+        lines.append(f"\n  {title:<28} {'T score':>8} {'L score':>8}")
+        for c in items:
+            lines.append(f"  {c.text:<28} {c.score:>8.3f} {c.l_score:>8.3f}")
+        if not items:
+            lines.append("  (none)")
+    removed = exp.spurious_words + exp.spurious_phrases
+    lines.append(f"\n  removed as spurious{'':<9} {'T score':>8} {'L score':>8}")
+    for c in removed:
+        lines.append(f"  {c.text:<28} {c.score:>8.3f} {c.l_score:>8.3f}")
+    if not removed:
+        lines.append("  (none)")
+    lines.append("\n  highly activating images (crop box in the backbone's view):")
+    for r in exp.high[:10]:
+        caps = "; ".join(c.text for c in r.captions[:2])
+        lines.append(f"    {r.id:<24} act {r.activation:.3f} box {r.box}"
+                     f"{' (whole image)' if r.box_fallback else ''}  {caps[:80]}")
+    if len(exp.high) > 10:
+        lines.append(f"    ... and {len(exp.high) - 10} more")
+    for note in exp.notes:
+        lines.append(f"  note: {note}")
+    return "\n".join(lines)
+
+
+def _cmd_explain(args) -> int:
+    falcon = _falcon(args)
+    t0 = time.perf_counter()
+    exp = falcon.explain(args.features if len(args.features) > 1 else args.features[0])
+    elapsed = time.perf_counter() - t0
+    if args.out:
+        out = Path(args.out)
+        text = exp.to_csv() if out.suffix.lower() == ".csv" else exp.to_json()
+        out.write_text(text, encoding="utf-8")
+    if args.json:
+        print(exp.to_json())
+    else:
+        print(format_explanation(exp))
+        print(f"\n  ({elapsed:.1f} s)")
+    return 0
+
+
+def _cmd_groups(args) -> int:
+    falcon = _falcon(args)
+    groups = falcon.groups()
+    rows: list[dict[str, Any]] = []
+    for n, g in enumerate(groups[: args.limit]):
+        row: dict[str, Any] = {"features": list(g.features), "images": int(len(g.indices))}
+        if n < args.explain:
+            exp, err = falcon.try_explain(list(g.features))
+            row["coherence"] = None if exp is None or exp.coherence != exp.coherence else exp.coherence
+            row["interpretable"] = bool(exp.interpretable) if exp else False
+            row["words"] = [c.text for c in exp.words] if exp else []
+            if err:
+                row["error"] = err
+        rows.append(row)
+    if args.json:
+        print(json.dumps({"alpha": falcon.alpha, "total": len(groups), "groups": rows}, indent=2))
+        return 0
+    print(f"{len(groups)} groups with at least {falcon.settings.group_min_images} images "
+          f"(α = {falcon.alpha:.4f}); showing {len(rows)}")
+    for row in rows:
+        extra = ""
+        if "coherence" in row:
+            extra = f"  coherence {_fmt(row['coherence'] if row['coherence'] is not None else float('nan'))}  " \
+                    + ", ".join(row["words"][:5])
+        print(f"  {str(row['features']):<24} {row['images']:>6} images{extra}")
+    return 0
+
+
+def _cmd_failures(args) -> int:
+    falcon = _falcon(args)
+    if args.image is None:
+        fails = falcon.failures()
+        if args.json:
+            print(json.dumps({"accuracy": falcon.accuracy(), "failures": fails[: args.limit],
+                              "total": len(fails)}, indent=2))
+            return 0
+        print(f"accuracy {falcon.accuracy():.3f}; {len(fails)} misclassified probe images")
+        for f in fails[: args.limit]:
+            print(f"  {f['index']:>6}  {f['id']:<24} true {f['true_name']:<16} "
+                  f"predicted {f['predicted_name']}")
+        return 0
+    fx = falcon.explain_failure(args.image, k=args.top)
+    if args.json:
+        print(json.dumps(fx.to_dict(), indent=2))
+        return 0
+    print(f"image {fx.index} ({fx.id}): true {fx.true_name}, predicted {fx.predicted_name}")
+    for title, side in (("toward the prediction", fx.toward_predicted),
+                        ("toward the true class", fx.toward_true)):
+        print(f"\n  features {title}:")
+        for it in side:
+            exp = it["explanation"]
+            words = ", ".join(c.text for c in exp.words[:6]) if exp else f"({it['error']})"
+            print(f"    feature {it['feature']:>5}  contribution {it['contribution']:+.3f}  {words}")
+    return 0
+
+
+def _cmd_precompute(args) -> int:
+    falcon = _falcon(args)
+    result = falcon.precompute(args.features)
+    ok = sum(v is None for v in result.values())
+    if args.json:
+        print(json.dumps({"explained": ok, "total": len(result),
+                          "errors": {str(k): v for k, v in result.items() if v}}, indent=2))
+    else:
+        print(f"explained {ok} of {len(result)} features; cache at {falcon.cache.root}")
+    return 0
+
+
+def _cmd_info(args) -> int:
+    falcon = _falcon(args)
+    info = {"workspace": falcon.describe(), "status": falcon.status(),
+            "num_features": falcon.num_features, "num_images": falcon.num_images}
+    print(json.dumps(info, indent=2, default=str))
+    return 0
+
+
+COMMANDS = {"explain": _cmd_explain, "groups": _cmd_groups, "failures": _cmd_failures,
+            "precompute": _cmd_precompute, "info": _cmd_info}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except FalconError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        if e.hint:
+            print(f"what to do: {e.hint}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished results are cached; run again to resume.", file=sys.stderr)
+        return 130
