@@ -227,7 +227,7 @@ class Falcon:
         if s.low_threshold is not None:
             return float(s.low_threshold)
         Hn = self.normalized(s.normalize_rows)
-        return float(Hn[self._valid].mean())
+        return float(selection_stage.global_mean(Hn, valid=self._valid))
 
     # ---- pieces shared by the stages -------------------------------------------------------
     def features(self, features: int | Sequence[int]) -> tuple[int, ...]:
@@ -260,7 +260,8 @@ class Falcon:
         self.representations()
         return selection_stage.select_high(
             Hn, feats, rule=s.high_rule, alpha=self.alpha_for(s), top_k=s.top_k,
-            quantile=s.quantile, max_images=s.max_high_images, valid=self._valid)
+            quantile=s.quantile, max_images=s.max_high_images, valid=self._valid,
+            k_std=s.alpha_std)
 
     def select_low(self, features, high_indices, settings: FalconSettings | None = None):
         s = settings or self.settings
@@ -626,7 +627,11 @@ class Falcon:
             index = -1
         if true_class is None or true_class < 0:
             true_class = -1
-        drivers = failures_stage.failure_drivers(h, U, b, true_class if true_class >= 0 else None, k=k)
+        if true_class < 0:  # unknown: rank toward the prediction only
+            known = int(np.argmax(U @ np.nan_to_num(h) + b))
+        else:
+            known = true_class
+        drivers = failures_stage.failure_drivers(h, U, b, known, k=k)
 
         def side(items):
             out = []

