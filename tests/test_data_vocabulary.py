@@ -1,0 +1,211 @@
+import hashlib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from falcon_core.cache import DiskCache
+from falcon_core.data import vocabulary as vocab_mod
+from falcon_core.data.vocabulary import (CaptionFile, LaionShards, ListVocabulary,
+                                         create_vocabulary, register_vocabulary,
+                                         text_embeddings)
+from falcon_core.errors import FalconError
+
+
+class FakeClip:
+    def __init__(self, dim=8, fingerprint="fake-clip-v1"):
+        self.embed_dim = dim
+        self.fingerprint = fingerprint
+        self.calls = 0
+        self.texts = 0
+
+    def encode_texts(self, texts):
+        self.calls += 1
+        self.texts += len(texts)
+        return self.expected(texts)
+
+    def expected(self, texts):
+        rows = []
+        for t in texts:
+            seed = int.from_bytes(hashlib.sha256(t.encode()).digest()[:8], "little")
+            rows.append(np.random.default_rng(seed).standard_normal(self.embed_dim))
+        a = np.asarray(rows, dtype=np.float32).reshape(-1, self.embed_dim)
+        return a / np.linalg.norm(a, axis=1, keepdims=True)
+
+
+def test_caption_file_cleaning(tmp_path):
+    long = "x" * 10_000
+    raw = ("\ufeffa red car\n"
+           "\n"
+           "   \n"
+           "a red car\n"
+           "a\tdog  on\t\tgrass\r\n"
+           "bell\x00ring\x1b[0m here\n"
+           + long + "\n"
+           ).encode("utf-8") + b"caf\xe9 bad bytes\n" + "a dog on grass\n".encode()
+    p = tmp_path / "caps.txt"
+    p.write_bytes(raw)
+    v = CaptionFile(p)
+    caps = [v.caption(i) for i in range(len(v))]
+    assert caps[0] == "a red car"  # BOM stripped
+    assert caps[1] == "a dog on grass"
+    assert caps[2] == "bell ring [0m here"
+    assert caps[3] == "x" * 1000
+    assert caps[4] == "caf\ufffd bad bytes"
+    assert len(v) == 5
+    r = v.report
+    assert r["lines_read"] == 9
+    assert r["blank_dropped"] == 2
+    assert r["duplicates_dropped"] == 2  # "a red car" and the tab-cleaned "a dog on grass"
+    assert r["control_chars_cleaned"] == 1
+    assert r["truncated"] == 1
+    assert r["undecodable"] == 1
+    assert r["bom_stripped"] is True
+    assert v.captions([4, 0]) == [caps[4], caps[0]]
+    assert v.describe()["count"] == 5
+
+
+def test_fingerprint_depends_on_cleaned_captions(tmp_path):
+    a = tmp_path / "a.txt"
+    b = tmp_path / "b.txt"
+    c = tmp_path / "c.txt"
+    a.write_text("one\ntwo\n")
+    b.write_text("\none\n\n  two \none\n")
+    c.write_text("one\nthree\n")
+    assert CaptionFile(a).fingerprint == CaptionFile(b).fingerprint
+    assert CaptionFile(a).fingerprint != CaptionFile(c).fingerprint
+    assert ListVocabulary(["one", "two"]).fingerprint == CaptionFile(a).fingerprint
+
+
+def test_empty_and_single(tmp_path):
+    e = tmp_path / "empty.txt"
+    e.write_bytes(b"")
+    with pytest.raises(FalconError, match="empty"):
+        CaptionFile(e)
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n  \n\t\n")
+    with pytest.raises(FalconError, match="no captions"):
+        CaptionFile(blank)
+    with pytest.raises(FalconError, match="does not exist"):
+        create_vocabulary(str(tmp_path / "missing.txt"))
+    one = tmp_path / "one.txt"
+    one.write_text("just one caption")
+    v = create_vocabulary(str(one))
+    assert isinstance(v, CaptionFile) and len(v) == 1 and v.caption(0) == "just one caption"
+    assert any("single caption" in n for n in v.report["notes"])
+
+
+def make_laion(root, sizes, dim=16, side_by_side=False, seed=0):
+    rng = np.random.default_rng(seed)
+    emb_dir = root if side_by_side else root / "text_emb"
+    meta_dir = root if side_by_side else root / "metadata"
+    emb_dir.mkdir(parents=True, exist_ok=True)
+    meta_dir.mkdir(parents=True, exist_ok=True)
+    all_emb, all_caps = [], []
+    for s, n in enumerate(sizes):
+        e = rng.standard_normal((n, dim)).astype(np.float32)
+        e /= np.linalg.norm(e, axis=1, keepdims=True)
+        e = e.astype(np.float16)
+        caps = [f"shard {s} caption {i}" for i in range(n)]
+        np.save(emb_dir / f"text_emb_{s:04d}.npy", e)
+        pd.DataFrame({"caption": caps, "url": ["http://x"] * n,
+                      "similarity": np.ones(n)}).to_parquet(
+            meta_dir / f"metadata_{s:04d}.parquet")
+        all_emb.append(e)
+        all_caps += caps
+    return np.concatenate(all_emb).astype(np.float32), all_caps
+
+
+@pytest.mark.parametrize("side_by_side", [False, True])
+def test_laion_roundtrip(tmp_path, side_by_side):
+    emb, caps = make_laion(tmp_path / "laion", [5, 7], side_by_side=side_by_side)
+    v = create_vocabulary(f"laion:{tmp_path / 'laion'}")
+    assert isinstance(v, LaionShards)
+    assert len(v) == 12 and v.embeddings.shape == (12, 16) and len(v.embeddings) == 12
+    assert v.embedding_model == "ViT-B-32"
+    assert [v.caption(i) for i in range(12)] == caps
+    assert v.captions([11, 0, 5]) == [caps[11], caps[0], caps[5]]
+    # slices across the shard boundary line up with the captions
+    np.testing.assert_allclose(v.embeddings[3:9], emb[3:9], atol=2e-3)
+    assert v.embeddings[3:9].dtype == np.float32
+    np.testing.assert_allclose(v.embeddings[6], emb[6], atol=2e-3)
+    np.testing.assert_allclose(v.embeddings[np.array([11, 2, 5])], emb[[11, 2, 5]], atol=2e-3)
+    np.testing.assert_allclose(v.embeddings[0:12:5], emb[0:12:5], atol=2e-3)
+    np.testing.assert_allclose(np.linalg.norm(v.embeddings[:], axis=1), 1.0, atol=1e-5)
+    assert v.fingerprint == LaionShards(tmp_path / "laion").fingerprint
+    assert v.report["shards"] == 2
+
+
+def test_laion_row_mismatch_and_missing_partner(tmp_path):
+    make_laion(tmp_path / "l", [4, 6])
+    pd.DataFrame({"caption": ["a", "b"]}).to_parquet(
+        tmp_path / "l" / "metadata" / "metadata_0001.parquet")
+    with pytest.raises(FalconError) as e:
+        LaionShards(tmp_path / "l")
+    assert "text_emb_0001.npy" in e.value.message and "metadata_0001.parquet" in e.value.message
+    make_laion(tmp_path / "m", [3, 3])
+    (tmp_path / "m" / "metadata" / "metadata_0000.parquet").unlink()
+    with pytest.raises(FalconError, match="text_emb_0000.npy"):
+        LaionShards(tmp_path / "m")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FalconError, match="No LAION shards"):
+        LaionShards(tmp_path / "empty")
+
+
+def test_text_embeddings_cached(tmp_path):
+    cache = DiskCache(tmp_path / "cache")
+    v = ListVocabulary([f"caption number {i}" for i in range(37)], name="t")
+    clip = FakeClip()
+    seen = []
+    A = text_embeddings(v, clip, cache, batch_size=5, chunk_batches=2,
+                        progress=lambda d, t, s: seen.append((d, t)))
+    assert A.shape == (37, 8) and A.dtype == np.float16 and isinstance(A, np.memmap)
+    expected = clip.expected([v.caption(i) for i in range(37)])
+    np.testing.assert_allclose(np.asarray(A, dtype=np.float32), expected, atol=2e-3)
+    assert clip.texts == 37 and clip.calls == 8
+    assert seen[-1] == (37, 37)
+    A2 = text_embeddings(v, clip, cache, batch_size=5, chunk_batches=2)
+    assert clip.calls == 8  # not computed again
+    np.testing.assert_array_equal(A2, A)
+    # another CLIP model -> another entry
+    other = FakeClip(fingerprint="other")
+    text_embeddings(v, other, cache)
+    assert other.calls == 1
+
+
+def test_text_embeddings_resume(tmp_path):
+    cache = DiskCache(tmp_path / "cache")
+    v = ListVocabulary([f"c{i}" for i in range(20)])
+
+    class Dying(FakeClip):
+        def encode_texts(self, texts):
+            if self.calls == 3:
+                raise RuntimeError("killed")
+            return super().encode_texts(texts)
+
+    with pytest.raises(RuntimeError):
+        text_embeddings(v, Dying(), cache, batch_size=4, chunk_batches=1)
+    clip = FakeClip()
+    A = text_embeddings(v, clip, cache, batch_size=4, chunk_batches=1)
+    assert clip.texts == 8  # chunks 0-2 were kept
+    np.testing.assert_allclose(np.asarray(A, np.float32),
+                               clip.expected([f"c{i}" for i in range(20)]), atol=2e-3)
+
+
+def test_text_embeddings_precomputed(tmp_path):
+    make_laion(tmp_path / "l", [3, 4], dim=16)
+    v = LaionShards(tmp_path / "l")
+    clip = FakeClip(dim=16)
+    A = text_embeddings(v, clip, DiskCache(tmp_path / "cache"))
+    assert A is v.embeddings and clip.calls == 0
+    with pytest.raises(FalconError) as e:
+        text_embeddings(v, FakeClip(dim=8), DiskCache(tmp_path / "cache"))
+    assert "ViT-B-32" in e.value.message and "ViT-B-32" in e.value.hint
+
+
+def test_registry():
+    register_vocabulary("unit-test-vocab", lambda **kw: ListVocabulary(["a", "b"], "u"))
+    try:
+        assert len(create_vocabulary("unit-test-vocab")) == 2
+    finally:
+        vocab_mod._REGISTRY.pop("unit-test-vocab")
