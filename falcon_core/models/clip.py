@@ -1,0 +1,240 @@
+"""The vision-language model (CLIP) that puts words on crops.
+
+``create_clip(ClipSpec("ViT-B-32", "openai"))`` goes through open_clip's own factory
+(``open_clip.create_model_and_transforms`` and ``open_clip.get_tokenizer``), so every open_clip
+model and pretrained tag works. ``pretrained`` is a tag (downloaded once by open_clip), a local
+checkpoint file, or None (random weights: tests and the demo world).
+
+Embeddings are float32, L2-normalised, computed in eval mode without gradients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from falcon_core.errors import OFFLINE_HINT, FalconError, OfflineError
+from falcon_core.models.backbones import hub_offline_guard
+
+__all__ = ["ClipSpec", "ClipModel", "create_clip"]
+
+_CKPT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
+
+
+@dataclass
+class ClipSpec:
+    """name: an open_clip model name; pretrained: a tag ("openai", "laion2b_s34b_b79k", ...),
+    a checkpoint file path, or None (random weights)."""
+
+    name: str = "ViT-B-32"
+    pretrained: str | None = "openai"
+
+
+def _sha256_file(path: str, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            b = fh.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def _state_dict_hash(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for k, t in model.state_dict().items():
+        h.update(k.encode())
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        t = t.detach().cpu().contiguous().reshape(-1)
+        if t.numel():
+            h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class ClipModel:
+    """An open_clip model, its image preprocessing and tokenizer."""
+
+    def __init__(self, model, preprocess, tokenizer, name: str, pretrained: str | None,
+                 source: str, device: str | torch.device = "cpu"):
+        self.model = model.eval()
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.name = name
+        self.pretrained = pretrained
+        self.source = source  # "tag", "file" or "random"
+        self.device = torch.device(device)
+        size = getattr(getattr(model, "visual", None), "image_size", None)
+        if isinstance(size, (tuple, list)):
+            size = size[-1]
+        if size is None:  # pragma: no cover - every open_clip tower has it
+            size = 224
+        self.image_size = int(size)
+        with torch.no_grad():
+            self.embed_dim = int(self._encode_text_tokens(self.tokenizer(["a"])).shape[1])
+        self._fingerprint: str | None = None
+
+    # ---- encoding ----------------------------------------------------------------------------
+
+    def _encode_text_tokens(self, tokens) -> torch.Tensor:
+        return self.model.encode_text(tokens.to(self.device))
+
+    @staticmethod
+    def _normalise(x: torch.Tensor) -> np.ndarray:
+        x = x.float()
+        x = x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        return x.cpu().numpy().astype(np.float32, copy=False)
+
+    def encode_images(self, images: Sequence, batch_size: int = 64,
+                      progress: Callable[[int, int, str], None] | None = None) -> np.ndarray:
+        """PIL images -> float32 (n, embed_dim), L2-normalised."""
+        n = len(images)
+        out = np.zeros((n, self.embed_dim), dtype=np.float32)
+        self.model.eval()
+        batch_size = max(1, int(batch_size))
+        for s in range(0, n, batch_size):
+            batch = [img.convert("RGB") if getattr(img, "mode", "RGB") != "RGB" else img
+                     for img in images[s:s + batch_size]]
+            x = torch.stack([self.preprocess(img) for img in batch]).to(self.device)
+            with torch.inference_mode():
+                out[s:s + len(batch)] = self._normalise(self.model.encode_image(x))
+            if progress is not None:
+                progress(min(s + batch_size, n), n, "clip images")
+        return out
+
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 256,
+                     progress: Callable[[int, int, str], None] | None = None) -> np.ndarray:
+        """Captions -> float32 (n, embed_dim), L2-normalised."""
+        n = len(texts)
+        out = np.zeros((n, self.embed_dim), dtype=np.float32)
+        self.model.eval()
+        batch_size = max(1, int(batch_size))
+        for s in range(0, n, batch_size):
+            batch = [str(t) for t in texts[s:s + batch_size]]
+            tokens = self.tokenizer(batch)
+            with torch.inference_mode():
+                out[s:s + len(batch)] = self._normalise(self._encode_text_tokens(tokens))
+            if progress is not None:
+                progress(min(s + batch_size, n), n, "clip texts")
+        return out
+
+    # ---- identity ----------------------------------------------------------------------------
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the model name and its weights' identity (tag, checkpoint bytes, or the
+        random weights themselves)."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            h.update(f"open_clip:{self.name}\0".encode())
+            if self.source == "tag":
+                h.update(f"tag:{self.pretrained}".encode())
+            elif self.source == "file":
+                h.update(f"file:{_sha256_file(self.pretrained)}".encode())
+            else:
+                h.update(f"random:{_state_dict_hash(self.model)}".encode())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "pretrained": self.pretrained,
+            "source": self.source,
+            "image_size": self.image_size,
+            "embed_dim": self.embed_dim,
+            "preprocess": repr(self.preprocess),
+            "fingerprint": self.fingerprint,
+        }
+
+    def __repr__(self) -> str:
+        return f"ClipModel({self.name!r}, pretrained={self.pretrained!r}, k={self.embed_dim})"
+
+
+def _looks_like_path(s: str) -> bool:
+    return os.sep in s or "/" in s or s.lower().endswith(_CKPT_SUFFIXES) or s.startswith("~")
+
+
+def create_clip(spec: ClipSpec | str | None = None, device: str | torch.device | None = None) -> ClipModel:
+    """Build the CLIP model of ``spec`` with open_clip's factory.
+
+    Raises :class:`OfflineError` when a pretrained tag must be downloaded and cannot be, and
+    :class:`FalconError` for an unknown model name or tag, or a missing / unfitting checkpoint.
+    """
+    import open_clip
+
+    if spec is None:
+        spec = ClipSpec()
+    elif isinstance(spec, str):
+        spec = ClipSpec(spec)
+    device = torch.device(device or "cpu")
+    name = spec.name.strip()
+    pretrained = spec.pretrained
+    if isinstance(pretrained, str) and pretrained.strip().lower() in ("", "none", "random"):
+        pretrained = None
+
+    is_hub = name.startswith(("hf-hub:", "local-dir:"))
+    if not is_hub and name not in open_clip.list_models():
+        models = open_clip.list_models()
+        close = difflib.get_close_matches(name, models, n=5, cutoff=0.4) or models[:8]
+        raise FalconError(f"open_clip has no model {name!r}.",
+                          "Model names include: " + ", ".join(close) + ".")
+
+    source = "random"
+    arg = None
+    if pretrained is not None and not is_hub:
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        path = os.path.expanduser(str(pretrained))
+        if pretrained in tags:
+            source, arg = "tag", pretrained
+        elif os.path.isfile(path):
+            source, arg = "file", os.path.abspath(path)
+        elif os.path.exists(path):
+            raise FalconError(f"The CLIP checkpoint path is not a file: {path}",
+                              "Point at the checkpoint file (.pt, .bin, .safetensors).")
+        elif _looks_like_path(str(pretrained)):
+            raise FalconError(f"CLIP checkpoint file not found: {path}",
+                              "Check the path, or give an open_clip pretrained tag such as 'openai'.")
+        else:
+            raise FalconError(
+                f"{pretrained!r} is neither a pretrained tag of {name} nor a file.",
+                ("Tags of this model: " + ", ".join(tags) + ".") if tags else
+                f"open_clip has no pretrained weights for {name}: give a checkpoint file.",
+            )
+    elif is_hub:
+        source, arg = "tag", None
+
+    try:
+        guard = hub_offline_guard() if source == "tag" else contextlib.nullcontext()
+        with guard, torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # random weights are reproducible
+            model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=arg, device=device)
+    except Exception as e:
+        first = (str(e).splitlines() or [type(e).__name__])[0][:500]
+        if source == "tag":
+            raise OfflineError(
+                f"Could not download the CLIP weights {name} / {pretrained or name} ({first}).",
+                OFFLINE_HINT,
+            ) from e
+        if source == "file":
+            raise FalconError(
+                f"The checkpoint {arg} does not fit the CLIP model {name}: {type(e).__name__}: {first}",
+                "Choose the model name the checkpoint was trained with, and save it as a plain "
+                "state dict (`torch.save(model.state_dict(), path)`).",
+            ) from e
+        raise FalconError(f"Could not build the CLIP model {name}: {type(e).__name__}: {first}") from e
+    try:
+        with hub_offline_guard() if is_hub else contextlib.nullcontext():
+            tokenizer = open_clip.get_tokenizer(name)
+    except Exception as e:
+        raise OfflineError(f"Could not load the tokenizer of {name} ({type(e).__name__}: {e}).",
+                           OFFLINE_HINT) from e
+    return ClipModel(model, preprocess, tokenizer, name, arg if source == "file" else (pretrained if source == "tag" else None),
+                     source, device=device)
