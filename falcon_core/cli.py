@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "explained together, as in Stage 8).")
     p.add_argument("features", nargs="+", type=int, help="feature index, or several for a group")
     p.add_argument("--out", help="also save the explanation to this file (.json or .csv)")
+    p.add_argument("--timings", action="store_true", help="print the seconds spent per stage")
     _common(p)
 
     p = sub.add_parser("groups", help="discover groups of features (Stage 8)",
@@ -203,6 +204,10 @@ def _cmd_explain(args) -> int:
     else:
         print(format_explanation(exp))
         print(f"\n  ({elapsed:.1f} s)")
+    if args.timings:
+        for stage, sec in sorted(falcon.timings.items()):
+            print(f"  {stage:<32} {sec:8.2f} s", file=sys.stderr)
+        print(f"  {'total':<32} {elapsed:8.2f} s", file=sys.stderr)
     return 0
 
 

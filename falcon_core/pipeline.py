@@ -14,8 +14,10 @@ explanations       all of the above + vocabulary + every setting
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -114,6 +116,16 @@ class Falcon:
         self._Hn: dict[bool, np.ndarray] = {}
         self._A = None
         self._extractor: concepts_stage.ConceptExtractor | None = None
+        # Seconds spent per stage by this object (cache hits are cheap and show as such).
+        self.timings: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def timed(self, stage: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - t0
 
     # ---- construction ---------------------------------------------------------------------
     @classmethod
@@ -179,8 +191,7 @@ class Falcon:
                 return H.astype(np.float32)
 
             H = self.cache.compute_chunked("representations", key, n, chunk, compute,
-                                           dtype=np.float32,
-                                           progress=lambda d, t, s: self.progress(d, t, "representations"))
+                                           dtype=np.float32)
             H = np.asarray(H)
             valid = ~np.isnan(H).any(axis=1)
             errors: dict[int, str] = {}
@@ -269,7 +280,7 @@ class Falcon:
         Hn = self.normalized(s.normalize_rows)
         return contrast_stage.select_low(
             Hn, feats, np.asarray(high_indices, dtype=np.int64),
-            low_threshold=self.low_threshold_for(s), beta=s.beta,
+            low_threshold=s.low_threshold, beta=s.beta,
             max_images=s.max_low_images, valid=self._valid)
 
     # ---- Stage 3 ---------------------------------------------------------------------------
@@ -375,7 +386,10 @@ class Falcon:
 
     def _explain(self, feats: tuple[int, ...], s: FalconSettings) -> Explanation:
         label = "feature " + str(feats[0]) if len(feats) == 1 else "group " + str(list(feats))
-        high = self.select_high(feats, s)
+        with self.timed("1 representations"):
+            self.representations()
+        with self.timed("2 high images"):
+            high = self.select_high(feats, s)
         if len(high.indices) == 0:
             raise NoHighImagesError(
                 f"No highly activating image for {label}: {high.description}",
@@ -385,29 +399,32 @@ class Falcon:
         notes: list[str] = []
 
         # Stage 3: GradCAM crops
-        self.progress(0, 1, "GradCAM")
-        cams = self._cams(feats, high.indices)
-        boxes = self._boxes(cams, s.cam_threshold)
+        with self.timed("3 GradCAM"):
+            cams = self._cams(feats, high.indices)
+            boxes = self._boxes(cams, s.cam_threshold)
         n_fallback = sum(b.fallback for b in boxes)
         if n_fallback:
             notes.append(f"{n_fallback} of {len(boxes)} GradCAM masks were empty: those images "
                          "are used whole.")
-        B = self._crop_embeddings(feats, high.indices, boxes,
-                                  self._crops_key(feats, high.indices), s.cam_threshold)
+        with self.timed("4 CLIP crops"):
+            B = self._crop_embeddings(feats, high.indices, boxes,
+                                      self._crops_key(feats, high.indices), s.cam_threshold)
+        with self.timed("4 text embeddings"):
+            self.text_embeddings()
 
         # Stages 4-5 on T
-        self.progress(0, 1, "captions")
-        t_matches, t_words, t_phrases = self._caption_scores(B, s.captions_per_image)
+        with self.timed("4-5 captions and Word Scores"):
+            t_matches, t_words, t_phrases = self._caption_scores(B, s.captions_per_image)
 
         # Stage 6: counterfactuals
-        low = self.select_low(feats, high.indices, s)
-        if len(low.indices) == 0:
-            notes.append("No lowly activating counterfactual image: " + low.description +
-                          " Nothing was removed as spurious.")
-            l_matches, l_words, l_phrases = [], {}, {}
-        else:
-            BL = self._whole_embeddings(low.indices)
-            l_matches, l_words, l_phrases = self._caption_scores(BL, s.captions_per_image)
+        with self.timed("6 counterfactuals"):
+            low = self.select_low(feats, high.indices, s)
+            if len(low.indices) == 0:
+                notes.append(low.description + " Nothing was removed as spurious.")
+                l_matches, l_words, l_phrases = [], {}, {}
+            else:
+                BL = self._whole_embeddings(low.indices)
+                l_matches, l_words, l_phrases = self._caption_scores(BL, s.captions_per_image)
         if s.contrast:
             kept_w, removed_w = contrast_stage.split_spurious(t_words, l_words, s.spurious_threshold)
             kept_p, removed_p = contrast_stage.split_spurious(t_phrases, l_phrases,
