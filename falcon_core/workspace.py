@@ -86,7 +86,7 @@ class WorkspaceConfig:
         if self.backbone == DEMO:
             from .demo.integration import demo_backbone
 
-            return demo_backbone(layer=self.layer)
+            return demo_backbone(layer=self.layer, world=self.world)
         return create_backbone(BackboneSpec(name=self.backbone, weights=self.weights,
                                             layer=self.layer, token_pool=self.token_pool))
 
@@ -96,7 +96,7 @@ class WorkspaceConfig:
         if self.clip == DEMO:
             from .demo.integration import demo_clip
 
-            return demo_clip()
+            return demo_clip(world=self.world)
         name = self.clip
         if name.endswith(".json"):
             name = register_clip_config(name)

@@ -1,0 +1,23 @@
+"""``python -m falcon_core.bench <benchmark> ...``: recovery | timings | app-latency."""
+
+import sys
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    names = {"recovery": "recovery", "timings": "timings", "app-latency": "app_latency"}
+    if not argv or argv[0] not in names:
+        print("usage: python -m falcon_core.bench {recovery,timings,app-latency} [options]\n"
+              "  recovery     does FALCON recover the demo world's known concepts?\n"
+              "  timings      seconds per stage of one explanation, cold and warm\n"
+              "  app-latency  time from choosing a feature to its explanation on the page",
+              file=sys.stderr)
+        return 2
+    import importlib
+
+    module = importlib.import_module(f"falcon_core.bench.{names[argv[0]]}")
+    return module.main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,330 @@
+"""How long the app takes from choosing a feature to showing its explanation (demo world).
+
+    python -m falcon_core.bench.app_latency                # browser (headless Chromium)
+    python -m falcon_core.bench.app_latency --mode apptest # no browser: Streamlit's AppTest
+    python -m falcon_core.bench.app_latency --screenshots docs/screenshots
+
+Browser mode starts ``streamlit run app.py`` on a free local port with a fresh cache folder and
+drives Debian's Chromium with Playwright (never a downloaded browser). It reports:
+
+* ``first open``: a fresh cache, from opening the app to the first explanation on the page
+  (the demo world's representations and text embeddings are computed then);
+* ``cold``: typing a feature never explained before, until its concepts and images are shown;
+* ``warm``: typing a feature explained before (Falcon's disk cache + Streamlit's caches).
+
+The helpers here (free_port, start_app, wait_healthy, launch_browser, wait_explained, ...) are
+also what tests/test_browser.py uses. This module never imports Streamlit at import time; the
+library stays free of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Sequence
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("FALCON_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--disable-dev-shm-usage"]
+PAGES = {  # url path -> what a screenshot shows
+    "feature_explorer": "Feature explorer",
+    "pairs_and_groups": "Pairs and groups",
+    "spurious_concepts": "Spurious concepts",
+    "failures": "Failures",
+    "concept_search": "Concept search",
+    "setup": "Setup",
+}
+
+
+# ------------------------------------------------------------------------------ the server
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_app(port: int, cache_dir: str | None = None, log_path: str | None = None,
+              root: Path = ROOT) -> subprocess.Popen:
+    """``streamlit run app.py`` on ``port`` (headless), with FALCON_CACHE=cache_dir if given."""
+    env = dict(os.environ)
+    if cache_dir:
+        env["FALCON_CACHE"] = str(cache_dir)
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    cmd = [sys.executable, "-m", "streamlit", "run", str(root / "app.py"),
+           "--server.headless", "true", "--server.port", str(port),
+           "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+           "--server.fileWatcherType", "none", "--server.runOnSave", "false"]
+    log = open(log_path, "wb") if log_path else subprocess.DEVNULL
+    return subprocess.Popen(cmd, cwd=str(root), env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def wait_healthy(port: int, proc: subprocess.Popen | None = None, timeout: float = 120.0) -> None:
+    """Wait for the server's health endpoint (``/_stcore/health``) to answer ``ok``."""
+    url = f"http://127.0.0.1:{port}/_stcore/health"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with code {proc.returncode} before it was ready")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(f"streamlit did not answer on {url} within {timeout:.0f} s")
+
+
+def stop_app(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+# ------------------------------------------------------------------------------ the browser
+
+def launch_browser(playwright: Any):
+    """Debian's Chromium through Playwright (``executable_path``: no browser download)."""
+    if not Path(CHROMIUM).exists():
+        raise FileNotFoundError(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+
+
+def url(port: int, page: str = "", params: dict[str, Any] | None = None) -> str:
+    from urllib.parse import urlencode
+
+    q = ("?" + urlencode({k: str(v) for k, v in params.items()})) if params else ""
+    return f"http://127.0.0.1:{port}/{page}{q}"
+
+
+def wait_idle(page: Any, timeout_ms: float = 120_000) -> None:
+    """Wait until the script run is over (the app root says it is not running)."""
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]',
+                           timeout=timeout_ms)
+
+
+def wait_explained(page: Any, feature: int | Sequence[int], timeout_ms: float = 300_000,
+                   grid_key: str = "high_grid") -> None:
+    """Wait for an explanation on the page: its heading, the concept chart and the image grid."""
+    if isinstance(feature, int):
+        heading = f"Feature {feature}:"
+    else:
+        heading = "Features " + " + ".join(str(f) for f in feature) + ":"
+    page.get_by_role("heading", name=heading).first.wait_for(timeout=timeout_ms)
+    if isinstance(feature, int):
+        page.wait_for_selector(".st-key-concept_chart .js-plotly-plot", timeout=timeout_ms)
+    page.wait_for_selector(f".st-key-{grid_key} img", timeout=timeout_ms)
+
+
+def choose_feature(page: Any, feature: int) -> None:
+    """Type a feature number into the explorer's number box and press Enter."""
+    box = page.locator('[data-testid="stNumberInput"] input').first
+    box.fill(str(feature))
+    box.press("Enter")
+
+
+def screenshot(page: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+# ------------------------------------------------------------------------------ the demo world
+
+def demo_features(n: int = 4, cache_dir: str | None = None) -> list[int]:
+    """Features of the demo world that have highly activating images, most images first."""
+    import numpy as np
+
+    from falcon_core import Falcon, WorkspaceConfig
+
+    fb = Falcon.from_config(WorkspaceConfig.demo(), cache_dir=cache_dir)
+    stats = fb.feature_stats()
+    order = np.argsort(-np.asarray(stats["n_high"]), kind="stable")
+    return [int(f) for f in order if stats["n_high"][f] >= 2][:n]
+
+
+def _features_elsewhere(n: int) -> list[int]:
+    """demo_features() computed in a throw-away cache, so the measured cache stays cold."""
+    tmp = tempfile.mkdtemp(prefix="falcon-bench-probe-")
+    try:
+        return demo_features(n, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------ measurements
+
+def bench_browser(repeats: int = 3, keep_cache: str | None = None,
+                  screenshots_dir: str | None = None) -> dict[str, Any]:
+    from playwright.sync_api import sync_playwright
+
+    cache_dir = keep_cache or tempfile.mkdtemp(prefix="falcon-bench-cache-")
+    port = free_port()
+    log = Path(tempfile.gettempdir()) / f"falcon-bench-streamlit-{port}.log"
+    proc = start_app(port, cache_dir, str(log))
+    out: dict[str, Any] = {"mode": "browser", "cache_dir": cache_dir, "repeats": repeats}
+    try:
+        wait_healthy(port, proc)
+        with sync_playwright() as p:
+            browser = launch_browser(p)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            feats = _features_elsewhere(2 + 2 * repeats)  # keeps the app's cache cold
+            first, rest = feats[0], feats[1:]
+            t0 = time.perf_counter()
+            page.goto(url(port, "feature_explorer", {"feature": first}))
+            wait_explained(page, first)
+            out["first_open_s"] = time.perf_counter() - t0
+            cold, warm = [], []
+            for f in rest[:repeats]:
+                t0 = time.perf_counter()
+                choose_feature(page, f)
+                wait_explained(page, f)
+                wait_idle(page)
+                cold.append(time.perf_counter() - t0)
+            for f in [first] + rest[:repeats - 1]:
+                t0 = time.perf_counter()
+                choose_feature(page, f)
+                wait_explained(page, f)
+                wait_idle(page)
+                warm.append(time.perf_counter() - t0)
+            out.update(features=feats, cold_s=cold, warm_s=warm)
+            if screenshots_dir:
+                out["screenshots"] = take_screenshots(page, port, screenshots_dir, feats)
+            browser.close()
+    finally:
+        stop_app(proc)
+        if not keep_cache:
+            shutil.rmtree(cache_dir, ignore_errors=True)
+    return out
+
+
+def take_screenshots(page: Any, port: int, out_dir: str, feats: Sequence[int]) -> list[str]:
+    """One full-page PNG of each page of the app, on the demo world."""
+    out = Path(out_dir)
+    f = int(feats[0])
+    pair = [int(feats[0]), int(feats[1])] if len(feats) > 1 else [f, (f + 1)]
+    views = [
+        ("feature_explorer", {"feature": f}, lambda: wait_explained(page, f)),
+        ("pairs_and_groups", {"features": f"{pair[0]},{pair[1]}"},
+         lambda: wait_explained(page, pair, grid_key="group_high_grid")),
+        ("spurious_concepts", {"feature": f}, lambda: page.wait_for_selector(
+            ".st-key-kept_list", timeout=300_000)),
+        ("failures", {}, lambda: wait_idle(page, 300_000)),
+        ("concept_search", {}, lambda: wait_idle(page)),
+        ("setup", {}, lambda: wait_idle(page)),
+    ]
+    saved = []
+    for name, params, ready in views:
+        page.goto(url(port, name, params))
+        ready()
+        wait_idle(page, 300_000)
+        time.sleep(0.5)  # let plotly finish drawing
+        saved.append(str(screenshot(page, out / f"{name}.png")))
+    return saved
+
+
+def bench_apptest(repeats: int = 3, keep_cache: str | None = None) -> dict[str, Any]:
+    """The same figures without a browser: the script run time of the explorer in AppTest."""
+    cache_dir = keep_cache or tempfile.mkdtemp(prefix="falcon-bench-cache-")
+    os.environ["FALCON_CACHE"] = cache_dir
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from streamlit.testing.v1 import AppTest
+
+    out: dict[str, Any] = {"mode": "apptest", "cache_dir": cache_dir, "repeats": repeats}
+    try:
+        feats = _features_elsewhere(2 + 2 * repeats)
+        first, rest = feats[0], feats[1:]
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=900)
+        at.query_params["feature"] = str(first)
+        t0 = time.perf_counter()
+        at.run()
+        out["first_open_s"] = time.perf_counter() - t0
+        _check(at, first)
+
+        def choose(f: int) -> float:
+            t = time.perf_counter()
+            at.number_input[0].set_value(f).run()
+            dt = time.perf_counter() - t
+            _check(at, f)
+            return dt
+
+        out["cold_s"] = [choose(f) for f in rest[:repeats]]
+        out["warm_s"] = [choose(f) for f in [first] + rest[:repeats - 1]]
+        out["features"] = feats
+    finally:
+        if not keep_cache:
+            shutil.rmtree(cache_dir, ignore_errors=True)
+    return out
+
+
+def _check(at: Any, feature: int) -> None:
+    if at.exception:
+        raise RuntimeError(at.exception[0].value)
+    if not any(s.value.startswith(f"Feature {feature}:") for s in at.subheader):
+        errors = [e.value for e in at.error]
+        raise RuntimeError(f"feature {feature} was not explained on the page: {errors}")
+
+
+def report(result: dict[str, Any]) -> str:
+    lines = [f"App latency on the demo world ({result['mode']}): choosing a feature -> its "
+             "explanation on the page"]
+    if "first_open_s" in result:
+        lines.append(f"  first open, fresh cache : {result['first_open_s']:8.2f} s")
+    for name in ("cold", "warm"):
+        xs = result.get(f"{name}_s") or []
+        if xs:
+            lines.append(f"  {name:<5} (new feature)   : median {statistics.median(xs):6.2f} s  "
+                         f"(min {min(xs):.2f}, max {max(xs):.2f}, n={len(xs)})"
+                         if name == "cold" else
+                         f"  {name:<5} (seen before)   : median {statistics.median(xs):6.2f} s  "
+                         f"(min {min(xs):.2f}, max {max(xs):.2f}, n={len(xs)})")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--mode", choices=["browser", "apptest", "auto"], default="auto")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--cache", default=None, help="reuse this cache folder (not cold)")
+    ap.add_argument("--screenshots", default=None, metavar="DIR",
+                    help="also save a screenshot of every page into DIR (browser mode)")
+    ap.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    a = ap.parse_args(argv)
+    mode = a.mode
+    if mode == "auto":
+        mode = "browser" if Path(CHROMIUM).exists() else "apptest"
+    if a.screenshots and mode != "browser":
+        print("--screenshots needs the browser (apt-get install -y chromium)", file=sys.stderr)
+        return 2
+    if mode == "browser":
+        result = bench_browser(a.repeats, a.cache, a.screenshots)
+    else:
+        result = bench_apptest(a.repeats, a.cache)
+    print(report(result))
+    if a.screenshots:
+        print("screenshots:", ", ".join(result.get("screenshots", [])))
+    if a.json:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
