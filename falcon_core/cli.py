@@ -46,6 +46,7 @@ WORKSPACE_HELP = {
     "weights": "imagenet, random, or a checkpoint file (state dict)",
     "layer": "module to explain (default: the pooled output before the head)",
     "token_pool": "ViT features: cls token or mean of patch tokens",
+    "class_names": "classes of a checkpoint's head, in order: 'a,b,c' or a file with one a line",
     "clip": "demo or an open_clip model name (e.g. ViT-B-32)",
     "clip_pretrained": "open_clip pretrained tag (e.g. openai) or a local checkpoint file",
     "probe": "demo, cifar10, stl10, imagenette, or an image folder",

@@ -40,6 +40,8 @@ PIPELINE_VERSION = 1
 Progress = Callable[[int, int, str], None]
 # Stored with each explanation so the app can show provenance; longer lists are cut.
 MAX_STORED_SCORES = 200
+# Settings that change how fast a result is computed, never the result itself.
+RESULT_NEUTRAL_SETTINGS = ("batch_size",)
 
 
 class NoHighImagesError(FalconError):
@@ -199,6 +201,10 @@ class Falcon:
                 stored = self.cache.read_json(errors_key, f"{key}-{start}")
                 for k, v in (stored or {}).items():
                     errors[int(k)] = v
+            bad = getattr(self.probe, "bad_images", None)
+            if isinstance(bad, dict):  # images skipped in an earlier run, read from the cache
+                for i, msg in errors.items():
+                    bad.setdefault(str(self.probe.ids[i]), msg)
             if not valid.any():
                 raise FalconError(
                     f"None of the {n} probe images could be read.",
@@ -364,8 +370,9 @@ class Falcon:
     # ---- the explanation ---------------------------------------------------------------------
     def explanation_key(self, features, settings: FalconSettings | None = None) -> str:
         s = settings or self.settings
+        determining = {k: v for k, v in s.to_dict().items() if k not in RESULT_NEUTRAL_SETTINGS}
         return self.cache.key("explanations", inputs=self.inputs, features=list(self.features(features)),
-                              settings=s.to_dict())
+                              settings=determining)
 
     def cached_explanation(self, features, settings: FalconSettings | None = None
                            ) -> Explanation | None:
@@ -577,6 +584,11 @@ class Falcon:
 
     def labels(self) -> np.ndarray:
         """True labels of the probe images in the classifier's class indices (-1: unknown)."""
+        if not getattr(self.backbone, "class_names", None):
+            raise FalconError(
+                "The classifier's class names are unknown, so the probe set's labels cannot be "
+                "matched to its outputs.",
+                "Give them with the checkpoint (--class-names 'a,b,c' or a file, one a line).")
         labels = getattr(self.probe, "labels", None)
         if labels is None:
             raise FalconError("The probe set has no true labels.",

@@ -40,6 +40,7 @@ class WorkspaceConfig:
     weights: str | None = None  # "imagenet", "random", or a checkpoint path (None: preset default)
     layer: str | None = None  # module name; None = the pooled output before the head
     token_pool: str = "cls"  # ViT: "cls" token or "mean" of patch tokens
+    class_names: str | None = None  # a checkpoint head's classes: "a,b,c" or a file, one a line
     clip: str = DEMO  # "demo" or an open_clip model name, e.g. "ViT-B-32"
     clip_pretrained: str | None = None  # open_clip tag ("openai", ...) or a local checkpoint path
     probe: str = DEMO  # "demo", "cifar10", "stl10", "imagenette", or an image folder
@@ -88,7 +89,8 @@ class WorkspaceConfig:
 
             return demo_backbone(layer=self.layer, world=self.world)
         return create_backbone(BackboneSpec(name=self.backbone, weights=self.weights,
-                                            layer=self.layer, token_pool=self.token_pool))
+                                            layer=self.layer, token_pool=self.token_pool,
+                                            class_names=self.class_names))
 
     def build_clip(self):
         from .models.clip import ClipSpec, create_clip

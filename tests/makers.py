@@ -73,3 +73,69 @@ def make_resnet18_checkpoint(path: Path, prefix: str = "") -> Path:
     model = torchvision.models.resnet18(weights=None)
     torch.save({prefix + k: v for k, v in model.state_dict().items()}, path)
     return path
+
+
+def make_torchvision_checkpoint(path: Path, arch: str = "resnet18", seed: int = 0,
+                                num_classes: int = 1000, prefix: str = "") -> Path:
+    """A random-weight torchvision state dict (``seed`` picks the weights; ``num_classes`` the
+    size of the ``fc`` head)."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(seed)
+    model = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
+    torch.save({prefix + k: v for k, v in model.state_dict().items()}, path)
+    return path
+
+
+def make_tiny_world(base: Path, n_per_kind: int = 4) -> dict:
+    """The tiny world of the pipeline tests: an image folder of coloured shapes, a caption file,
+    a random ResNet-18 checkpoint and a tiny open_clip config + random checkpoint."""
+    base.mkdir(parents=True, exist_ok=True)
+    images = make_image_folder(base / "images", n_per_kind=n_per_kind)
+    captions = make_captions(base / "captions.txt")
+    config, clip_ckpt = make_tiny_clip(base / "clip")
+    backbone = make_resnet18_checkpoint(base / "resnet18.pth")
+    return {"base": base, "images": images, "captions": captions, "clip_config": config,
+            "clip_ckpt": clip_ckpt, "backbone": backbone}
+
+
+def tiny_config(world: dict, **changes):
+    """``WorkspaceConfig`` of :func:`make_tiny_world` (``changes`` override its fields)."""
+    from falcon_core.workspace import WorkspaceConfig
+
+    fields = dict(backbone="resnet18", weights=str(world["backbone"]),
+                  clip=str(world["clip_config"]), clip_pretrained=str(world["clip_ckpt"]),
+                  probe=str(world["images"]), vocabulary=str(world["captions"]))
+    fields.update({k: (str(v) if isinstance(v, Path) else v) for k, v in changes.items()})
+    return WorkspaceConfig(**fields)
+
+
+def cache_snapshot(root: Path) -> dict[str, int]:
+    """Every file under a cache folder (relative path -> size)."""
+    root = Path(root)
+    if not root.exists():
+        return {}
+    return {p.relative_to(root).as_posix(): p.stat().st_size for p in root.rglob("*")
+            if p.is_file()}
+
+
+def make_tiny_cnn(seed: int = 0, width: int = 32, num_classes: int = 2):
+    """A two-block CNN with a ResNet-like layout (``layer1``, ``layer2``, ``avgpool``, ``fc``):
+    cheap enough to run on hundreds of images in a test."""
+    import torch
+    from torch import nn
+
+    class TinyCNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer1 = nn.Sequential(nn.Conv2d(3, 16, 3, stride=2, padding=1), nn.ReLU())
+            self.layer2 = nn.Sequential(nn.Conv2d(16, width, 3, stride=2, padding=1), nn.ReLU())
+            self.avgpool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(width, num_classes)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(self.avgpool(self.layer2(self.layer1(x))), 1))
+
+    torch.manual_seed(seed)
+    return TinyCNN().eval()

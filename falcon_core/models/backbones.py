@@ -68,12 +68,37 @@ class BackboneSpec:
     layer: the explained layer: None (the input of the classifier head), a module name from
         ``model.named_modules()`` (its output is pooled), or "<module>:input" (its input).
     token_pool: for token outputs (n, T, C): "cls" (token 0) or "mean" (of the non-prefix tokens).
+    class_names: the classes of a checkpoint's head, in its order: a list, a text file (one a
+        line) or "a,b,c". Failure explanations need them to read the probe set's labels.
     """
 
     name: str
     weights: str | None = None
     layer: str | None = None
     token_pool: str = "cls"
+    class_names: str | list[str] | None = None
+
+
+def _class_names_for(spec: BackboneSpec, head, report: list[str]) -> list[str] | None:
+    """The class names given with a checkpoint: a list, a text file (one a line) or "a,b,c"."""
+    from pathlib import Path
+
+    names = spec.class_names
+    if names is None:
+        return None
+    if isinstance(names, str):
+        p = Path(os.path.expanduser(names))
+        names = ([ln.strip() for ln in p.read_text("utf-8").splitlines() if ln.strip()]
+                 if p.is_file() else [n.strip() for n in names.split(",") if n.strip()])
+    if head is None:
+        raise FalconError("Class names were given, but the model has no classifier head.",
+                          "Use a checkpoint with its head, or leave the class names out.")
+    if len(names) != head.out_features:
+        raise FalconError(f"{len(names)} class names for a classifier head with "
+                          f"{head.out_features} outputs.",
+                          "Give one name per output of the head, in the head's order.")
+    report.append(f"class names: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}")
+    return list(names)
 
 
 # --------------------------------------------------------------------------------------------
@@ -679,6 +704,7 @@ def _torchvision_factory(arch: str):
             weights_desc = "imagenet"
         elif kind == "file":
             report, has_head = apply_checkpoint(model, spec.weights, head_name="fc", arch=arch)
+            class_names = _class_names_for(spec, model.fc if has_head else None, report)
             weights_desc = str(spec.weights)
         else:
             report.append(f"random initialisation (seed {_SEED})")
@@ -746,6 +772,9 @@ def _timm_backbone(spec: BackboneSpec) -> Backbone:
     head_name = _module_name(model, head_mod) or model.pretrained_cfg.get("classifier")
     if kind == "file":
         report, has_head = apply_checkpoint(model, spec.weights, head_name=head_name, arch=model_name)
+        head_now = model.get_classifier() if hasattr(model, "get_classifier") else None
+        class_names = _class_names_for(
+            spec, head_now if has_head and isinstance(head_now, nn.Linear) else None, report)
         weights_desc = str(spec.weights)
 
     cfg = timm.data.resolve_data_config(model=model)
