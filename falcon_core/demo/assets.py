@@ -1,0 +1,243 @@
+"""What the rest of FALCON calls: the demo world's data, models and synonyms.
+
+- :func:`probe_scenes` and :func:`vocabulary_captions` generate the probe set and the caption
+  vocabulary on first use and cache them under ``$FALCON_CACHE`` (or ``~/.cache/falcon``)
+  ``/demo/``, keyed by the world config hash, the seed, the size and the generator version,
+  written atomically (temporary file + ``os.replace``; the JSON index is written last, so a
+  half-written entry is never trusted).
+- :func:`demo_clip_spec` / :func:`load_demo_clip`: the demo CLIP through open_clip's factory.
+- :func:`build_demo_backbone_module`: the demo backbone (eval mode) and its preprocessing meta.
+- :func:`synonyms`: the words that name each attribute value, with their spaCy lemmas.
+
+Models of the default world and seed are the committed ones in ``assets/``. For another world or
+seed, :func:`ensure_assets` builds them once into the cache (minutes) and reuses them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import FalconError
+from . import captions as C
+from .build import (BACKBONE_FILE, CLIP_FILE, DEFAULT_SEED, MANIFEST_FILE, atomic_write_bytes,
+                    render_many, stream_seed)
+from .world import ASSETS_DIR, DEFAULT_WORLD, GENERATOR_VERSION, World, load_world
+
+DEFAULT_PROBE_SEED = 0
+DEFAULT_PROBE_N = 5000
+DEFAULT_VOCAB_N = 24000
+
+_BUILD_HINT = "Rebuild the demo assets with `python -m falcon_core.demo build --seed 0` (a few minutes)."
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("FALCON_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "falcon")
+    return Path(root) / "demo"
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps([GENERATOR_VERSION, *parts], sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _world(world: World | str | Path | None) -> World:
+    return world if isinstance(world, World) else load_world(world)
+
+
+# --------------------------------------------------------------------------------------------
+# probe set and vocabulary
+# --------------------------------------------------------------------------------------------
+
+
+def probe_scene_dicts(world: World | str | Path | None = None, n: int = DEFAULT_PROBE_N,
+                      seed: int = DEFAULT_PROBE_SEED) -> list[dict]:
+    """The probe set's scene dicts (no rendering; cheap)."""
+    return _world(world).sample_scenes(n, stream_seed(seed, "probe"))
+
+
+def probe_scenes(world: World | str | Path | None = None, n: int = DEFAULT_PROBE_N, seed: int = DEFAULT_PROBE_SEED,
+                 progress=None) -> tuple[np.ndarray, list[dict], np.ndarray, list[str]]:
+    """(images uint8 (N, S, S, 3) read-only memmap, scenes, labels int64 (N,), class_names).
+
+    Generated on first use (about a minute for 5,000 scenes) and cached."""
+    w = _world(world)
+    key = _key("probe", w.hash, seed, n, w.image_size)
+    d = cache_dir()
+    npy, idx = d / f"probe-{key}.npy", d / f"probe-{key}.json"
+    if not (npy.is_file() and idx.is_file()):
+        d.mkdir(parents=True, exist_ok=True)
+        scenes = probe_scene_dicts(w, n, seed)
+        images = np.empty((n, w.image_size, w.image_size, 3), np.uint8)
+        step = 250
+        for i in range(0, n, step):
+            images[i:i + step] = render_many(w, scenes[i:i + step])
+            if progress:
+                progress(min(i + step, n), n, "demo probe set")
+        tmp = d / f"probe-{key}.{os.getpid()}.tmp.npy"
+        np.save(tmp, images)
+        os.replace(tmp, npy)
+        data = {"world": w.name, "world_hash": w.hash, "seed": seed, "n": n, "generator_version": GENERATOR_VERSION,
+                "class_names": w.class_names, "labels": [w.label(s) for s in scenes], "scenes": scenes}
+        atomic_write_bytes(idx, json.dumps(data).encode())
+    data = json.loads(idx.read_text())
+    images = np.load(npy, mmap_mode="r")
+    return images, data["scenes"], np.asarray(data["labels"], np.int64), list(data["class_names"])
+
+
+def vocabulary_captions(world: World | str | Path | None = None, seed: int = DEFAULT_PROBE_SEED,
+                        n: int = DEFAULT_VOCAB_N, probe_n: int = DEFAULT_PROBE_N,
+                        probe_seed: int | None = None, progress=None) -> list[str]:
+    """At least ``n`` (default 24,000) distinct captions of the world, cached; distractors describe
+    main-object combinations absent from the probe set (``probe_n``, ``probe_seed`` = ``seed``)."""
+    w = _world(world)
+    probe_seed = seed if probe_seed is None else probe_seed
+    key = _key("vocab", w.hash, seed, n, probe_n, probe_seed)
+    path = cache_dir() / f"vocab-{key}.txt"
+    if not path.is_file():
+        caps = C.vocabulary(w, probe_scene_dicts(w, probe_n, probe_seed), stream_seed(seed, "vocab"), n, progress)
+        atomic_write_bytes(path, ("\n".join(caps) + "\n").encode())
+    return [line for line in path.read_text(encoding="utf-8").split("\n") if line]
+
+
+# --------------------------------------------------------------------------------------------
+# models
+# --------------------------------------------------------------------------------------------
+
+
+def read_manifest(directory: str | Path | None = None) -> dict[str, Any]:
+    p = Path(directory or ASSETS_DIR) / MANIFEST_FILE
+    if not p.is_file():
+        raise FalconError(f"The demo world's models are missing ({p} not found).", _BUILD_HINT)
+    return json.loads(p.read_text())
+
+
+def ensure_assets(world: World | str | Path | None = None, seed: int = DEFAULT_SEED, build: bool = True) -> Path:
+    """The folder holding models for (world, seed): ``assets/`` when its manifest matches,
+    else a cache folder, built there on first use when ``build`` (minutes)."""
+    w = _world(world)
+    try:
+        m = read_manifest(ASSETS_DIR)
+        if m.get("world_hash") == w.hash and m.get("seed") == seed:
+            return ASSETS_DIR
+    except FalconError:
+        if w.hash == load_world(DEFAULT_WORLD).hash and seed == DEFAULT_SEED and not build:
+            raise
+    d = cache_dir() / f"models-{_key('models', w.hash, seed)}"
+    if not (d / MANIFEST_FILE).is_file():
+        if not build:
+            raise FalconError(f"No demo models for world {w.name!r} and seed {seed}.",
+                              f"Build them: `python -m falcon_core.demo build --seed {seed} --world {w.path} --out {d}`.")
+        from .build import build as run_build
+
+        run_build(seed=seed, world=w, out=d)
+    return d
+
+
+def demo_clip_spec(directory: str | Path | None = None) -> tuple[str, str]:
+    """(open_clip model name, checkpoint path) of the demo CLIP, after registering its config."""
+    from .clip_model import register
+
+    name = register()
+    path = Path(directory or ASSETS_DIR) / CLIP_FILE
+    if not path.is_file():
+        raise FalconError(f"The demo CLIP checkpoint is missing ({path}).", _BUILD_HINT)
+    return name, str(path)
+
+
+def load_demo_clip(directory: str | Path | None = None):
+    """``open_clip.create_model_and_transforms(name, pretrained=path)`` for the demo CLIP:
+    (model, preprocess_train, preprocess_val); the same factory call as for a real CLIP."""
+    import open_clip
+
+    name, path = demo_clip_spec(directory)
+    model, pp_train, pp_val = open_clip.create_model_and_transforms(name, pretrained=path)
+    model.eval()
+    return model, pp_train, pp_val
+
+
+def build_demo_backbone_module(directory: str | Path | None = None):
+    """(DemoResNet in eval mode with its weights, meta) where meta has input_size, mean, std,
+    class_names, head="fc", cam_layer, feature_layer, num_features, checkpoint, sha256."""
+    import torch
+
+    from .backbone import DemoResNet
+
+    d = Path(directory or ASSETS_DIR)
+    m = read_manifest(d)
+    meta = dict(m["backbone"]["meta"])
+    path = d / BACKBONE_FILE
+    if not path.is_file():
+        raise FalconError(f"The demo backbone checkpoint is missing ({path}).", _BUILD_HINT)
+    model = DemoResNet(len(meta["class_names"]), tuple(m["backbone"]["widths"]))
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    model.eval()
+    meta["checkpoint"] = str(path)
+    meta["sha256"] = m["files"][BACKBONE_FILE]
+    return model, meta
+
+
+# --------------------------------------------------------------------------------------------
+# synonyms
+# --------------------------------------------------------------------------------------------
+
+_SYN_CACHE: dict[tuple[str, bool], dict[str, list[str]]] = {}
+
+
+def load_spacy():
+    """The spaCy pipeline FALCON uses (en_core_web_sm, else any installed English model); None if
+    there is none."""
+    try:
+        import spacy
+    except ImportError:  # pragma: no cover
+        return None
+    names = ["en_core_web_sm"] + [n for n in spacy.util.get_installed_models() if n.startswith("en_core_web")]
+    for name in names:
+        try:
+            return spacy.load(name, disable=["ner", "parser"])
+        except Exception:  # noqa: BLE001 - try the next one
+            continue
+    return None
+
+
+def synonyms(world: World | str | Path | None = None, lemmas: bool = True) -> dict[str, list[str]]:
+    """{"attr=value": [words]}: the config's words for each value and, with ``lemmas``, the spaCy
+    lemmas those words get inside typical demo captions (spaCy lemmatises "striped" to "strip",
+    "dotted" to "dot", "bricks" to "brick"), so a benchmark that lemmatises FALCON's words can
+    match them directly. A lemma that would also name another value is left out.
+    Multi-word phrases (``"polka dots"``) are covered by their single words."""
+    w = _world(world)
+    ck = (w.hash, lemmas)
+    if ck in _SYN_CACHE:
+        return {k: list(v) for k, v in _SYN_CACHE[ck].items()}
+    out = {f"{a}={v}": list(w.words(a, v)) for a in w.attributes for v in w.attributes[a]}
+    nlp = load_spacy() if lemmas else None
+    if nlp is not None:
+        owner = {word: k for k, ws in out.items() for word in ws}
+        frames = {
+            "shape": ["a small red {} on the grass", "a {} with stripes"],
+            "color": ["a {} star on the grass", "a large {} striped disc"],
+            "pattern": ["a red {} star on sand", "a blue star with {}", "a small {} hexagon"],
+            "size": ["a {} red star on water", "one {} striped disc"],
+            "background": ["a red star on {}", "{} with a blue disc", "a star lying on the {}"],
+        }
+        sentences, who = [], []
+        for k, ws in out.items():
+            attr = k.split("=", 1)[0]
+            for word in ws:
+                for fr in frames[attr]:
+                    sentences.append(fr.format(word))
+                    who.append((k, word))
+        for doc, (k, word) in zip(nlp.pipe(sentences, batch_size=256), who):
+            for tok in doc:
+                if tok.text.lower() == word:
+                    lem = tok.lemma_.lower()
+                    if lem and lem not in out[k] and owner.get(lem, k) == k:
+                        out[k].append(lem)
+                        owner[lem] = k
+    _SYN_CACHE[ck] = out
+    return {k: list(v) for k, v in out.items()}

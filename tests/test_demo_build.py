@@ -1,0 +1,117 @@
+"""The short build (--tiny) end to end, its reproducibility, and the interface the app uses."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from falcon_core.demo import (build_demo_backbone_module, demo_clip_spec, load_demo_clip, load_world,
+                              probe_scenes, synonyms, vocabulary_captions)
+from falcon_core.demo.__main__ import main
+from falcon_core.demo.build import BACKBONE_FILE, CLIP_FILE, MANIFEST_FILE, build, sha256_file
+from falcon_core.errors import FalconError
+
+SMALL = dict(train_scenes=16, eval_scenes=8, clip_steps=2, clip_batch=8, backbone_steps=2, backbone_batch=8)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny")
+    assert main(["build", "--tiny", "--seed", "3", "--out", str(out)]) == 0
+    return out
+
+
+def test_tiny_build_writes_loadable_files(tiny_dir):
+    m = json.loads((tiny_dir / MANIFEST_FILE).read_text())
+    assert m["seed"] == 3 and m["world"] == "shapes-tiny" and len(m["world_hash"]) == 64
+    for f in (CLIP_FILE, BACKBONE_FILE):
+        assert m["files"][f] == sha256_file(tiny_dir / f)
+        sd = torch.load(tiny_dir / f, map_location="cpu", weights_only=True)
+        assert isinstance(sd, dict) and all(isinstance(v, torch.Tensor) for v in sd.values())
+    assert set(m["clip"]["retrieval"]) >= {"crop:shape", "crop:color", "scene:background"}
+    assert 0.0 <= m["backbone"]["heldout_clear_share"] <= 1.0
+    assert not [p for p in os.listdir(tiny_dir) if p.endswith(".tmp")]
+
+
+def test_demo_clip_loads_through_the_open_clip_factory(tiny_dir):
+    import open_clip
+
+    name, path = demo_clip_spec(tiny_dir)
+    assert name == "falcon-demo-clip" and path.endswith(CLIP_FILE)
+    model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=path)
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    k = "token_embedding.weight"
+    assert torch.equal(model.state_dict()[k], sd[k].float())
+    model, _, preprocess = load_demo_clip(tiny_dir)
+    tok = open_clip.get_tokenizer(name)
+    from PIL import Image
+
+    img = preprocess(Image.new("RGB", (80, 50), (200, 30, 30))).unsqueeze(0)
+    with torch.no_grad():
+        a = model.encode_image(img, normalize=True)
+        b = model.encode_text(tok(["a red star on the grass"]), normalize=True)
+    assert a.shape == b.shape == (1, 128)
+
+
+def test_demo_backbone_module(tiny_dir):
+    net, meta = build_demo_backbone_module(tiny_dir)
+    assert not net.training
+    assert meta["head"] == "fc" and meta["class_names"] == ["circle", "square", "triangle"]
+    for name in ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc"):
+        assert hasattr(net, name)
+    x = torch.zeros(2, 3, meta["input_size"], meta["input_size"])
+    with torch.no_grad():
+        assert net(x).shape == (2, 3)
+        assert net.features(x).shape == (2, meta["num_features"])
+    assert net.layer4[-1] is not None
+
+
+def test_build_is_reproducible(tmp_path):
+    a = build(seed=1, tiny=True, out=tmp_path / "a", log=lambda s: None, **SMALL)
+    b = build(seed=1, tiny=True, out=tmp_path / "b", log=lambda s: None, **SMALL)
+    assert a["files"] == b["files"]
+    assert (tmp_path / "a" / MANIFEST_FILE).read_bytes() == (tmp_path / "b" / MANIFEST_FILE).read_bytes()
+
+
+def test_missing_assets_say_how_to_rebuild(tmp_path):
+    with pytest.raises(FalconError, match="build"):
+        build_demo_backbone_module(tmp_path)
+    with pytest.raises(FalconError, match="build"):
+        demo_clip_spec(tmp_path)
+
+
+def test_probe_scenes_cached(monkeypatch, tmp_path):
+    monkeypatch.setenv("FALCON_CACHE", str(tmp_path))
+    w = load_world()
+    images, scenes, labels, names = probe_scenes(w, n=12, seed=4)
+    assert images.shape == (12, w.image_size, w.image_size, 3) and images.dtype == np.uint8
+    assert isinstance(images, np.memmap)
+    assert labels.tolist() == [names.index(s["objects"][0]["shape"]) for s in scenes]
+    assert np.array_equal(images[3], w.render(scenes[3]))
+    files = sorted(p.name for p in (tmp_path / "demo").iterdir())
+    images2, scenes2, _, _ = probe_scenes(w, n=12, seed=4)
+    assert scenes2 == scenes and np.array_equal(images2, images)
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == files
+    assert not [f for f in files if "tmp" in f]
+
+
+def test_vocabulary_cached(monkeypatch, tmp_path):
+    monkeypatch.setenv("FALCON_CACHE", str(tmp_path))
+    v = vocabulary_captions(load_world(), seed=0, n=2000, probe_n=300)
+    assert len(v) == len(set(v)) >= 2000
+    assert vocabulary_captions(load_world(), seed=0, n=2000, probe_n=300) == v
+
+
+def test_synonyms_include_spacy_lemmas():
+    s = synonyms(load_world())
+    assert "star" in s["shape=star"] and "crimson" in s["color=red"]
+    assert "stripes" in s["pattern=striped"] and "dots" in s["pattern=dotted"]
+    # lemma forms a lemmatising benchmark meets (present in the config or added from spaCy)
+    assert "strip" in s["pattern=striped"] or "stripe" in s["pattern=striped"]
+    assert "dot" in s["pattern=dotted"] and "brick" in s["background=brick"]
+    seen = {}
+    for k, words in s.items():
+        for w in words:
+            assert seen.setdefault(w, k) == k, f"{w} names {seen[w]} and {k}"
