@@ -77,6 +77,8 @@ def _add_settings_args(p: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(FalconSettings):
         default = getattr(defaults, f.name)
         help_text = f"{SETTING_HELP.get(f.name, '')} [default: {default}]"
+        if f.name in ("high_rule", "top_k"):
+            help_text += " (demo backbone: topk, 20)"
         if isinstance(default, bool):
             g.add_argument(_flag(f.name), dest=f"set_{f.name}", default=None,
                            action=argparse.BooleanOptionalAction, help=help_text)
@@ -144,8 +146,9 @@ def _workspace(args) -> WorkspaceConfig:
 
 
 def _settings(args) -> FalconSettings:
+    """The workspace's default settings (the authors', or top-k on the demo) with the flags."""
     changes = {k[4:]: v for k, v in vars(args).items() if k.startswith("set_") and v is not None}
-    return FalconSettings(**changes)
+    return _workspace(args).default_settings().replace(**changes)
 
 
 def _falcon(args):

@@ -140,7 +140,7 @@ class Falcon:
         clip = config.build_clip()
         probe = config.build_probe(backbone)
         vocabulary = config.build_vocabulary()
-        return cls(backbone, clip, probe, vocabulary, settings=settings,
+        return cls(backbone, clip, probe, vocabulary, settings=settings or config.default_settings(),
                    cache=DiskCache(cache_dir), progress=progress, config=config)
 
     @property
