@@ -112,6 +112,8 @@ def url(port: int, page: str = "", params: dict[str, Any] | None = None) -> str:
     from urllib.parse import urlencode
 
     q = ("?" + urlencode({k: str(v) for k, v in params.items()})) if params else ""
+    if page == "feature_explorer":  # the default page lives at "/"
+        page = ""
     return f"http://127.0.0.1:{port}/{page}{q}"
 
 
@@ -149,23 +151,43 @@ def screenshot(page: Any, path: Path) -> Path:
 
 # ------------------------------------------------------------------------------ the demo world
 
-def demo_features(n: int = 4, cache_dir: str | None = None) -> list[int]:
+def _demo(cache_dir: str | None = None, falcon: Any = None):
+    if falcon is not None:
+        return falcon
+    from falcon_core import Falcon, WorkspaceConfig
+
+    return Falcon.from_config(WorkspaceConfig.demo(), cache_dir=cache_dir)
+
+
+def demo_features(n: int = 4, cache_dir: str | None = None, falcon: Any = None) -> list[int]:
     """Features of the demo world that have highly activating images, most images first."""
     import numpy as np
 
-    from falcon_core import Falcon, WorkspaceConfig
-
-    fb = Falcon.from_config(WorkspaceConfig.demo(), cache_dir=cache_dir)
+    fb = _demo(cache_dir, falcon)
     stats = fb.feature_stats()
     order = np.argsort(-np.asarray(stats["n_high"]), kind="stable")
     return [int(f) for f in order if stats["n_high"][f] >= 2][:n]
 
 
-def _features_elsewhere(n: int) -> list[int]:
-    """demo_features() computed in a throw-away cache, so the measured cache stays cold."""
+def demo_pair(cache_dir: str | None = None, falcon: Any = None) -> list[int]:
+    """The two demo features most often highly active together (their group has images)."""
+    import numpy as np
+
+    fb = _demo(cache_dir, falcon)
+    feats = demo_features(48, falcon=fb)
+    M = np.array(fb.coactivation(feats), dtype=np.float64)
+    np.fill_diagonal(M, -1.0)
+    i, j = np.unravel_index(int(np.argmax(M)), M.shape)
+    return sorted([int(feats[i]), int(feats[j])])
+
+
+def _features_elsewhere(n: int) -> tuple[list[int], list[int]]:
+    """demo_features() and demo_pair() computed in a throw-away cache, so the measured cache
+    stays cold."""
     tmp = tempfile.mkdtemp(prefix="falcon-bench-probe-")
     try:
-        return demo_features(n, tmp)
+        fb = _demo(tmp)
+        return demo_features(n, falcon=fb), demo_pair(falcon=fb)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -186,7 +208,7 @@ def bench_browser(repeats: int = 3, keep_cache: str | None = None,
         with sync_playwright() as p:
             browser = launch_browser(p)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            feats = _features_elsewhere(2 + 2 * repeats)  # keeps the app's cache cold
+            feats, pair = _features_elsewhere(2 + 2 * repeats)  # keeps the app's cache cold
             first, rest = feats[0], feats[1:]
             t0 = time.perf_counter()
             page.goto(url(port, "feature_explorer", {"feature": first}))
@@ -207,7 +229,7 @@ def bench_browser(repeats: int = 3, keep_cache: str | None = None,
                 warm.append(time.perf_counter() - t0)
             out.update(features=feats, cold_s=cold, warm_s=warm)
             if screenshots_dir:
-                out["screenshots"] = take_screenshots(page, port, screenshots_dir, feats)
+                out["screenshots"] = take_screenshots(page, port, screenshots_dir, feats, pair)
             browser.close()
     finally:
         stop_app(proc)
@@ -216,11 +238,12 @@ def bench_browser(repeats: int = 3, keep_cache: str | None = None,
     return out
 
 
-def take_screenshots(page: Any, port: int, out_dir: str, feats: Sequence[int]) -> list[str]:
+def take_screenshots(page: Any, port: int, out_dir: str, feats: Sequence[int],
+                     pair: Sequence[int] | None = None) -> list[str]:
     """One full-page PNG of each page of the app, on the demo world."""
     out = Path(out_dir)
     f = int(feats[0])
-    pair = [int(feats[0]), int(feats[1])] if len(feats) > 1 else [f, (f + 1)]
+    pair = [int(x) for x in pair] if pair else [int(feats[0]), int(feats[1])]
     views = [
         ("feature_explorer", {"feature": f}, lambda: wait_explained(page, f)),
         ("pairs_and_groups", {"features": f"{pair[0]},{pair[1]}"},
@@ -250,7 +273,7 @@ def bench_apptest(repeats: int = 3, keep_cache: str | None = None) -> dict[str, 
 
     out: dict[str, Any] = {"mode": "apptest", "cache_dir": cache_dir, "repeats": repeats}
     try:
-        feats = _features_elsewhere(2 + 2 * repeats)
+        feats, _ = _features_elsewhere(2 + 2 * repeats)
         first, rest = feats[0], feats[1:]
         at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=900)
         at.query_params["feature"] = str(first)

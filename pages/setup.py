@@ -1,0 +1,279 @@
+"""Setup: which backbone, CLIP model, probe set and vocabulary; what is computed; precompute."""
+
+import time
+
+import pandas as pd
+import streamlit as st
+
+from falcon_core.errors import FalconError, OfflineError
+from falcon_core.settings import HIGH_RULES, FalconSettings
+from falcon_core.workspace import WorkspaceConfig
+from ui import errors, loaders, presets, shell, state, views
+from ui.progress import EtaTracker, format_seconds
+
+
+def _human(n: float) -> str:
+    try:
+        from falcon_core.cache import human_bytes
+
+        return human_bytes(n)
+    except Exception:  # noqa: BLE001
+        return f"{n / 1e6:.1f} MB"
+
+
+def _workspace_form(current: WorkspaceConfig) -> None:
+    st.markdown("### Models and data")
+    st.caption("Presets marked “download” need the internet the first time; on a machine without "
+               "it, give a local path, or keep the offline demo world.")
+    fields: dict = {}
+    problems: list[str] = []
+    labels = {"backbone": "Backbone", "clip": "CLIP model", "probe": "Probe images",
+              "vocabulary": "Vocabulary (captions)"}
+    cols = st.columns(2)
+    for n, (group, plist) in enumerate(presets.GROUPS.items()):
+        with cols[n % 2], st.container(border=True):
+            key = f"setup:{group}"
+            state.seed_widget(key, presets.find(group, current))
+            idx = st.selectbox(labels[group], options=list(range(len(plist))), key=key,
+                               format_func=lambda i, pl=plist: pl[i].label
+                               + (" — download" if pl[i].downloads else ""))
+            p = plist[idx]
+            path = None
+            custom = {}
+            if p.path:
+                pkey = f"setup:{group}:path:{idx}"
+                state.seed_widget(pkey, presets.current_path(p, current))
+                path = st.text_input("Local path", key=pkey, help=p.path_help,
+                                     placeholder=p.path_help)
+            for field in p.custom:
+                ckey = f"setup:{group}:{field}"
+                state.seed_widget(ckey, str(getattr(current, field) or ""))
+                custom[field] = st.text_input(field.replace("_", " ").capitalize(), key=ckey)
+            chosen = presets.apply(p, path, custom)
+            miss = presets.missing(p, chosen)
+            if miss:
+                problems.append(miss)
+            fields.update(chosen)
+            if group == "backbone":
+                state.seed_widget("setup:layer", current.layer or "")
+                fields["layer"] = st.text_input(
+                    "Layer (blank: the pooled output before the classifier head)",
+                    key="setup:layer",
+                    help="A module name such as layer3 (its output is mean-pooled over H×W) or "
+                         "'<module>:input'.").strip() or None
+                if str(fields.get("backbone") or "").startswith("timm:vit") or "vit" in str(
+                        fields.get("backbone") or "").lower():
+                    state.seed_widget("setup:token_pool", current.token_pool)
+                    fields["token_pool"] = st.radio(
+                        "ViT tokens", ["cls", "mean"], key="setup:token_pool", horizontal=True,
+                        help="cls: the CLS token; mean: the mean of the patch tokens.")
+    new = current.replace(**fields)
+    c1, c2 = st.columns([1, 1])
+    open_clicked = c1.button("Open this workspace", type="primary", key="setup_open",
+                             disabled=bool(problems))
+    demo_clicked = c2.button("Back to the demo world", key="setup_demo",
+                             disabled=current == WorkspaceConfig.demo())
+    for p in problems:
+        st.caption(f":material/warning: {p}")
+    if demo_clicked:
+        state.set_workspace(WorkspaceConfig.demo())
+        _clear_setup_widgets()
+        st.rerun()
+    if open_clicked:
+        try:
+            with st.spinner("Loading the models and data (the first time may take a while)…"):
+                loaders._falcon(state.config_key(new), loaders.cache_root())
+        except OfflineError as e:
+            errors.show_falcon_error(e, "Cannot download what this workspace needs")
+            return
+        except FalconError as e:
+            errors.show_falcon_error(e, "This workspace cannot be opened")
+            return
+        except Exception as e:  # noqa: BLE001
+            errors.show_unexpected(e, "This workspace cannot be opened")
+            return
+        state.set_workspace(new)
+        st.rerun()
+
+
+def _clear_setup_widgets() -> None:
+    for key in list(st.session_state.keys()):
+        if isinstance(key, str) and key.startswith("setup:"):
+            del st.session_state[key]
+
+
+def _status(fb) -> dict | None:
+    status = errors.call(fb.status, what="What is computed cannot be listed")
+    if status is None:
+        return None
+    st.markdown("### What is already computed")
+    c = st.columns(4)
+    c[0].metric("Representations (Stage 1)", "done" if status["representations"] else "not yet")
+    c[1].metric("Features explained", f"{status['explained_features']} / "
+                                      f"{status['num_features']}")
+    c[2].metric("Probe images", fb.num_images)
+    c[3].metric("Cache size", _human(status["cache_bytes"]))
+    st.caption(f"Cache folder: `{status['cache_root']}` (set FALCON_CACHE to move it). "
+               "Explanations computed with other settings are kept too.")
+    with st.expander("Cache contents and workspace details"):
+        entries = errors.attempt(fb.cache.entries)[0] or []
+        if entries:
+            df = pd.DataFrame(entries)
+            agg = df.groupby("namespace").agg(entries=("key", "count"),
+                                              size=("size_bytes", "sum"),
+                                              unfinished=("complete", lambda s: int((~s).sum())))
+            agg["size"] = agg["size"].map(_human)
+            st.dataframe(agg.reset_index(), hide_index=True)
+        desc = errors.attempt(fb.describe)[0]
+        if desc:
+            st.json(desc, expanded=False)
+    return status
+
+
+def _precompute(fb, settings: FalconSettings, status: dict) -> None:
+    st.markdown("### Precompute explanations")
+    st.caption("Explains many features at once so the feature list, the concept search and the "
+               "coherence ranking cover them. Each explanation is saved as soon as it is done: "
+               "you can leave this page (or stop) at any time and resume later.")
+    r = fb.num_features
+    c1, c2 = st.columns(2)
+    state.seed_widget("pre_first", 0)
+    state.seed_widget("pre_count", min(r, 64))
+    first = int(c1.number_input("From feature", 0, r - 1, step=1, key="pre_first"))
+    count = int(c2.number_input("How many features", 1, r, step=1, key="pre_count"))
+    feats = list(range(first, min(r, first + count)))
+    done = set(loaders.feature_table(fb, settings)["feature"].tolist())
+    todo = [f for f in feats if f not in done]
+    st.caption(f"{len(feats) - len(todo)} of these {len(feats)} are already explained; "
+               f"{len(todo)} to go.")
+    if not st.button("Start / resume the precompute", type="primary", key="pre_start",
+                     disabled=not todo):
+        return
+    bar = st.progress(0.0, text="Starting (representations and text embeddings first)…")
+    stage_line = st.empty()
+    tracker = EtaTracker()
+    counts = {"ok": 0, "none": 0}
+    t0 = time.monotonic()
+    last = [0.0]
+
+    def target(d: int, t: int, stage: str) -> None:
+        now = time.monotonic()
+        if now - last[0] < 0.2 and not (t and d >= t):
+            return
+        last[0] = now
+        frac, text = tracker.update(d, t, stage)
+        if stage == "features":
+            bar.progress(frac, text=f"Explained {text}")
+        else:
+            stage_line.caption(f"Working on: {text}")
+
+    def on_feature(f, exp, err) -> None:
+        counts["ok" if exp is not None else "none"] += 1
+
+    router = getattr(fb, "progress", None)
+    try:
+        if hasattr(router, "route"):
+            with router.route(target):
+                result = fb.precompute(todo, settings, on_feature=on_feature)
+        else:
+            result = fb.precompute(todo, settings, on_feature=on_feature)
+    except FalconError as e:
+        errors.show_falcon_error(e, "The precompute stopped")
+        return
+    except Exception as e:  # noqa: BLE001
+        errors.show_unexpected(e, "The precompute stopped")
+        return
+    bar.progress(1.0, text=f"Done in {format_seconds(time.monotonic() - t0)}.")
+    stage_line.empty()
+    no_exp = {f: m for f, m in result.items() if m}
+    st.success(f"Explained {len(result) - len(no_exp)} features.")
+    if no_exp:
+        with st.expander(f"{len(no_exp)} features have no explanation (why)"):
+            st.dataframe(pd.DataFrame([{"feature": f, "reason": m} for f, m in no_exp.items()]),
+                         hide_index=True)
+
+
+def _settings_form() -> None:
+    s = state.settings()
+    base = state.base_settings(state.workspace())
+    changed = state.settings_overrides(s, base)
+    note = (f" — changed: {', '.join(changed)}" if changed else "")
+    with st.expander("Method settings (the authors' defaults; on the demo world the top-k rule)"
+                     + note):
+        with st.form("settings_form"):
+            c = st.columns(3)
+            state.seed_widget("w:high_rule:form", s.high_rule)
+            rule = c[0].selectbox("Highly activating images", list(HIGH_RULES),
+                                  key="w:high_rule:form",
+                                  format_func={"global": "Global α = mean + k·std (authors)",
+                                               "topk": "Top-k per feature",
+                                               "quantile": "Per-feature quantile"}.get)
+            state.seed_widget("w:alpha_std:form", float(s.alpha_std))
+            alpha_std = c[0].number_input("k (α = mean + k·std)", 0.0, 20.0, step=0.5,
+                                          key="w:alpha_std:form")
+            state.seed_widget("w:top_k:form", int(s.top_k))
+            top_k = c[1].number_input("Top-k", 1, 1000, step=1, key="w:top_k:form")
+            state.seed_widget("w:quantile:form", float(s.quantile))
+            quantile = c[1].number_input("Quantile", 0.5, 0.9999, step=0.005, format="%.4f",
+                                         key="w:quantile:form")
+            state.seed_widget("w:cam_threshold:form", float(s.cam_threshold))
+            cam = c[2].slider("GradCAM mask threshold", 0.0, 0.95, step=0.05,
+                              key="w:cam_threshold:form")
+            state.seed_widget("w:captions_per_image:form", int(s.captions_per_image))
+            caps = c[2].number_input("Captions per image", 1, 50, step=1,
+                                     key="w:captions_per_image:form")
+            state.seed_widget("w:top_words:form", int(s.top_words))
+            top_words = c[0].number_input("Top words", 1, 50, step=1, key="w:top_words:form")
+            state.seed_widget("w:top_phrases:form", int(s.top_phrases))
+            top_phrases = c[1].number_input("Top phrases", 1, 50, step=1,
+                                            key="w:top_phrases:form")
+            state.seed_widget("w:coherence_threshold:form", float(s.coherence_threshold))
+            coh = c[2].slider("Interpretable if coherence >", 0.0, 1.0, step=0.01,
+                              key="w:coherence_threshold:form")
+            state.seed_widget("w:normalize_rows:form", bool(s.normalize_rows))
+            norm = c[0].checkbox("Row-normalise the representations (authors)",
+                                 key="w:normalize_rows:form")
+            state.seed_widget("w:contrast:form", bool(s.contrast))
+            contrast = c[1].checkbox("Remove spurious concepts (contrast step)",
+                                     key="w:contrast:form")
+            applied = st.form_submit_button("Apply settings")
+        if applied:
+            try:
+                new = s.replace(high_rule=rule, alpha_std=float(alpha_std), top_k=int(top_k),
+                                quantile=float(quantile), cam_threshold=float(cam),
+                                captions_per_image=int(caps), top_words=int(top_words),
+                                top_phrases=int(top_phrases), coherence_threshold=float(coh),
+                                normalize_rows=bool(norm), contrast=bool(contrast))
+            except FalconError as e:
+                errors.show_falcon_error(e, "These settings cannot be used")
+                return
+            state.set_settings(new)
+            st.success("Settings applied: explanations with them are computed when needed.")
+        if st.button("Reset every setting to this workspace's defaults", key="settings_reset"):
+            state.set_settings(state.base_settings(state.workspace()))
+            for key in list(st.session_state.keys()):
+                if isinstance(key, str) and key.startswith("w:") and key.endswith(":form"):
+                    del st.session_state[key]
+            st.rerun()
+
+
+def main() -> None:
+    st.title("Setup")
+    st.caption("Choose the vision model to explain, the CLIP model that matches crops to "
+               "captions, the probe images and the caption vocabulary. The app starts on an "
+               "offline demo world with tiny models, so everything works without a download.")
+    views.show_url_problems()
+    current = state.workspace()
+    st.info(f"**Current workspace:** {loaders.describe_workspace(current)}", icon=":material/folder_open:")
+    _workspace_form(current)
+    _settings_form()
+    fb = loaders.falcon(current)
+    if fb is None:
+        return
+    status = _status(fb)
+    if status is None:
+        return
+    _precompute(fb, state.settings(), status)
+
+
+shell.page(main)

@@ -1,0 +1,188 @@
+"""The app's helpers that need no Streamlit session: URL <-> state, presets, progress text,
+pictures and charts."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from falcon_core.errors import FalconError
+from falcon_core.settings import FalconSettings
+from falcon_core.workspace import WorkspaceConfig
+from ui import charts, images, presets, state
+from ui.progress import EtaTracker, ProgressRouter, format_seconds
+
+
+# ---- URL <-> state ---------------------------------------------------------------------------
+
+def test_demo_defaults_give_an_empty_url():
+    demo = WorkspaceConfig.demo()
+    assert state.encode(demo, state.base_settings(demo), {}, []) == {}
+
+
+def test_settings_in_the_url_are_relative_to_the_workspace_defaults():
+    demo = WorkspaceConfig.demo()
+    base = state.base_settings(demo)
+    assert base == demo.default_settings()  # the demo world's own rule (top-k)
+    other = demo.replace(backbone="resnet18", weights="imagenet")
+    assert state.base_settings(other) == FalconSettings()
+    s = base.replace(beta=0.2)
+    assert state.encode(demo, s, {}, []) == {"beta": "0.2"}
+    assert state.settings_from(state.decode({"beta": "0.2"}).settings, base) == s
+
+
+def test_encode_keeps_only_what_differs_and_the_page_keys():
+    ws = WorkspaceConfig.demo().replace(backbone="resnet18", weights="imagenet", probe="cifar10")
+    s = FalconSettings(beta=0.25, max_low_images=5, low_threshold=0.02)
+    sel = {"feature": 7, "features": [3, 9], "word": "dog"}
+    params = state.encode(ws, s, sel, ["feature"])
+    assert params == {"backbone": "resnet18", "weights": "imagenet", "probe": "cifar10",
+                      "beta": "0.25", "max_low_images": "5", "low_threshold": "0.02",
+                      "feature": "7"}
+
+
+@pytest.mark.parametrize("sel,keys", [({"feature": 12}, ["feature"]),
+                                      ({"features": [3, 9, 4]}, ["features"]),
+                                      ({"image": 5}, ["image"]),
+                                      ({"word": "red car"}, ["word"]),
+                                      ({"feature": 2, "concept": "grass"}, ["feature", "concept"])])
+def test_round_trip(sel, keys):
+    ws = WorkspaceConfig.demo().replace(layer="layer3", probe="/data/imgs", seed=3)
+    s = FalconSettings(high_rule="topk", top_k=30, spurious_threshold=0.2, contrast=False)
+    dec = state.decode(state.encode(ws, s, sel, keys))
+    assert dec.problems == []
+    assert WorkspaceConfig.demo().replace(**dec.workspace) == ws
+    assert state.settings_from(dec.settings, state.base_settings(ws)) == s
+    assert dec.selection == sel
+
+
+def test_decode_reports_bad_values_and_ignores_unknown_keys():
+    dec = state.decode({"feature": "abc", "beta": "high", "features": "3,x", "utm_source": "mail",
+                        "image": "4"})
+    assert dec.selection == {"image": 4}
+    assert dec.settings == {}
+    assert len(dec.problems) == 3
+    assert all("Ignored" in p for p in dec.problems)
+
+
+def test_decode_rejects_out_of_range_settings_together():
+    dec = state.decode({"quantile": "2", "beta": "0.2"})
+    assert dec.settings == {}
+    assert dec.problems and "settings" in dec.problems[0]
+
+
+def test_decode_takes_last_value_of_a_repeated_key_and_default_epsilon():
+    dec = state.decode({"feature": ["1", "4"], "low_threshold": "default"})
+    assert dec.selection["feature"] == 4
+    assert dec.settings == {"low_threshold": None}
+
+
+def test_parsers():
+    assert state.parse_int(" 7 ") == 7
+    assert state.parse_int("7.0") == 7
+    with pytest.raises(FalconError):
+        state.parse_int("7.5")
+    with pytest.raises(FalconError):
+        state.parse_int(True)
+    assert state.parse_ints("3, 9;3 12") == [3, 9, 12]
+    with pytest.raises(FalconError):
+        state.parse_ints(" , ")
+    assert state.parse_setting("normalize_rows", "false") is False
+    assert state.parse_setting("alpha_std", "4") == 4.0
+    with pytest.raises(FalconError):
+        state.parse_setting("beta", "nan")
+    with pytest.raises(FalconError):
+        state.parse_setting("nonsense", "1")
+
+
+def test_config_key_is_hashable_and_distinguishes_workspaces():
+    a = state.config_key(WorkspaceConfig.demo())
+    b = state.config_key(WorkspaceConfig.demo().replace(probe="cifar10"))
+    assert hash(a) != hash(b) and a != b
+    assert state.settings_key(FalconSettings()) == state.settings_key(FalconSettings())
+
+
+# ---- presets ---------------------------------------------------------------------------------
+
+def test_every_group_finds_the_demo_world():
+    demo = WorkspaceConfig.demo()
+    for group, plist in presets.GROUPS.items():
+        assert presets.find(group, demo) == 0, group
+        assert presets.apply(plist[0]) and presets.missing(plist[0], presets.apply(plist[0])) is None
+
+
+def test_path_presets_round_trip():
+    laion = presets.VOCABULARIES[2]
+    fields = presets.apply(laion, "/data/laion")
+    assert fields == {"vocabulary": "laion:/data/laion"}
+    cfg = WorkspaceConfig.demo().replace(**fields)
+    assert presets.find("vocabulary", cfg) == 2
+    assert presets.current_path(laion, cfg) == "/data/laion"
+    folder = presets.PROBES[-1]
+    assert presets.missing(folder, presets.apply(folder, "  ")) is not None
+    cfg = WorkspaceConfig.demo().replace(**presets.apply(folder, "/imgs"))
+    assert presets.find("probe", cfg) == len(presets.PROBES) - 1
+    dino = presets.BACKBONES[3]
+    cfg = WorkspaceConfig.demo().replace(**presets.apply(dino, "/ckpt/dino.pth"))
+    assert cfg.backbone == "resnet50" and cfg.weights == "/ckpt/dino.pth"
+    assert presets.find("backbone", WorkspaceConfig.demo().replace(
+        backbone="resnet18", weights="imagenet")) == 1
+
+
+# ---- progress --------------------------------------------------------------------------------
+
+def test_eta_tracker_estimates_time_left():
+    now = [0.0]
+    t = EtaTracker(clock=lambda: now[0])
+    frac, text = t.update(0, 100, "features")
+    assert frac == 0.0 and "left" not in text
+    now[0] = 10.0
+    frac, text = t.update(10, 100, "features")
+    assert frac == pytest.approx(0.1)
+    assert "about 1 min 30 s left" in text
+    assert t.update(100, 100, "features")[1].endswith("done")
+    assert format_seconds(3725) == "1 h 02 min"
+
+
+def test_progress_router_sends_reports_to_the_current_target_only():
+    router = ProgressRouter()
+    got = []
+    router(1, 2, "ignored")
+    with router.route(lambda d, t, s: got.append((d, t, s))):
+        router(1, 2, "GradCAM")
+    router(2, 2, "ignored")
+    assert got == [(1, 2, "GradCAM")]
+
+
+# ---- pictures and charts ---------------------------------------------------------------------
+
+def test_overlay_box_crop_and_grid():
+    im = Image.new("RGB", (64, 48), (10, 20, 30))
+    cam = np.zeros((7, 7), np.float32)
+    cam[3, 3] = 1.0
+    ov = images.overlay(im, cam)
+    assert ov.size == im.size and ov.getpixel((32, 24)) != im.getpixel((32, 24))
+    boxed = images.draw_box(ov, (8, 8, 40, 30))
+    assert boxed.getpixel((8, 20)) != ov.getpixel((8, 20))
+    assert images.crop(im, (8, 8, 40, 30)).size == (32, 22)
+    assert images.crop(im, (60, 40, 200, 200)).size == (4, 8)  # clipped to the image
+    assert images.crop(im, None).size == im.size
+    g = images.grid([im, boxed, ov], ["a", "b", "c"], cols=2, cell=50, title="t")
+    assert g.size[0] == 6 + 2 * 56
+    assert images.png_bytes(g)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert images.grid([], []).size[0] > 0
+    assert images.colormap(np.array([[0.0, 1.0]])).shape == (1, 2, 3)
+
+
+def test_charts_build():
+    from falcon_core.explanation import Concept
+
+    cs = [Concept("dog", 0.3, 0.02), Concept("grass", 0.2, 0.15)]
+    fig = charts.concept_bars(cs, "Words", threshold=0.1)
+    assert [t.name for t in fig.data] == ["T score (high images)", "L score (counterfactuals)"]
+    assert list(fig.data[0].customdata) == ["grass", "dog"]  # best on top
+    h = charts.histogram(np.r_[np.random.default_rng(0).random(100), np.nan], 0.5, 0.1)
+    assert len(h.layout.shapes) == 2
+    m = charts.coactivation_heatmap(np.eye(3), [4, 5, 6])
+    assert list(m.data[0].x) == ["4", "5", "6"]
+    c = charts.contributions([{"feature": 3, "contribution": 1.5}], "t")
+    assert list(c.data[0].customdata) == [3]

@@ -1,0 +1,193 @@
+"""Cached access to the library: one Falcon per workspace (``st.cache_resource``), derived
+tables and pictures (``st.cache_data``); explanations themselves live in Falcon's disk cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import streamlit as st
+
+from falcon_core.errors import FalconError
+from falcon_core.settings import FalconSettings
+from falcon_core.workspace import WorkspaceConfig
+
+from . import errors, images, state
+from .progress import ProgressRouter, progress_bar
+
+
+def cache_root() -> str:
+    return os.environ.get("FALCON_CACHE", "")
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _falcon(config_items: tuple, cache_dir: str):
+    from falcon_core.pipeline import Falcon
+
+    config = WorkspaceConfig.from_dict(dict(config_items))
+    return Falcon.from_config(config, progress=ProgressRouter(), cache_dir=cache_dir or None)
+
+
+def describe_workspace(config: WorkspaceConfig) -> str:
+    if config == WorkspaceConfig.demo():
+        return "the offline demo world"
+    parts = [f"backbone {config.backbone}" + (f" ({config.weights})" if config.weights else ""),
+             f"CLIP {config.clip}", f"probe {config.probe}", f"vocabulary {config.vocabulary}"]
+    if config.layer:
+        parts.insert(1, f"layer {config.layer}")
+    return ", ".join(parts)
+
+
+def falcon(config: WorkspaceConfig | None = None):
+    """The Falcon of the current workspace, or None after saying why it cannot be opened."""
+    config = config or state.workspace()
+    try:
+        with st.spinner(f"Opening {describe_workspace(config)}… (the first time builds it)"):
+            return _falcon(state.config_key(config), cache_root())
+    except FalconError as e:
+        errors.show_falcon_error(e, "The workspace could not be opened")
+    except Exception as e:  # noqa: BLE001
+        errors.show_unexpected(e, "The workspace could not be opened")
+    if config != WorkspaceConfig.demo():
+        st.info("You can go back to the offline demo world, which needs no download.")
+        if st.button("Use the demo world", key="back_to_demo"):
+            state.set_workspace(WorkspaceConfig.demo())
+            st.rerun()
+    return None
+
+
+def with_progress(fb, label: str, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with the library's progress shown as a bar; errors shown."""
+    with progress_bar(fb, label):
+        return errors.call(fn, *args, **kwargs)
+
+
+def explain(fb, features, settings: FalconSettings | None = None, what: str | None = None):
+    """The explanation of a feature or group (from the disk cache when it exists)."""
+    settings = settings or state.settings()
+    cached = errors.attempt(fb.cached_explanation, features, settings)[0]
+    if cached is not None:
+        return cached
+    return with_progress(fb, "Explaining…", fb.explain, features, settings=settings, what=what)
+
+
+def explanations_stamp(fb) -> int:
+    """Changes whenever an explanation is added to the disk cache (for st.cache_data keys)."""
+    try:
+        return Path(fb.cache.root, "explanations").stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _feature_table(_fb, config_items: tuple, settings_items: tuple, stamp: int):
+    import pandas as pd
+
+    settings = FalconSettings(**dict(settings_items))
+    done = _fb.explained(settings)
+    stats = _fb.feature_stats(settings)
+    rows = []
+    for f, exp in done.items():
+        coh = exp.coherence
+        rows.append({"feature": int(f),
+                     "coherence": None if coh is None or coh != coh else round(float(coh), 4),
+                     "interpretable": bool(exp.interpretable),
+                     "top concepts": ", ".join(exp.top_concepts(4)),
+                     "high images": int(exp.high_selection.get("n_used", len(exp.high))),
+                     "spurious removed": len(exp.spurious_words) + len(exp.spurious_phrases),
+                     "max activation": round(float(stats["max"][f]), 4)})
+    df = pd.DataFrame(rows, columns=["feature", "coherence", "interpretable", "top concepts",
+                                     "high images", "spurious removed", "max activation"])
+    if len(df):
+        df = df.sort_values(["coherence", "feature"], ascending=[False, True],
+                            na_position="last").reset_index(drop=True)
+    return df
+
+
+def feature_table(fb, settings: FalconSettings | None = None):
+    """Features explained so far (with these settings), sorted by coherence, best first."""
+    settings = settings or state.settings()
+    return _feature_table(fb, state.config_key(fb.config or state.workspace()),
+                          state.settings_key(settings), explanations_stamp(fb))
+
+
+def busiest_feature(fb, settings: FalconSettings) -> int:
+    """The feature with the most highly activating images (a good first feature to show)."""
+    stats = errors.attempt(fb.feature_stats, settings)[0]
+    if stats is None:
+        return 0
+    return int(np.argmax(np.asarray(stats["n_high"])))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _view(_fb, config_items: tuple, index: int):
+    return _fb.view(index)
+
+
+def view(fb, index: int):
+    """Probe image ``index`` as the backbone sees it (a placeholder when unreadable)."""
+    try:
+        return _view(fb, state.config_key(fb.config or state.workspace()), int(index))
+    except Exception:  # noqa: BLE001 - an unreadable image must not break a grid
+        return images.placeholder()
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _annotated_high(_fb, config_items: tuple, features: tuple, settings_items: tuple,
+                    records: tuple) -> list[tuple[Any, Any]]:
+    settings = FalconSettings(**dict(settings_items))
+    cams = _fb.cams(list(features), settings)
+    out = []
+    for index, box, fallback in records:
+        im = view(_fb, index)
+        cam = cams.get(int(index))
+        out.append((images.annotated(im, cam, box, fallback), images.crop(im, box)))
+    return out
+
+
+def annotated_high(fb, exp, settings: FalconSettings, n: int):
+    """[(view with CAM + box, crop)] for the first ``n`` highly activating images of ``exp``."""
+    records = tuple((r.index, tuple(r.box) if r.box else None, bool(r.box_fallback))
+                    for r in exp.high[:n])
+    return _annotated_high(fb, state.config_key(fb.config or state.workspace()),
+                           tuple(exp.features), state.settings_key(settings), records)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _normalized_column(_fb, config_items: tuple, normalize: bool, feature: int) -> np.ndarray:
+    Hn = _fb.normalized(normalize)
+    _, valid = _fb.representations()
+    return np.asarray(Hn[valid, feature], dtype=np.float32)
+
+
+def activations(fb, feature: int, settings: FalconSettings) -> np.ndarray:
+    return _normalized_column(fb, state.config_key(fb.config or state.workspace()),
+                              bool(settings.normalize_rows), int(feature))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _groups(_fb, config_items: tuple, settings_items: tuple):
+    settings = FalconSettings(**dict(settings_items))
+    return [(tuple(int(f) for f in g.features), int(g.n_images)) for g in _fb.groups(settings)]
+
+
+def groups(fb, settings: FalconSettings) -> list[tuple[tuple[int, ...], int]]:
+    """Discovered groups as (features, number of images), largest first."""
+    out = _groups(fb, state.config_key(fb.config or state.workspace()),
+                  state.settings_key(settings))
+    return sorted(out, key=lambda g: (-g[1], g[0]))
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _failures(_fb, config_items: tuple):
+    return _fb.failures()
+
+
+def failures(fb):
+    return _failures(fb, state.config_key(fb.config or state.workspace()))
+
+
+def grid_png(pictures: Sequence, labels: Sequence[str], title: str, cols: int = 6) -> bytes:
+    return images.png_bytes(images.grid(list(pictures), list(labels), cols=cols, title=title))

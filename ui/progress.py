@@ -1,0 +1,94 @@
+"""Library progress -> an ``st.progress`` bar with the stage and the time left.
+
+A Falcon object is shared by every session (``st.cache_resource``), so its ``progress`` callback
+is a :class:`ProgressRouter` that sends each report to the bar of the thread (session) that asked.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+Progress = Callable[[int, int, str], None]
+
+
+class ProgressRouter:
+    """``progress(done, total, stage)`` that forwards to the current thread's target, if any."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def __call__(self, done: int, total: int, stage: str) -> None:
+        target = getattr(self._local, "target", None)
+        if target is not None:
+            target(done, total, stage)
+
+    @contextmanager
+    def route(self, target: Progress) -> Iterator[None]:
+        previous = getattr(self._local, "target", None)
+        self._local.target = target
+        try:
+            yield
+        finally:
+            self._local.target = previous
+
+
+def format_seconds(s: float) -> str:
+    s = max(0, int(round(s)))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {(s % 3600) // 60:02d} min"
+
+
+class EtaTracker:
+    """Per stage: the fraction done and an estimate of the time left (pure; tested alone)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.started: dict[str, tuple[float, int]] = {}
+
+    def update(self, done: int, total: int, stage: str) -> tuple[float, str]:
+        now = self.clock()
+        if stage not in self.started or done < self.started[stage][1]:
+            self.started[stage] = (now, done)
+        t0, d0 = self.started[stage]
+        frac = min(max(done / total, 0.0), 1.0) if total else 0.0
+        text = f"{stage}: {done} / {total}" if total else stage
+        if total and done >= total:
+            return frac, text + " — done"
+        rate = (done - d0) / (now - t0) if now > t0 and done > d0 else 0.0
+        if rate > 0:
+            text += f" — about {format_seconds((total - done) / rate)} left"
+        return frac, text
+
+
+@contextmanager
+def progress_bar(falcon, label: str = "Working…", min_interval: float = 0.15) -> Iterator[None]:
+    """Show the library's progress reports as a bar (removed when the work is done)."""
+    import streamlit as st
+
+    holder = st.empty()
+    bar = holder.progress(0.0, text=label)
+    tracker = EtaTracker()
+    last = [0.0]
+
+    def target(done: int, total: int, stage: str) -> None:
+        frac, text = tracker.update(done, total, stage)
+        now = time.monotonic()
+        if now - last[0] >= min_interval or (total and done >= total):
+            last[0] = now
+            bar.progress(frac, text=f"{label} {text}")
+
+    router = getattr(falcon, "progress", None)
+    try:
+        if isinstance(router, ProgressRouter):
+            with router.route(target):
+                yield
+        else:
+            yield
+    finally:
+        holder.empty()

@@ -1,0 +1,285 @@
+"""Pieces of pages shared by several pages: the feature picker, concept charts, provenance,
+image grids, exports."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import streamlit as st
+
+from falcon_core.errors import FalconError
+from falcon_core.settings import FalconSettings
+
+from . import charts, errors, images, loaders, state
+
+N_IMAGES_DEFAULT = 12
+
+
+def show_url_problems() -> None:
+    for p in state.url_problems():
+        st.warning(p, icon=":material/link:")
+
+
+def feature_label(row: dict) -> str:
+    coh = row.get("coherence")
+    coh_text = f"coherence {coh:.2f}" if isinstance(coh, float) and coh == coh else "coherence –"
+    return f"{row['feature']} · {coh_text} · {row.get('top concepts') or '(no concepts)'}"
+
+
+def feature_picker(fb, settings: FalconSettings, key: str = "feature",
+                   label: str = "Feature number") -> int:
+    """A number box plus a list of the features explained so far, best coherence first.
+
+    The chosen number is kept in the selection (and the URL) under ``key``; it is *not*
+    validated here (the caller shows a message for an unknown feature).
+    """
+    table = loaders.feature_table(fb, settings)
+    default = int(table["feature"].iloc[0]) if len(table) else loaders.busiest_feature(fb, settings)
+    current = state.get(key)
+    if current is None:
+        current = default
+        state.put(key, current)
+    wkey = state.widget_key(key)
+    state.seed_widget(wkey, int(current))
+
+    def picked_from_list() -> None:
+        choice = st.session_state.get(state.widget_key(key, "list"))
+        if choice is not None:
+            st.session_state[wkey] = int(choice)
+            state.put(key, int(choice))
+
+    c1, c2 = st.columns([1, 3])
+    with c1:
+        value = st.number_input(label, step=1, format="%d", key=wkey,
+                                help=f"0 to {fb.num_features - 1} for this backbone.")
+    with c2:
+        rows = {int(r["feature"]): r for r in table.to_dict("records")}
+        st.selectbox(
+            f"…or pick one of the {len(rows)} features explained so far (best coherence first)",
+            options=list(rows), index=None, key=state.widget_key(key, "list"),
+            format_func=lambda f: feature_label(rows[f]), on_change=picked_from_list,
+            placeholder="Type to search by number or concept" if rows else
+            "None yet: explain features here or run the precompute on the Setup page")
+    value = int(value)
+    state.put(key, value)
+    return value
+
+
+def check_feature(fb, feature: int) -> bool:
+    """Show a message (and what to do) for a feature number this backbone does not have."""
+    try:
+        fb.features(int(feature))
+        return True
+    except FalconError as e:
+        st.error(e.message if e.message else str(e), icon=":material/warning:")
+        st.info(f"**What to do:** pick a feature between 0 and {fb.num_features - 1}"
+                + (f" ({e.hint})" if e.hint else "") + ".", icon=":material/lightbulb:")
+        return False
+
+
+def no_high_images(fb, features, settings: FalconSettings) -> bool:
+    """When the rule leaves no highly activating image: say so, offer the top-k rule; True."""
+    high = errors.attempt(fb.select_high, features, settings)[0]
+    if high is None or len(high.indices) > 0:
+        return False
+    feats = [features] if isinstance(features, int) else list(features)
+    what = f"Feature {feats[0]}" if len(feats) == 1 else "No image has every feature of " + \
+        " + ".join(map(str, feats)) + " high: the group"
+    st.warning(f"{what} has no highly activating image with the current rule: "
+               f"{high.description}", icon=":material/warning:")
+    st.info("**What to do:** pick other features (the lists above help), or use the top-k "
+            "rule, which takes the best images of every feature (of a group: by the summed "
+            "activation).", icon=":material/lightbulb:")
+    if st.button(f"Use the top-k rule ({settings.top_k} images)", key="use_topk"):
+        state.set_settings(settings.replace(high_rule="topk"))
+        st.rerun()
+    return True
+
+
+def summary(exp, fb=None) -> None:
+    hs, ls = exp.high_selection, exp.low_selection
+    c = st.columns(4)
+    coh = exp.coherence
+    c[0].metric("Coherence", "–" if coh is None or coh != coh else f"{coh:.3f}",
+                help="Mean off-diagonal cosine similarity of the CLIP embeddings of the crops "
+                     f"(interpretable if > {exp.settings.get('coherence_threshold', 0.8)}).")
+    c[1].metric("Interpretable", "yes" if exp.interpretable else "no")
+    c[2].metric("High images (T)", f"{hs.get('n_used', len(exp.high))}",
+                help=hs.get("description") or "")
+    c[3].metric("Counterfactuals (L)", f"{ls.get('n_used', len(exp.low))}",
+                help=ls.get("description") or "")
+    if hs.get("description"):
+        st.caption(f"**T:** {hs['description']}  \n**L:** {ls.get('description', '')}")
+    for note in exp.notes:
+        st.info(note, icon=":material/info:")
+
+
+def _all_concepts(exp) -> list[str]:
+    out: list[str] = []
+    for items in (exp.words, exp.phrases, exp.spurious_words, exp.spurious_phrases):
+        for c in items:
+            if c.text not in out:
+                out.append(c.text)
+    return out
+
+
+def _chart_selection(event: Any) -> str | None:
+    try:
+        points = event["selection"]["points"]
+    except (KeyError, TypeError):
+        try:
+            points = event.selection.points
+        except AttributeError:
+            return None
+    for p in points or []:
+        cd = p.get("customdata") if isinstance(p, dict) else None
+        if isinstance(cd, (list, tuple)) and cd:
+            cd = cd[0]
+        text = cd if isinstance(cd, str) else (p.get("y") if isinstance(p, dict) else None)
+        if isinstance(text, str):
+            return text
+    return None
+
+
+def concept_charts(exp, key: str = "concept", show_l: bool = True,
+                   container_key: str = "concept_chart") -> str | None:
+    """Word and phrase bar charts; a click (or the list below them) selects a concept."""
+    ss = st.session_state
+    seen = ss.setdefault("_chart_seen", {})
+    clicked = None
+    with st.container(key=container_key):
+        cols = st.columns(2)
+        for col, items, title, ck in ((cols[0], exp.words, "Words", "words"),
+                                      (cols[1], exp.phrases, "Phrases", "phrases")):
+            with col:
+                if not items:
+                    st.info(f"No {title.lower()} kept for {exp.label}.")
+                    continue
+                chart_key = f"chart:{container_key}:{ck}:{'-'.join(map(str, exp.features))}"
+                event = st.plotly_chart(
+                    charts.concept_bars(items, f"{title} (click a bar for its sources)", show_l),
+                    key=chart_key, on_select="rerun", selection_mode="points",
+                    width="stretch")
+                sel = _chart_selection(event)
+                if sel is not None and seen.get(chart_key) != sel:
+                    clicked = sel
+                seen[chart_key] = sel
+    options = _all_concepts(exp)
+    wkey = state.widget_key(key)
+    if clicked is not None:
+        state.put(key, clicked)
+        ss[wkey] = clicked
+    current = state.get(key)
+    if current not in options:
+        current = None
+        state.put(key, None)
+    if ss.get(wkey) not in options:
+        ss[wkey] = current
+    chosen = st.selectbox("Concept to trace (or click a bar)", options=options, key=wkey,
+                          index=None, placeholder="Choose a concept")
+    state.put(key, chosen)
+    return chosen
+
+
+def provenance(fb, exp, concept: str | None, settings: FalconSettings) -> None:
+    """The highly activating images and captions a concept came from."""
+    if not concept:
+        st.caption("Click a bar (or choose a concept) to see the images and captions it came from.")
+        return
+    pairs = exp.provenance(concept)
+    t_score = next((c.score for c in exp.words + exp.phrases + exp.spurious_words
+                    + exp.spurious_phrases if c.text == concept), None)
+    st.markdown(f"**“{concept}”** — T score {t_score:.3f}" if t_score is not None
+                else f"**“{concept}”**")
+    if not pairs:
+        st.info("No stored caption contains this concept as written (it may come from a lemma, "
+                "e.g. 'dogs' → 'dog').")
+        return
+    import pandas as pd
+
+    rows = [{"image": rec.index, "id": rec.id, "caption": cap.text,
+             "similarity": round(cap.score, 4)} for rec, cap in pairs]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    idx = []
+    for rec, _ in pairs:
+        if rec.index not in idx:
+            idx.append(rec.index)
+    recs = {r.index: r for r in exp.high}
+    shown = idx[:8]
+    pics = [images.crop(loaders.view(fb, i), recs[i].box) for i in shown]
+    st.image(pics, caption=[f"image {i}" for i in shown], width=110)
+
+
+def l_provenance(exp, concept: str) -> list[tuple[Any, Any]]:
+    needle = concept.lower()
+    return [(rec, cap) for rec in exp.low for cap in rec.captions if needle in cap.text.lower()]
+
+
+def image_grid(pictures: Sequence, captions: Sequence[str], cols: int = 6,
+               key: str | None = None, width: int = 150) -> None:
+    with st.container(key=key):
+        for start in range(0, len(pictures), cols):
+            row = st.columns(cols)
+            for col, pic, cap in zip(row, pictures[start:start + cols],
+                                     captions[start:start + cols]):
+                col.image(pic, caption=cap, width=width)
+
+
+def high_images(fb, exp, settings: FalconSettings, key: str = "high", n: int | None = None,
+                show_crops: bool = True) -> None:
+    """Highly activating images with the GradCAM heatmap and the crop box, then the crops."""
+    if not exp.high:
+        st.info("No highly activating image.")
+        return
+    if n is None:
+        n = st.slider("Images shown", 1, max(1, len(exp.high)),
+                      min(N_IMAGES_DEFAULT, len(exp.high)), key=f"n_{key}")
+    pairs = loaders.annotated_high(fb, exp, settings, n)
+    caps = [f"#{r.index} · {r.activation:.3f}" + (" · whole (empty CAM)" if r.box_fallback else "")
+            for r in exp.high[:n]]
+    st.markdown(f"**Highly activating images** of {exp.label} (GradCAM heatmap, crop box; "
+                f"{len(exp.high)} in T, best first)")
+    image_grid([p[0] for p in pairs], caps, key=f"{key}_grid")
+    if show_crops:
+        st.markdown("**Their crops** (what CLIP captions)")
+        image_grid([p[1] for p in pairs], [f"#{r.index}" for r in exp.high[:n]], cols=8,
+                   key=f"{key}_crops", width=100)
+    png = loaders.grid_png([p[0] for p in pairs], caps, f"{exp.label}: highly activating images")
+    st.download_button("Download these images (PNG)", png,
+                       file_name=f"falcon_{'_'.join(map(str, exp.features))}_high.png",
+                       mime="image/png", key=f"dl_{key}_png")
+
+
+def low_images(fb, exp, key: str = "low") -> None:
+    """The lowly activating counterfactual images L (encoded whole)."""
+    if not exp.low:
+        st.info("No lowly activating counterfactual image: "
+                + (exp.low_selection.get("description") or "") + " Nothing was removed.")
+        return
+    pics = [loaders.view(fb, r.index) for r in exp.low]
+    caps = [f"#{r.index} · sim {r.similarity:.2f}" if r.similarity is not None else f"#{r.index}"
+            for r in exp.low]
+    st.markdown(f"**Lowly activating counterfactuals (L)** — they share the other features' "
+                f"concepts but not {exp.label}; encoded whole")
+    image_grid(pics, caps, key=f"{key}_grid", width=130)
+    st.download_button("Download the counterfactuals (PNG)",
+                       loaders.grid_png(pics, caps, f"{exp.label}: counterfactual images"),
+                       file_name=f"falcon_{'_'.join(map(str, exp.features))}_low.png",
+                       mime="image/png", key=f"dl_{key}_png")
+
+
+def exports(exp, key: str = "exp") -> None:
+    name = "falcon_" + "_".join(map(str, exp.features))
+    c1, c2 = st.columns(2)
+    c1.download_button("Download the explanation (JSON)", exp.to_json(),
+                       file_name=f"{name}.json", mime="application/json", key=f"dl_{key}_json")
+    c2.download_button("Download the concepts (CSV)", exp.to_csv(), file_name=f"{name}.csv",
+                       mime="text/csv", key=f"dl_{key}_csv")
+
+
+def concept_table(items: Sequence, status: str) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame([{"concept": c.text, "T score": round(c.score, 4),
+                          "L score": round(c.l_score, 4), "status": status} for c in items],
+                        columns=["concept", "T score", "L score", "status"])
