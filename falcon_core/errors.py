@@ -31,5 +31,5 @@ class OfflineError(FalconError):
 OFFLINE_HINT = (
     "This machine cannot download it. Point the tool at a local file instead "
     "(a checkpoint path, an image folder, a caption file), or use the offline demo world "
-    "(`--world demo`, the app's default)."
+    "(the default in the app and the command line)."
 )

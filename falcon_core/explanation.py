@@ -25,6 +25,8 @@ class CaptionMatch:
     index: int  # row of the caption in the vocabulary
     text: str
     score: float  # cosine similarity of the image (crop) and the caption
+    words: list[str] = field(default_factory=list)  # the caption's concepts (Stage 5)
+    phrases: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -126,8 +128,9 @@ class Explanation:
                    ) -> list[tuple[ImageRecord, CaptionMatch]]:
         """The (T image, caption) pairs a concept came from.
 
-        ``concept_sets`` maps caption text -> its words and phrases; without it a plain
-        case-insensitive substring test is used.
+        A caption holds the concept when it is among the caption's extracted words or phrases
+        (stored with each caption); ``concept_sets`` (caption text -> its concepts) overrides
+        them, and captions stored without concepts fall back to a whole-word test.
         """
         out = []
         needle = concept.lower()
@@ -135,8 +138,10 @@ class Explanation:
             for cap in rec.captions:
                 if concept_sets is not None:
                     hit = needle in concept_sets.get(cap.text, set())
+                elif cap.words or cap.phrases:
+                    hit = needle in cap.words or needle in cap.phrases
                 else:
-                    hit = needle in cap.text.lower()
+                    hit = f" {needle} " in f" {' '.join(cap.text.lower().split())} "
                 if hit:
                     out.append((rec, cap))
         return out

@@ -36,7 +36,7 @@ from .stages import failures as failures_stage
 from .stages import groups as groups_stage
 from .stages import selection as selection_stage
 
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2
 Progress = Callable[[int, int, str], None]
 # Stored with each explanation so the app can show provenance; longer lists are cut.
 MAX_STORED_SCORES = 200
@@ -363,7 +363,10 @@ class Falcon:
         phrase_sets = [[concepts[int(j)].phrases for j in row] for row in idx]
         words = concepts_stage.word_scores(scores, word_sets) if len(idx) else {}
         phrases = concepts_stage.word_scores(scores, phrase_sets) if len(idx) else {}
-        matches = [[CaptionMatch(int(j), texts[int(j)], float(s)) for j, s in zip(r, sr)]
+        matches = [[CaptionMatch(int(j), texts[int(j)], float(s),
+                                 words=sorted(concepts[int(j)].words),
+                                 phrases=sorted(concepts[int(j)].phrases))
+                    for j, s in zip(r, sr)]
                    for r, sr in zip(idx, scores)]
         return matches, words, phrases
 

@@ -1,0 +1,40 @@
+"""The Explanation object: provenance, JSON and CSV, built by hand."""
+
+import json
+
+from falcon_core.explanation import CaptionMatch, Concept, Explanation, ImageRecord
+
+
+def make() -> Explanation:
+    cap_sea = CaptionMatch(0, "waves on the sea", 0.5, words=["sea", "wave"], phrases=[])
+    cap_shell = CaptionMatch(1, "a seashell on sand", 0.4, words=["sand", "seashell"], phrases=[])
+    cap_old = CaptionMatch(2, "the sea at night", 0.3)  # stored without concepts
+    high = [ImageRecord(3, "a.png", 0.9, [cap_sea, cap_shell], box=(0, 0, 10, 10)),
+            ImageRecord(7, "b.png", 0.8, [cap_old])]
+    return Explanation(
+        features=[4], words=[Concept("sea", 0.4, 0.0)], phrases=[],
+        spurious_words=[Concept("sand", 0.2, 0.15)], spurious_phrases=[], high=high, low=[],
+        coherence=float("nan"), interpretable=False, high_selection={}, low_selection={},
+        settings={}, inputs={})
+
+
+def test_provenance_uses_the_captions_concepts_not_substrings():
+    exp = make()
+    pairs = exp.provenance("sea")
+    # "seashell" contains "sea" but is not the concept; the old caption matches as a whole word
+    assert [(r.id, c.index) for r, c in pairs] == [("a.png", 0), ("b.png", 2)]
+    assert [(r.id, c.index) for r, c in exp.provenance("seashell")] == [("a.png", 1)]
+    assert exp.provenance("night") == [(exp.high[1], exp.high[1].captions[0])]
+
+
+def test_json_round_trip_and_csv():
+    exp = make()
+    data = json.loads(exp.to_json())
+    assert data["coherence"] is None  # NaN is not valid JSON
+    back = Explanation.from_json(exp.to_json())
+    assert back.high[0].captions[0].words == ["sea", "wave"]
+    assert back.high[0].box == (0, 0, 10, 10)
+    assert back.words == exp.words
+    rows = exp.to_csv().splitlines()
+    assert rows[0] == "features,kind,concept,rank,t_score,l_score,status"
+    assert rows[1:] == ["4,word,sea,1,0.4,0.0,kept", "4,word,sand,,0.2,0.15,spurious"]
