@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from falcon_core.errors import OFFLINE_HINT, FalconError, OfflineError
-from falcon_core.models.checkpoints import apply_checkpoint
+from falcon_core.models.checkpoints import apply_checkpoint, hash_state_dict
 
 __all__ = [
     "BackboneSpec",
@@ -591,12 +591,7 @@ class Backbone:
                                  f"head={self.head is not None}"):
                         h.update(str(part).encode())
                         h.update(b"\0")
-                    for k, t in self.model.state_dict().items():
-                        h.update(k.encode())
-                        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-                        t = t.detach().cpu().contiguous().reshape(-1)
-                        if t.numel():
-                            h.update(t.view(torch.uint8).numpy().tobytes())
+                    h.update(hash_state_dict(self.model).encode())
                     self._fingerprint = h.hexdigest()
         return self._fingerprint
 

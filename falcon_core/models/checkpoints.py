@@ -329,3 +329,17 @@ def apply_checkpoint(model: nn.Module, path, head_name: str | None = "fc",
     report.append(f"loaded {len(matched)} of {len(body)} backbone weights"
                   + (" and the classifier head" if has_head else ""))
     return report, has_head
+
+
+def hash_state_dict(model) -> str:
+    """sha256 of every tensor of a module's state dict: names, dtypes, shapes and bytes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, t in model.state_dict().items():
+        h.update(k.encode())
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        t = t.detach().cpu().contiguous().reshape(-1)
+        if t.numel():
+            h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()

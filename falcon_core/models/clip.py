@@ -21,7 +21,9 @@ import numpy as np
 import torch
 
 from falcon_core.errors import OFFLINE_HINT, FalconError, OfflineError
+from falcon_core.cache import hash_file
 from falcon_core.models.backbones import hub_offline_guard
+from falcon_core.models.checkpoints import hash_state_dict
 
 __all__ = ["ClipSpec", "ClipModel", "create_clip"]
 
@@ -35,28 +37,6 @@ class ClipSpec:
 
     name: str = "ViT-B-32"
     pretrained: str | None = "openai"
-
-
-def _sha256_file(path: str, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while True:
-            b = fh.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
-
-
-def _state_dict_hash(model: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for k, t in model.state_dict().items():
-        h.update(k.encode())
-        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        t = t.detach().cpu().contiguous().reshape(-1)
-        if t.numel():
-            h.update(t.view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 class ClipModel:
@@ -137,9 +117,9 @@ class ClipModel:
             if self.source == "tag":
                 h.update(f"tag:{self.pretrained}".encode())
             elif self.source == "file":
-                h.update(f"file:{_sha256_file(self.pretrained)}".encode())
+                h.update(f"file:{hash_file(self.pretrained)}".encode())
             else:
-                h.update(f"random:{_state_dict_hash(self.model)}".encode())
+                h.update(f"random:{hash_state_dict(self.model)}".encode())
             self._fingerprint = h.hexdigest()
         return self._fingerprint
 
