@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--tiny", action="store_true", help="a tiny world and a few steps (a smoke test, seconds)")
     b.add_argument("--threads", type=int, default=2, help="torch threads (part of what makes the build reproducible)")
     for name, typ in [("train-scenes", int), ("eval-scenes", int), ("clip-steps", int), ("clip-batch", int),
-                      ("clip-lr", float), ("backbone-steps", int), ("backbone-batch", int),
+                      ("clip-lr", float), ("clip-crop-share", float), ("backbone-steps", int), ("backbone-batch", int),
                       ("backbone-lr", float), ("aux-weight", float)]:
         b.add_argument(f"--{name}", type=typ, default=None)
     i = sub.add_parser("info", help="print the manifest of the committed assets")
@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
             m = build(seed=args.seed, world=args.world, out=args.out or ASSETS_DIR, tiny=args.tiny,
                       threads=args.threads, train_scenes=args.train_scenes, eval_scenes=args.eval_scenes,
                       clip_steps=args.clip_steps, clip_batch=args.clip_batch, clip_lr=args.clip_lr,
+                      clip_crop_share=args.clip_crop_share,
                       backbone_steps=args.backbone_steps, backbone_batch=args.backbone_batch,
                       backbone_lr=args.backbone_lr, aux_weight=args.aux_weight)
             print(json.dumps({k: m[k] for k in ("seed", "world", "world_hash", "files", "sizes")}, indent=2))

@@ -40,10 +40,10 @@ BACKBONE_FILE = "demo_backbone.pt"
 MANIFEST_FILE = "demo_manifest.json"
 DEFAULT_SEED = 0
 
-FULL = dict(train_scenes=6000, eval_scenes=1000, clip_steps=360, clip_batch=128, clip_lr=2e-3,
-            backbone_steps=600, backbone_batch=96, backbone_lr=3e-3, aux_weight=0.5)
+FULL = dict(train_scenes=6000, eval_scenes=1000, clip_steps=900, clip_batch=128, clip_lr=2e-3,
+            clip_crop_share=0.65, backbone_steps=1200, backbone_batch=96, backbone_lr=6e-3, aux_weight=0.1)
 TINY = dict(train_scenes=48, eval_scenes=24, clip_steps=3, clip_batch=16, clip_lr=2e-3,
-            backbone_steps=3, backbone_batch=16, backbone_lr=3e-3, aux_weight=0.5)
+            clip_crop_share=0.65, backbone_steps=3, backbone_batch=16, backbone_lr=6e-3, aux_weight=0.1)
 
 
 def stream_seed(seed: int, stream: str) -> int:
@@ -130,7 +130,8 @@ def build(seed: int = DEFAULT_SEED, world: World | str | Path | None = None, out
     # ---- CLIP
     t1 = time.time()
     clip, clip_stats = CM.train_clip(world, train_scenes, train_images, params["clip_steps"],
-                                     params["clip_batch"], params["clip_lr"], stream_seed(seed, "clip"), log)
+                                     params["clip_batch"], params["clip_lr"], stream_seed(seed, "clip"), log,
+                                     crop_share=params["clip_crop_share"])
     clip_path = out / CLIP_FILE
     atomic_torch_save(CM.half_state_dict(clip), clip_path)
     loaded, _, _ = CM.create(pretrained=str(clip_path))  # the float16 round trip, as users load it

@@ -112,7 +112,8 @@ def _param_groups(model: torch.nn.Module, wd: float) -> list[dict]:
 
 
 def train_clip(world: World, scenes: list[dict], images: np.ndarray, steps: int, batch: int = 128,
-               lr: float = 2e-3, seed: int = 0, log: Callable[[str], None] = print) -> tuple[Any, dict]:
+               lr: float = 2e-3, seed: int = 0, log: Callable[[str], None] = print,
+               crop_share: float = 0.5) -> tuple[Any, dict]:
     """Train the demo CLIP from scratch; returns (model in eval mode, stats)."""
     import open_clip
 
@@ -129,7 +130,7 @@ def train_clip(world: World, scenes: list[dict], images: np.ndarray, steps: int,
     losses = []
     t_start = time.time()
     for step in range(steps):
-        ims, texts = sample_pairs(world, scenes, images, batch, rng)
+        ims, texts = sample_pairs(world, scenes, images, batch, rng, crop_share)
         x = torch.stack([pp(im) for im in ims])
         t = tok(texts)
         img_f, txt_f, scale = model(x, t)[:3]
@@ -144,7 +145,7 @@ def train_clip(world: World, scenes: list[dict], images: np.ndarray, steps: int,
         if step % max(1, steps // 10) == 0 or step == steps - 1:
             log(f"  clip step {step + 1}/{steps}  loss {np.mean(losses[-20:]):.3f}  ({time.time() - t_start:.0f}s)")
     model.eval()
-    return model, {"steps": steps, "batch": batch, "lr": lr, "final_loss": round(float(np.mean(losses[-20:])), 4)}
+    return model, {"steps": steps, "batch": batch, "lr": lr, "crop_share": crop_share, "final_loss": round(float(np.mean(losses[-20:])), 4)}
 
 
 def half_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
