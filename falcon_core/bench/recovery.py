@@ -127,6 +127,11 @@ def run_recovery(world: str | None = None, seed: int = 0, settings: FalconSettin
         "spurious_removed": removed_total / present_total if present_total else None,
         "spurious_cases": present_total,
         "true_kept": share(r["truth_in_top"] for r in per_feature if r["truth_in_top_no_contrast"]),
+        "by_attribute": {
+            attr: {"clear": len(rows), "top3_recovery": share(r["hit"] for r in rows),
+                   "top3_recovery_no_contrast": share(r["hit_no_contrast"] for r in rows)}
+            for attr in sorted({r["truth"].split("=")[0] for r in per_feature})
+            for rows in [[r for r in per_feature if r["truth"].split("=")[0] == attr]]},
         "planted": planted,
         "pair": _pair(falcon, per_feature, syn, settings),
         "settings": settings.to_dict(),
@@ -191,6 +196,9 @@ def format_result(r: dict[str, Any]) -> str:
         f"  true concepts kept by the contrast:    {pct(r['true_kept'])}",
         f"  clear features with no high image:     {r['features_without_high_images']}",
     ]
+    for attr, a in r.get("by_attribute", {}).items():
+        lines.append(f"    {attr:<12} {a['clear']:>3} clear, top-3 recovery {pct(a['top3_recovery'])}"
+                     f" ({pct(a['top3_recovery_no_contrast'])} without contrast)")
     for p in r["planted"]:
         lines.append(f"  {p['correlation']}: features {p['features']}, spurious in top words "
                      f"without contrast {p['spurious_in_top_without_contrast']}, removed "
