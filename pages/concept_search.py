@@ -12,12 +12,10 @@ def main() -> None:
                "concepts contain it, best score first. Only features explained so far are "
                "searched: explore features, or run the precompute on the Setup page to explain "
                "them all.")
-    state.url_keys("word")
-    views.show_url_problems()
-    fb = loaders.falcon()
-    if fb is None:
+    opened = views.open_page("word")
+    if opened is None:
         return
-    settings = state.settings()
+    fb, settings = opened
     table = loaders.feature_table(fb, settings)
     st.caption(f"{len(table)} of {fb.num_features} features explained so far with these settings.")
     state.seed_widget(state.widget_key("word"), state.get("word") or "")

@@ -63,12 +63,10 @@ def main() -> None:
                "misclassified image toward the predicted class, and which toward the true class, "
                "each with its concepts — so you can see which (possibly spurious) concepts "
                "caused the error.")
-    state.url_keys("image")
-    views.show_url_problems()
-    fb = loaders.falcon()
-    if fb is None:
+    opened = views.open_page("image")
+    if opened is None:
         return
-    settings = state.settings()
+    fb, settings = opened
     fails = errors.call(loaders.failures, fb, what="Misclassified images cannot be listed")
     if fails is None:
         return

@@ -10,12 +10,10 @@ def main() -> None:
     st.caption("Pick a feature: FALCON shows the images that activate it most, the GradCAM crops "
                "of what activates it, the words that describe the crops (Word Score, Eq. 1) "
                "and those removed as spurious by the counterfactuals (Eq. 2).")
-    state.url_keys("feature", "concept")
-    views.show_url_problems()
-    fb = loaders.falcon()
-    if fb is None:
+    opened = views.open_page("feature", "concept")
+    if opened is None:
         return
-    settings = state.settings()
+    fb, settings = opened
     feature = views.feature_picker(fb, settings)
     if not views.check_feature(fb, feature):
         return

@@ -52,12 +52,10 @@ def main() -> None:
                "interpretable. Pick two or more features, or a group discovered from images that "
                "activate exactly those features, and compare the group's concepts with each "
                "feature's own.")
-    state.url_keys("features", "group")
-    views.show_url_problems()
-    fb = loaders.falcon()
-    if fb is None:
+    opened = views.open_page("features", "group")
+    if opened is None:
         return
-    settings = state.settings()
+    fb, settings = opened
     groups = errors.call(loaders.groups, fb, settings, what="Groups could not be discovered") or []
     st.session_state["_groups_cache"] = groups
 

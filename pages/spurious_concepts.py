@@ -75,12 +75,10 @@ def main() -> None:
                "features but not this one). FALCON removes every concept whose Word Score on "
                "the counterfactuals (L score) reaches the threshold. Move the sliders to see the "
                "lists change.")
-    state.url_keys("feature")
-    views.show_url_problems()
-    fb = loaders.falcon()
-    if fb is None:
+    opened = views.open_page("feature")
+    if opened is None:
         return
-    settings = state.settings()
+    fb, settings = opened
     feature = views.feature_picker(fb, settings)
     if not views.check_feature(fb, feature):
         return

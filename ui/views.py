@@ -20,6 +20,18 @@ def show_url_problems() -> None:
         st.warning(p, icon=":material/link:")
 
 
+def open_page(*url_keys: str):
+    """What every page does first: claim its URL keys, warn about bad link values, load the
+    workspace. Returns ``(falcon, settings)``, or None when the workspace could not be loaded
+    (a message is already shown)."""
+    state.url_keys(*url_keys)
+    show_url_problems()
+    fb = loaders.falcon()
+    if fb is None:
+        return None
+    return fb, state.settings()
+
+
 def feature_label(row: dict) -> str:
     coh = row.get("coherence")
     coh_text = f"coherence {coh:.2f}" if isinstance(coh, float) and coh == coh else "coherence –"
