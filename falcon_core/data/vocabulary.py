@@ -438,20 +438,18 @@ class LaionShards(Vocabulary):
             for p in sorted(folder.iterdir()):
                 if p.name.startswith("."):
                     continue
-                if p.suffix == ".npy":
-                    n = _shard_number(p, "text_emb")
-                    if n is not None:
-                        if n in emb and emb[n] != p:
-                            raise FalconError(f"Two embedding files for shard {n}: {emb[n]} "
-                                              f"and {p}.", "Keep one of them.")
-                        emb[n] = p
-                elif p.suffix == ".parquet":
-                    n = _shard_number(p, "metadata")
-                    if n is not None:
-                        if n in meta and meta[n] != p:
-                            raise FalconError(f"Two metadata files for shard {n}: {meta[n]} "
-                                              f"and {p}.", "Keep one of them.")
-                        meta[n] = p
+                kind = {".npy": ("text_emb", emb, "embedding"),
+                        ".parquet": ("metadata", meta, "metadata")}.get(p.suffix)
+                if kind is None:
+                    continue
+                stem, found, what = kind
+                n = _shard_number(p, stem)
+                if n is None:
+                    continue
+                if n in found and found[n] != p:
+                    raise FalconError(f"Two {what} files for shard {n}: {found[n]} and {p}.",
+                                      "Keep one of them.")
+                found[n] = p
         return emb, meta
 
     def _check_shards(self) -> None:
