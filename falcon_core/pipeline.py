@@ -116,6 +116,7 @@ class Falcon:
         self._valid: np.ndarray | None = None
         self._errors: dict[int, str] = {}
         self._Hn: dict[bool, np.ndarray] = {}
+        self._alpha: dict[tuple[bool, float], float] = {}
         self._A = None
         self._extractor: concepts_stage.ConceptExtractor | None = None
         # Seconds spent per stage by this object (cache hits are cheap and show as such).
@@ -231,9 +232,14 @@ class Falcon:
         return self._Hn[normalize]
 
     def alpha_for(self, settings: FalconSettings | None = None) -> float:
+        """Stage 2's global α; computed once per (normalisation, k) since it scans all of H."""
         s = settings or self.settings
-        Hn = self.normalized(s.normalize_rows)
-        return float(selection_stage.global_alpha(Hn, s.alpha_std, valid=self._valid))
+        key = (s.normalize_rows, s.alpha_std)
+        if key not in self._alpha:
+            Hn = self.normalized(s.normalize_rows)
+            self._alpha[key] = float(selection_stage.global_alpha(Hn, s.alpha_std,
+                                                                  valid=self._valid))
+        return self._alpha[key]
 
     @property
     def alpha(self) -> float:
