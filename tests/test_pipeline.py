@@ -494,7 +494,8 @@ def test_failures_on_a_labelled_world(labelled):
     labels = f.labels()
     assert list(labels) == [0] * 16 + [1] * 16  # circle/ then square/
     H, _ = f.representations()
-    U, b = f._head()
+    U = f.backbone.head.weight.detach().numpy().astype(np.float64)
+    b = f.backbone.head.bias.detach().numpy().astype(np.float64)
     pred = (np.asarray(H, dtype=np.float64) @ U.T + b).argmax(axis=1)
     wrong = np.flatnonzero(pred != labels)
     fails = f.failures()

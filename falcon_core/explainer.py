@@ -1,0 +1,353 @@
+"""Stages 2-7 for one feature or one group of features: :class:`Explainer`.
+
+``Explainer._explain`` is the one place where the stages meet, in the paper's order:
+
+2. the highly activating images T (:mod:`.stages.selection`),
+3. their GradCAM maps and crop boxes (:mod:`.stages.gradcam`, :mod:`.stages.crops`),
+4. the CLIP embeddings of the crops and their top captions (:mod:`.stages.captions`),
+5. the concepts of those captions and their Word Scores (:mod:`.stages.concepts`),
+6. the counterfactual images L and the spurious concepts (:mod:`.stages.contrast`),
+7. the coherence of the crops (:mod:`.stages.coherence`),
+
+and the result is one :class:`~falcon_core.explanation.Explanation`, cached on disk as JSON. The
+representation matrix (Stage 1, ``Hn``, α) comes from a
+:class:`~falcon_core.representation_store.RepresentationStore`; the arrays in between (CAMs, crop
+and image embeddings, text embeddings) are cached on disk too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from .cache import DiskCache, hash_json
+from .errors import FalconError
+from .explanation import CaptionMatch, Concept, Explanation, ImageRecord
+from .progress import Progress
+from .representation_store import RepresentationStore
+from .settings import FalconSettings
+from .stages import captions as captions_stage
+from .stages import coherence as coherence_stage
+from .stages import concepts as concepts_stage
+from .stages import contrast as contrast_stage
+from .stages import crops as crops_stage
+from .stages import selection as selection_stage
+
+# Stored with each explanation so the app can show provenance; longer lists are cut.
+MAX_STORED_SCORES = 200
+# Settings that change how fast a result is computed, never the result itself.
+RESULT_NEUTRAL_SETTINGS = ("batch_size",)
+
+
+class NoHighImagesError(FalconError):
+    """The chosen rule leaves a feature (or group) with no highly activating image."""
+
+
+class Explainer:
+    """Explains a feature or a group with one CLIP model and vocabulary (see the module)."""
+
+    def __init__(self, store: RepresentationStore, clip, vocabulary, cache: DiskCache,
+                 settings: FalconSettings, progress: Progress):
+        if len(vocabulary) == 0:
+            raise FalconError("The vocabulary is empty.", "Choose a caption file with captions.")
+        self.store = store
+        self.backbone = store.backbone
+        self.probe = store.probe
+        self.clip = clip
+        self.vocabulary = vocabulary
+        self.cache = cache
+        self.settings = settings
+        self.progress = progress
+        self._A = None
+        self._extractor: concepts_stage.ConceptExtractor | None = None
+        # Seconds spent per stage by this object (cache hits are cheap and show as such).
+        self.timings: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def timed(self, stage: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - t0
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backbone": self.backbone.describe(),
+            "clip": self.clip.describe(),
+            "probe": self.probe.describe(),
+            "vocabulary": self.vocabulary.describe(),
+        }
+
+    @property
+    def inputs(self) -> dict[str, Any]:
+        """Fingerprints of everything the explanations depend on (stored with each one)."""
+        from .pipeline import PIPELINE_VERSION
+
+        return {
+            "backbone": self.backbone.fingerprint,
+            "layer": self.backbone.layer,
+            "clip": self.clip.fingerprint,
+            "probe": self.probe.fingerprint,
+            "vocabulary": self.vocabulary.fingerprint,
+            "pipeline": PIPELINE_VERSION,
+        }
+
+    # ---- inputs of the stages --------------------------------------------------------------
+    def text_embeddings(self):
+        """``A``: the vocabulary's CLIP text embeddings (cached on disk, memory-mapped)."""
+        if self._A is None:
+            from .data.vocabulary import text_embeddings
+
+            self._A = text_embeddings(self.vocabulary, self.clip, self.cache,
+                                      progress=lambda d, t, s: self.progress(d, t, "text embeddings"))
+        return self._A
+
+    @property
+    def extractor(self) -> concepts_stage.ConceptExtractor:
+        if self._extractor is None:
+            self._extractor = concepts_stage.ConceptExtractor()
+        return self._extractor
+
+    # ---- Stage 2 and Stage 6: which images ---------------------------------------------------
+    def select_high(self, features, settings: FalconSettings | None = None):
+        s = settings or self.settings
+        feats = self.store.features(features)
+        Hn = self.store.normalized(s.normalize_rows)
+        return selection_stage.select_high(
+            Hn, feats, rule=s.high_rule, alpha=self.store.alpha_for(s), top_k=s.top_k,
+            quantile=s.quantile, max_images=s.max_high_images, valid=self.store.valid,
+            k_std=s.alpha_std)
+
+    def select_low(self, features, high_indices, settings: FalconSettings | None = None):
+        s = settings or self.settings
+        feats = self.store.features(features)
+        Hn = self.store.normalized(s.normalize_rows)
+        return contrast_stage.select_low(
+            Hn, feats, np.asarray(high_indices, dtype=np.int64),
+            low_threshold=s.low_threshold, beta=s.beta,
+            max_images=s.max_low_images, valid=self.store.valid)
+
+    # ---- Stage 3: GradCAM and crops ----------------------------------------------------------
+    def _crops_key(self, feats: tuple[int, ...], indices: np.ndarray) -> str:
+        from .pipeline import PIPELINE_VERSION
+
+        return self.cache.key("crops", backbone=self.backbone.fingerprint,
+                              probe=self.probe.fingerprint, features=list(feats),
+                              images=hash_json([int(i) for i in indices]),
+                              version=PIPELINE_VERSION)
+
+    def _cams(self, feats: tuple[int, ...], indices: np.ndarray) -> np.ndarray:
+        """GradCAM maps (n, S, S) in [0, 1] of the group's summed activation, cached."""
+        from .stages.gradcam import compute_cams
+
+        key = self._crops_key(feats, indices)
+
+        def compute() -> np.ndarray:
+            cams = []
+            n = len(indices)
+            step = 16
+            for start in range(0, n, step):
+                batch = [self.probe.load(int(i)) for i in indices[start:start + step]]
+                cams.append(compute_cams(self.backbone, batch, list(feats)))
+                self.progress(min(start + step, n), n, "GradCAM")
+            if not cams:
+                size = self.backbone.input_size
+                return np.zeros((0, size, size), dtype=np.float16)
+            return np.concatenate(cams).astype(np.float16)
+
+        return self.cache.get_or_compute_npy("cams", key, compute)
+
+    def cams(self, features, settings: FalconSettings | None = None) -> dict[int, np.ndarray]:
+        """``{image index: CAM}`` for the highly activating images of ``features``."""
+        feats = self.store.features(features)
+        high = self.select_high(feats, settings)
+        cams = self._cams(feats, high.indices)
+        return {int(i): np.asarray(c, dtype=np.float32) for i, c in zip(high.indices, cams)}
+
+    # ---- Stage 4: CLIP embeddings of crops and whole images ----------------------------------
+    def _crop_embeddings(self, feats, indices, boxes, cams_key: str, threshold: float):
+        key = self.cache.key("crop_embeddings", crops=cams_key, threshold=threshold,
+                             clip=self.clip.fingerprint)
+
+        def compute() -> np.ndarray:
+            crops = [crops_stage.crop_image(self.store.view(i), b, self.clip.image_size)
+                     for i, b in zip(indices, boxes)]
+            if not crops:
+                return np.zeros((0, self.clip.embed_dim), dtype=np.float32)
+            return self.clip.encode_images(crops).astype(np.float32)
+
+        return self.cache.get_or_compute_npy("crop_embeddings", key, compute)
+
+    def _whole_embeddings(self, indices) -> np.ndarray:
+        key = self.cache.key("image_embeddings", probe=self.probe.fingerprint,
+                             clip=self.clip.fingerprint, backbone_view=self.backbone.fingerprint,
+                             images=[int(i) for i in indices])
+
+        def compute() -> np.ndarray:
+            if len(indices) == 0:
+                return np.zeros((0, self.clip.embed_dim), dtype=np.float32)
+            return self.clip.encode_images([self.store.view(i) for i in indices]).astype(np.float32)
+
+        return self.cache.get_or_compute_npy("image_embeddings", key, compute)
+
+    # ---- Stages 4-5: captions, concepts, Word Scores -----------------------------------------
+    def _caption_scores(self, B: np.ndarray, k: int):
+        """Top-k captions of each row of B, their concepts, and the Eq. 1 scores."""
+        idx, scores = captions_stage.top_captions(B, self.text_embeddings(), k=k)
+        flat = sorted({int(j) for j in idx.ravel()})
+        texts = dict(zip(flat, self.vocabulary.captions(flat)))
+        concepts = dict(zip(flat, self.extractor.extract([texts[j] for j in flat])))
+        word_sets = [[concepts[int(j)].words for j in row] for row in idx]
+        phrase_sets = [[concepts[int(j)].phrases for j in row] for row in idx]
+        words = concepts_stage.word_scores(scores, word_sets) if len(idx) else {}
+        phrases = concepts_stage.word_scores(scores, phrase_sets) if len(idx) else {}
+        matches = [[CaptionMatch(int(j), texts[int(j)], float(s),
+                                 words=sorted(concepts[int(j)].words),
+                                 phrases=sorted(concepts[int(j)].phrases))
+                    for j, s in zip(r, sr)]
+                   for r, sr in zip(idx, scores)]
+        return matches, words, phrases
+
+    # ---- the explanation ---------------------------------------------------------------------
+    def explanation_key(self, features, settings: FalconSettings | None = None) -> str:
+        s = settings or self.settings
+        determining = {k: v for k, v in s.to_dict().items() if k not in RESULT_NEUTRAL_SETTINGS}
+        return self.cache.key("explanations", inputs=self.inputs,
+                              features=list(self.store.features(features)), settings=determining)
+
+    def cached_explanation(self, features, settings: FalconSettings | None = None
+                           ) -> Explanation | None:
+        data = self.cache.read_json("explanations", self.explanation_key(features, settings))
+        return Explanation.from_dict(data) if data else None
+
+    def explain(self, features, settings: FalconSettings | None = None) -> Explanation:
+        """Stages 2-7 for one feature (an int) or a group (a list of ints)."""
+        s = settings or self.settings
+        feats = self.store.features(features)
+        key = self.explanation_key(feats, s)
+        data = self.cache.read_json("explanations", key)
+        if data:
+            return Explanation.from_dict(data)
+        exp = self._explain(feats, s)
+        self.cache.write_json("explanations", key, exp.to_dict())
+        return exp
+
+    def try_explain(self, features, settings: FalconSettings | None = None
+                    ) -> tuple[Explanation | None, str | None]:
+        """Like :meth:`explain`, but a user-facing problem comes back as a message."""
+        try:
+            return self.explain(features, settings), None
+        except FalconError as e:
+            return None, str(e)
+
+    def _explain(self, feats: tuple[int, ...], s: FalconSettings) -> Explanation:
+        label = "feature " + str(feats[0]) if len(feats) == 1 else "group " + str(list(feats))
+        with self.timed("1 representations"):
+            self.store.representations()
+        with self.timed("2 high images"):
+            high = self.select_high(feats, s)
+        if len(high.indices) == 0:
+            raise NoHighImagesError(
+                f"No highly activating image for {label}: {high.description}",
+                "Use the top-k rule (--rule topk in the command line, 'Top-k' in the app) or a "
+                "lower α (--alpha-std), or add images to the probe set.")
+        Hn = self.store.normalized(s.normalize_rows)
+        notes: list[str] = []
+
+        # Stage 3: GradCAM crops
+        with self.timed("3 GradCAM"):
+            cams = self._cams(feats, high.indices)
+            boxes = [crops_stage.crop_box(np.asarray(c, dtype=np.float32), s.cam_threshold)
+                     for c in cams]
+        n_fallback = sum(b.fallback for b in boxes)
+        if n_fallback:
+            notes.append(f"{n_fallback} of {len(boxes)} GradCAM masks were empty: those images "
+                         "are used whole.")
+        with self.timed("4 CLIP crops"):
+            B = self._crop_embeddings(feats, high.indices, boxes,
+                                      self._crops_key(feats, high.indices), s.cam_threshold)
+        with self.timed("4 text embeddings"):
+            self.text_embeddings()
+
+        # Stages 4-5 on T
+        with self.timed("4-5 captions and Word Scores"):
+            t_matches, t_words, t_phrases = self._caption_scores(B, s.captions_per_image)
+
+        # Stage 6: counterfactuals
+        with self.timed("6 counterfactuals"):
+            low = self.select_low(feats, high.indices, s)
+            if len(low.indices) == 0:
+                notes.append(low.description + " Nothing was removed as spurious.")
+                l_matches, l_words, l_phrases = [], {}, {}
+            else:
+                BL = self._whole_embeddings(low.indices)
+                l_matches, l_words, l_phrases = self._caption_scores(BL, s.captions_per_image)
+        if s.contrast:
+            kept_w, removed_w = contrast_stage.split_spurious(t_words, l_words, s.spurious_threshold)
+            kept_p, removed_p = contrast_stage.split_spurious(t_phrases, l_phrases,
+                                                              s.spurious_threshold)
+        else:
+            kept_w, removed_w, kept_p, removed_p = t_words, {}, t_phrases, {}
+
+        # Stage 7
+        coh = coherence_stage.coherence(B)
+        interpretable = coherence_stage.is_interpretable(coh, s.coherence_threshold)
+        if len(high.indices) < 2:
+            notes.append("Coherence needs at least two highly activating images.")
+
+        ids = self.probe.ids
+        high_records = [
+            ImageRecord(index=int(i), id=str(ids[int(i)]), activation=float(a), captions=m,
+                        box=b.as_tuple(), box_fallback=bool(b.fallback))
+            for i, a, b, m in zip(high.indices, high.activations, boxes, t_matches)]
+        low_records = [
+            ImageRecord(index=int(i), id=str(ids[int(i)]),
+                        activation=float(Hn[int(i), list(feats)].sum()), captions=m,
+                        similarity=float(sim))
+            for i, sim, m in zip(low.indices, low.similarity, l_matches)]
+        return Explanation(
+            features=list(feats),
+            words=_kept(kept_w, l_words, s.top_words),
+            phrases=_kept(kept_p, l_phrases, s.top_phrases),
+            spurious_words=_spurious(removed_w, s.top_words),
+            spurious_phrases=_spurious(removed_p, s.top_phrases),
+            high=high_records, low=low_records,
+            coherence=float(coh), interpretable=bool(interpretable),
+            high_selection={"rule": high.rule, "threshold": _num(high.threshold),
+                            "n_passed": int(high.n_passed), "n_used": int(len(high.indices)),
+                            "description": high.description},
+            low_selection={"threshold": _num(low.low_threshold), "beta": float(low.beta),
+                           "n_candidates": int(low.n_candidates), "n_used": int(len(low.indices)),
+                           "description": low.description},
+            settings=s.to_dict(),
+            inputs={**self.inputs, "describe": self.describe()},
+            notes=notes,
+            all_word_scores=dict(concepts_stage.rank(t_words, MAX_STORED_SCORES)),
+            all_phrase_scores=dict(concepts_stage.rank(t_phrases, MAX_STORED_SCORES)),
+        )
+
+
+def _kept(kept: dict[str, float], l_scores: dict[str, float], top: int) -> list[Concept]:
+    """The ``top`` kept concepts, best first, each with its score on L."""
+    return [Concept(w, float(v), float(l_scores.get(w, 0.0)))
+            for w, v in concepts_stage.rank(kept, top)]
+
+
+def _spurious(removed: dict[str, tuple[float, float]], top: int) -> list[Concept]:
+    """The removed concepts, best T-score first; twice as many as shown are kept for inspection."""
+    ranked = sorted(removed.items(), key=lambda kv: (-kv[1][0], kv[0]))[:max(top, 1) * 2]
+    return [Concept(w, float(t), float(l)) for w, (t, l) in ranked]
+
+
+def _num(x) -> float | list | None:
+    if x is None:
+        return None
+    if isinstance(x, (list, tuple, np.ndarray)):
+        return [float(v) for v in np.ravel(x)]
+    x = float(x)
+    return None if math.isnan(x) else x

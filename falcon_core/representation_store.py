@@ -1,0 +1,189 @@
+"""Stage 1 and everything derived from the representation matrix ``H``.
+
+:class:`RepresentationStore` owns one backbone's representation of one probe set:
+
+- ``H`` (N, r), computed once in resumable chunks and cached on disk, with the mask of the
+  images that could be read and the reason each unreadable one was skipped;
+- ``Hn``, the matrix the thresholds apply to (row-normalised ``H``, or ``H`` itself), kept in
+  memory per normalisation;
+- Stage 2's global ``α`` and Stage 6's ``ε``, computed once per setting (they scan all of ``Hn``);
+- per-feature overviews (how many images pass α) and the validation of feature indices.
+
+Nothing here looks at images beyond Stage 1: GradCAM, CLIP and captions are the explainer's.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from .cache import DiskCache
+from .errors import FalconError
+from .progress import Progress
+from .settings import FalconSettings
+from .stages import selection as selection_stage
+
+
+class _ProbeRange:
+    """A contiguous slice of a probe set (Stage 1 runs chunk by chunk so it can resume)."""
+
+    def __init__(self, probe, start: int, stop: int):
+        self.probe, self.start, self.stop = probe, start, stop
+        self.ids = probe.ids[start:stop]
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def load(self, i: int):
+        return self.probe.load(self.start + i)
+
+
+class RepresentationStore:
+    """``H`` of one backbone over one probe set, and what is derived from it (see the module)."""
+
+    def __init__(self, backbone, probe, cache: DiskCache, settings: FalconSettings,
+                 progress: Progress):
+        if len(probe) == 0:
+            raise FalconError("The probe set is empty.", "Choose a folder or data set with images.")
+        self.backbone = backbone
+        self.probe = probe
+        self.cache = cache
+        self.settings = settings
+        self.progress = progress
+        self._H: np.ndarray | None = None
+        self._valid: np.ndarray | None = None
+        self._errors: dict[int, str] = {}
+        self._Hn: dict[bool, np.ndarray] = {}
+        self._alpha: dict[tuple[bool, float], float] = {}
+
+    @property
+    def num_features(self) -> int:
+        return int(self.backbone.num_features)
+
+    @property
+    def num_images(self) -> int:
+        return len(self.probe)
+
+    # ---- Stage 1 --------------------------------------------------------------------------
+    def representations_key(self) -> str:
+        from .pipeline import PIPELINE_VERSION
+
+        return self.cache.key("representations", backbone=self.backbone.fingerprint,
+                              probe=self.probe.fingerprint, version=PIPELINE_VERSION)
+
+    def representations(self) -> tuple[np.ndarray, np.ndarray]:
+        """``H`` (N, r) and the mask of images that could be read. Cached, resumable."""
+        if self._H is None:
+            from .stages.representations import compute_representations
+
+            key = self.representations_key()
+            n = len(self.probe)
+            chunk = max(self.settings.batch_size * 8, 256)
+            errors_key = "representation_errors"
+
+            def compute(start: int, stop: int) -> np.ndarray:
+                part = _ProbeRange(self.probe, start, stop)
+                H, valid, errors = compute_representations(
+                    self.backbone, part, batch_size=self.settings.batch_size,
+                    progress=lambda d, t, s: self.progress(start + d, n, "representations"))
+                self.cache.write_json(errors_key, f"{key}-{start}",
+                                      {str(start + i): msg for i, msg in errors.items()})
+                return H.astype(np.float32)
+
+            H = self.cache.compute_chunked("representations", key, n, chunk, compute,
+                                           dtype=np.float32)
+            H = np.asarray(H)
+            valid = ~np.isnan(H).any(axis=1)
+            errors: dict[int, str] = {}
+            for start in range(0, n, chunk):
+                stored = self.cache.read_json(errors_key, f"{key}-{start}")
+                for k, v in (stored or {}).items():
+                    errors[int(k)] = v
+            bad = getattr(self.probe, "bad_images", None)
+            if isinstance(bad, dict):  # images skipped in an earlier run, read from the cache
+                for i, msg in errors.items():
+                    bad.setdefault(str(self.probe.ids[i]), msg)
+            if not valid.any():
+                raise FalconError(
+                    f"None of the {n} probe images could be read.",
+                    "Check the folder: the files may be corrupt or not images.")
+            self._H, self._valid, self._errors = H, valid, errors
+        return self._H, self._valid
+
+    def is_computed(self) -> bool:
+        """Whether ``H`` is in memory or finished on disk (nothing is computed to say so)."""
+        return self._H is not None or self.cache.exists("representations",
+                                                        self.representations_key(), ".npy")
+
+    @property
+    def valid(self) -> np.ndarray:
+        """The images that could be read (never selected otherwise)."""
+        return self.representations()[1]
+
+    @property
+    def skipped_images(self) -> dict[int, str]:
+        """Images that could not be read, with the reason (they are never selected)."""
+        self.representations()
+        return dict(self._errors)
+
+    def image_features(self, image) -> np.ndarray:
+        """``h`` of an image that is not in the probe set (e.g. uploaded in the app)."""
+        import torch
+
+        x = self.backbone.transform(image.convert("RGB")).unsqueeze(0)
+        with torch.inference_mode():
+            return self.backbone.feature_model(x)[0].cpu().numpy().astype(np.float32)
+
+    def view(self, i: int):
+        """Image ``i`` as the backbone sees it (resized and cropped, not normalised)."""
+        return self.backbone.view_transform(self.probe.load(int(i)))
+
+    # ---- derived from H -------------------------------------------------------------------
+    def normalized(self, normalize: bool | None = None) -> np.ndarray:
+        """The matrix the thresholds apply to: row-normalised ``H`` (authors) or ``H``."""
+        from .stages.representations import normalise_rows
+
+        normalize = self.settings.normalize_rows if normalize is None else normalize
+        if normalize not in self._Hn:
+            H, valid = self.representations()
+            M = normalise_rows(H) if normalize else np.array(H, dtype=np.float32)
+            M = np.where(valid[:, None], M, 0.0).astype(np.float32)
+            self._Hn[normalize] = M
+        return self._Hn[normalize]
+
+    def alpha_for(self, settings: FalconSettings | None = None) -> float:
+        """Stage 2's global α; computed once per (normalisation, k) since it scans all of H."""
+        s = settings or self.settings
+        key = (s.normalize_rows, s.alpha_std)
+        if key not in self._alpha:
+            Hn = self.normalized(s.normalize_rows)
+            self._alpha[key] = float(selection_stage.global_alpha(Hn, s.alpha_std,
+                                                                  valid=self.valid))
+        return self._alpha[key]
+
+    @property
+    def alpha(self) -> float:
+        return self.alpha_for(self.settings)
+
+    def low_threshold_for(self, settings: FalconSettings | None = None) -> float:
+        """Stage 6's ε: the setting, or the global mean of ``Hn`` (authors)."""
+        s = settings or self.settings
+        if s.low_threshold is not None:
+            return float(s.low_threshold)
+        Hn = self.normalized(s.normalize_rows)
+        return float(selection_stage.global_mean(Hn, valid=self.valid))
+
+    def features(self, features: int | Sequence[int]) -> tuple[int, ...]:
+        """A feature or group checked against this layer, as a tuple of ints."""
+        if isinstance(features, (int, np.integer)):
+            features = [int(features)]
+        return tuple(selection_stage.validate_features(list(features), self.num_features))
+
+    def feature_stats(self, settings: FalconSettings | None = None) -> dict[str, Any]:
+        """Per feature: how many images pass the global α, mean and max normalised activation."""
+        s = settings or self.settings
+        Hn = self.normalized(s.normalize_rows)[self.valid]
+        alpha = self.alpha_for(s)
+        return {"n_high": (Hn > alpha).sum(axis=0), "mean": Hn.mean(axis=0),
+                "max": Hn.max(axis=0)}
