@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from .cache import DiskCache, hash_json
+from . import cache_keys
+from .cache import DiskCache
 from .errors import FalconError
 from .explanation import CaptionMatch, Concept, Explanation, ImageRecord
 from .progress import Progress
@@ -39,8 +40,6 @@ from .stages import selection as selection_stage
 
 # Stored with each explanation so the app can show provenance; longer lists are cut.
 MAX_STORED_SCORES = 200
-# Settings that change how fast a result is computed, never the result itself.
-RESULT_NEUTRAL_SETTINGS = ("batch_size",)
 
 
 class NoHighImagesError(FalconError):
@@ -51,7 +50,8 @@ class Explainer:
     """Explains a feature or a group with one CLIP model and vocabulary (see the module)."""
 
     def __init__(self, store: RepresentationStore, clip, vocabulary, cache: DiskCache,
-                 settings: FalconSettings, progress: Progress):
+                 settings: FalconSettings, progress: Progress,
+                 extractor: concepts_stage.ConceptExtractor | None = None):
         if len(vocabulary) == 0:
             raise FalconError("The vocabulary is empty.", "Choose a caption file with captions.")
         self.store = store
@@ -63,7 +63,7 @@ class Explainer:
         self.settings = settings
         self.progress = progress
         self._A = None
-        self._extractor: concepts_stage.ConceptExtractor | None = None
+        self._extractor = extractor  # the default (spaCy) one is loaded when first needed
         # Seconds spent per stage by this object (cache hits are cheap and show as such).
         self.timings: dict[str, float] = {}
 
@@ -86,16 +86,8 @@ class Explainer:
     @property
     def inputs(self) -> dict[str, Any]:
         """Fingerprints of everything the explanations depend on (stored with each one)."""
-        from .pipeline import PIPELINE_VERSION
-
-        return {
-            "backbone": self.backbone.fingerprint,
-            "layer": self.backbone.layer,
-            "clip": self.clip.fingerprint,
-            "probe": self.probe.fingerprint,
-            "vocabulary": self.vocabulary.fingerprint,
-            "pipeline": PIPELINE_VERSION,
-        }
+        return cache_keys.explanation_inputs(self.backbone, self.clip, self.probe,
+                                             self.vocabulary, self.extractor.fingerprint)
 
     # ---- inputs of the stages --------------------------------------------------------------
     def text_embeddings(self):
@@ -133,19 +125,14 @@ class Explainer:
             max_images=s.max_low_images, valid=self.store.valid)
 
     # ---- Stage 3: GradCAM and crops ----------------------------------------------------------
-    def _crops_key(self, feats: tuple[int, ...], indices: np.ndarray) -> str:
-        from .pipeline import PIPELINE_VERSION
-
-        return self.cache.key("crops", backbone=self.backbone.fingerprint,
-                              probe=self.probe.fingerprint, features=list(feats),
-                              images=hash_json([int(i) for i in indices]),
-                              version=PIPELINE_VERSION)
+    def _cams_key(self, feats: tuple[int, ...], indices: np.ndarray) -> str:
+        return cache_keys.cams(self.backbone.fingerprint, self.probe.fingerprint, feats, indices)
 
     def _cams(self, feats: tuple[int, ...], indices: np.ndarray) -> np.ndarray:
         """GradCAM maps (n, S, S) in [0, 1] of the group's summed activation, cached."""
         from .stages.gradcam import compute_cams
 
-        key = self._crops_key(feats, indices)
+        key = self._cams_key(feats, indices)
 
         def compute() -> np.ndarray:
             cams = []
@@ -170,9 +157,8 @@ class Explainer:
         return {int(i): np.asarray(c, dtype=np.float32) for i, c in zip(high.indices, cams)}
 
     # ---- Stage 4: CLIP embeddings of crops and whole images ----------------------------------
-    def _crop_embeddings(self, feats, indices, boxes, cams_key: str, threshold: float):
-        key = self.cache.key("crop_embeddings", crops=cams_key, threshold=threshold,
-                             clip=self.clip.fingerprint)
+    def _crop_embeddings(self, indices, boxes, cams_key: str, threshold: float):
+        key = cache_keys.crop_embeddings(cams_key, threshold, self.clip.fingerprint)
 
         def compute() -> np.ndarray:
             crops = [crops_stage.crop_image(self.store.view(i), b, self.clip.image_size)
@@ -184,9 +170,8 @@ class Explainer:
         return self.cache.get_or_compute_npy("crop_embeddings", key, compute)
 
     def _whole_embeddings(self, indices) -> np.ndarray:
-        key = self.cache.key("image_embeddings", probe=self.probe.fingerprint,
-                             clip=self.clip.fingerprint, backbone_view=self.backbone.fingerprint,
-                             images=[int(i) for i in indices])
+        key = cache_keys.image_embeddings(self.probe.fingerprint, self.backbone.fingerprint,
+                                          self.clip.fingerprint, indices)
 
         def compute() -> np.ndarray:
             if len(indices) == 0:
@@ -216,9 +201,7 @@ class Explainer:
     # ---- the explanation ---------------------------------------------------------------------
     def explanation_key(self, features, settings: FalconSettings | None = None) -> str:
         s = settings or self.settings
-        determining = {k: v for k, v in s.to_dict().items() if k not in RESULT_NEUTRAL_SETTINGS}
-        return self.cache.key("explanations", inputs=self.inputs,
-                              features=list(self.store.features(features)), settings=determining)
+        return cache_keys.explanation(self.inputs, self.store.features(features), s.to_dict())
 
     def cached_explanation(self, features, settings: FalconSettings | None = None
                            ) -> Explanation | None:
@@ -269,8 +252,8 @@ class Explainer:
             notes.append(f"{n_fallback} of {len(boxes)} GradCAM masks were empty: those images "
                          "are used whole.")
         with self.timed("4 CLIP crops"):
-            B = self._crop_embeddings(feats, high.indices, boxes,
-                                      self._crops_key(feats, high.indices), s.cam_threshold)
+            B = self._crop_embeddings(high.indices, boxes, self._cams_key(feats, high.indices),
+                                      s.cam_threshold)
         with self.timed("4 text embeddings"):
             self.text_embeddings()
 

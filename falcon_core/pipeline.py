@@ -28,8 +28,6 @@ from .progress import Progress, null_progress
 from .representation_store import RepresentationStore
 from .settings import FalconSettings
 
-PIPELINE_VERSION = 2
-
 
 def _delegate(part: str, method: Callable) -> Callable:
     """A method of Falcon that calls ``self.<part>.<method>`` (same signature and docstring)."""

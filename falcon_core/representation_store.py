@@ -18,11 +18,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from . import cache_keys
 from .cache import DiskCache
 from .errors import FalconError
 from .progress import Progress
 from .settings import FalconSettings
 from .stages import selection as selection_stage
+
+# Rows of H computed (and stored) together: the unit of resuming an interrupted Stage 1.
+CHUNK_ROWS = 512
 
 
 class _ProbeRange:
@@ -67,10 +71,7 @@ class RepresentationStore:
 
     # ---- Stage 1 --------------------------------------------------------------------------
     def representations_key(self) -> str:
-        from .pipeline import PIPELINE_VERSION
-
-        return self.cache.key("representations", backbone=self.backbone.fingerprint,
-                              probe=self.probe.fingerprint, version=PIPELINE_VERSION)
+        return cache_keys.representations(self.backbone.fingerprint, self.probe.fingerprint)
 
     def representations(self) -> tuple[np.ndarray, np.ndarray]:
         """``H`` (N, r) and the mask of images that could be read. Cached, resumable."""
@@ -79,25 +80,25 @@ class RepresentationStore:
 
             key = self.representations_key()
             n = len(self.probe)
-            chunk = max(self.settings.batch_size * 8, 256)
-            errors_key = "representation_errors"
 
             def compute(start: int, stop: int) -> np.ndarray:
                 part = _ProbeRange(self.probe, start, stop)
                 H, valid, errors = compute_representations(
                     self.backbone, part, batch_size=self.settings.batch_size,
                     progress=lambda d, t, s: self.progress(start + d, n, "representations"))
-                self.cache.write_json(errors_key, f"{key}-{start}",
+                self.cache.write_json("representation_errors",
+                                      cache_keys.representation_errors(key, start),
                                       {str(start + i): msg for i, msg in errors.items()})
                 return H.astype(np.float32)
 
-            H = self.cache.compute_chunked("representations", key, n, chunk, compute,
+            H = self.cache.compute_chunked("representations", key, n, CHUNK_ROWS, compute,
                                            dtype=np.float32)
             H = np.asarray(H)
             valid = ~np.isnan(H).any(axis=1)
             errors: dict[int, str] = {}
-            for start in range(0, n, chunk):
-                stored = self.cache.read_json(errors_key, f"{key}-{start}")
+            for start in range(0, n, CHUNK_ROWS):
+                stored = self.cache.read_json("representation_errors",
+                                              cache_keys.representation_errors(key, start))
                 for k, v in (stored or {}).items():
                     errors[int(k)] = v
             bad = getattr(self.probe, "bad_images", None)

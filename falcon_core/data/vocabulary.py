@@ -41,6 +41,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
+from .. import cache_keys
 from ..cache import DiskCache, fingerprint_files, hash_json
 from ..errors import FalconError
 from ..progress import Progress, report
@@ -588,8 +589,7 @@ def text_embeddings(vocab: Vocabulary, clip: Any, cache: DiskCache, batch_size: 
     m = len(vocab)
     k = int(clip.embed_dim)
     batch_size = max(1, int(batch_size))
-    key = cache.key("text_embeddings", clip=clip.fingerprint, vocabulary=vocab.fingerprint,
-                    dim=k)
+    key = cache_keys.text_embeddings(clip.fingerprint, vocab.fingerprint, k)
 
     def compute(start: int, stop: int) -> np.ndarray:
         out = np.empty((stop - start, k), dtype=np.float16)

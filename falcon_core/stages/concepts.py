@@ -103,41 +103,42 @@ def _is_stop(nlp, tok) -> bool:
     return tok.is_stop or tok.lower_ in stops or tok.lemma_.lower() in stops
 
 
-def _word_ok(word: str) -> bool:
+def _word_ok(word: str, boilerplate: frozenset[str] = BOILERPLATE) -> bool:
     return len(word) > 2 and not any(ch.isdigit() for ch in word) and bool(_WORD_RE.match(word)) \
-        and word not in BOILERPLATE
+        and word not in boilerplate
 
 
-def _edge_drop(nlp, tok) -> bool:
+def _edge_drop(nlp, tok, boilerplate: frozenset[str] = BOILERPLATE) -> bool:
     low = tok.lower_
     return (
         tok.pos_ in _EDGE_POS
         or tok.tag_ in ("PRP$", "POS", "WP$", "CD", "DT", "PDT")
         or _is_stop(nlp, tok)
-        or low in BOILERPLATE
-        or tok.lemma_.lower() in BOILERPLATE
+        or low in boilerplate
+        or tok.lemma_.lower() in boilerplate
         or len(low) <= 2
         or any(ch.isdigit() for ch in low)
         or not any(ch.isalpha() for ch in low)
     )
 
 
-def concepts_of_doc(nlp, doc) -> CaptionConcepts:
+def concepts_of_doc(nlp, doc, boilerplate: frozenset[str] = BOILERPLATE,
+                    pos: frozenset[str] = CONCEPT_POS) -> CaptionConcepts:
     words = set()
     for tok in doc:
-        if tok.pos_ not in CONCEPT_POS:
+        if tok.pos_ not in pos:
             continue
         lemma = tok.lemma_.lower().strip()
-        if _is_stop(nlp, tok) or tok.lower_ in BOILERPLATE:
+        if _is_stop(nlp, tok) or tok.lower_ in boilerplate:
             continue
-        if _word_ok(lemma):
+        if _word_ok(lemma, boilerplate):
             words.add(lemma)
     phrases = set()
     for chunk in doc.noun_chunks:
         toks = list(chunk)
-        while toks and _edge_drop(nlp, toks[0]):
+        while toks and _edge_drop(nlp, toks[0], boilerplate):
             toks.pop(0)
-        while toks and _edge_drop(nlp, toks[-1]):
+        while toks and _edge_drop(nlp, toks[-1], boilerplate):
             toks.pop()
         if sum(1 for t in toks if any(ch.isalpha() for ch in t.text)) < 2:
             continue
@@ -147,11 +148,18 @@ def concepts_of_doc(nlp, doc) -> CaptionConcepts:
 
 
 class ConceptExtractor:
-    """Words and noun phrases of captions; memoised per caption text."""
+    """Words and noun phrases of captions; memoised per caption text.
 
-    def __init__(self, nlp=None, batch_size: int = 256):
+    ``boilerplate`` and ``pos`` default to :data:`BOILERPLATE` and :data:`CONCEPT_POS`; together
+    with the spaCy pipeline they determine every concept (:attr:`fingerprint`).
+    """
+
+    def __init__(self, nlp=None, batch_size: int = 256,
+                 boilerplate: Iterable[str] = BOILERPLATE, pos: Iterable[str] = CONCEPT_POS):
         self._nlp = nlp
         self.batch_size = batch_size
+        self.boilerplate = frozenset(boilerplate)
+        self.pos = frozenset(pos)
         self._memo: dict[str, CaptionConcepts] = {}
 
     @property
@@ -160,16 +168,38 @@ class ConceptExtractor:
             self._nlp = load_spacy()
         return self._nlp
 
+    @property
+    def fingerprint(self) -> dict[str, str | list[str]]:
+        """What determines the concepts of a caption: the spaCy pipeline (name and version) and
+        library version, the POS tags kept, and the boilerplate list (as its sha256)."""
+        import hashlib
+
+        import spacy
+
+        meta = self.nlp.meta
+        return {
+            "spacy_pipeline": f"{meta.get('lang', '')}_{meta.get('name', '')}",
+            "spacy_pipeline_version": str(meta.get("version", "")),
+            "spacy_version": spacy.__version__,
+            "pos": sorted(self.pos),
+            "boilerplate": hashlib.sha256("\n".join(sorted(self.boilerplate)).encode()).hexdigest(),
+        }
+
+    def docs(self, texts: Sequence[str]) -> list:
+        """spaCy docs of ``texts``, run through exactly the pipes concept extraction uses (so
+        another module that needs FALCON's lemmas gets the same ones)."""
+        nlp = self.nlp
+        unneeded = [p for p in nlp.pipe_names if p not in
+                    ("tok2vec", "tagger", "attribute_ruler", "lemmatizer", "parser", "morphologizer")]
+        with nlp.select_pipes(disable=unneeded):
+            return list(nlp.pipe(texts, batch_size=self.batch_size))
+
     def extract(self, texts: Sequence[str]) -> list[CaptionConcepts]:
         texts = ["" if t is None else str(t) for t in texts]
         todo = list(dict.fromkeys(t for t in texts if t not in self._memo))
         if todo:
-            nlp = self.nlp
-            unneeded = [p for p in nlp.pipe_names if p not in
-                        ("tok2vec", "tagger", "attribute_ruler", "lemmatizer", "parser", "morphologizer")]
-            with nlp.select_pipes(disable=unneeded):
-                for text, doc in zip(todo, nlp.pipe(todo, batch_size=self.batch_size)):
-                    self._memo[text] = concepts_of_doc(nlp, doc)
+            for text, doc in zip(todo, self.docs(todo)):
+                self._memo[text] = concepts_of_doc(self.nlp, doc, self.boilerplate, self.pos)
         return [self._memo[t] for t in texts]
 
     def __len__(self) -> int:

@@ -1,0 +1,94 @@
+"""Every key of FALCON's disk cache: one function per namespace, stating what determines it.
+
+A key is :meth:`DiskCache.key` of its parts (the sha256 of their canonical JSON), so an entry is
+found again exactly when everything it was computed from is the same, and nothing stale is ever
+read back. The parts are fingerprints (hashes of contents, never paths or timestamps alone):
+
+====================  ===================================================================
+namespace             determined by
+====================  ===================================================================
+representations       backbone (weights, layer, pooling, preprocessing), probe set
+representation_errors the representations key and the chunk of rows
+text_embeddings       CLIP model, vocabulary, embedding width
+cams                  backbone, probe set, the features (group), the images
+crop_embeddings       the cams key, the CAM threshold, CLIP model
+image_embeddings      probe set, the backbone's view of the images, CLIP model, the images
+explanations          :func:`explanation_inputs` (models, data, concept extraction), the
+                      features, every setting but the result-neutral ones
+====================  ===================================================================
+
+Settings that only change how fast a result is computed (:data:`RESULT_NEUTRAL_SETTINGS`) are left
+out, so changing them reuses what is cached. ``PIPELINE_VERSION`` is part of the keys whose meaning
+depends on this code: bump it when a change to the code changes a cached result.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from .cache import DiskCache, hash_json
+
+PIPELINE_VERSION = 2
+# Settings that change how fast a result is computed, never the result itself.
+RESULT_NEUTRAL_SETTINGS = ("batch_size",)
+
+
+def representations(backbone: str, probe: str) -> str:
+    """``H`` of a probe set: the backbone's fingerprint (weights, explained layer, pooling,
+    preprocessing) and the probe set's fingerprint (its images and how they are read)."""
+    return DiskCache.key("representations", backbone=backbone, probe=probe,
+                         version=PIPELINE_VERSION)
+
+
+def representation_errors(representations_key: str, start: int) -> str:
+    """The unreadable images of the chunk of ``H`` whose first row is ``start``."""
+    return f"{representations_key}-{int(start)}"
+
+
+def text_embeddings(clip: str, vocabulary: str, dim: int) -> str:
+    """``A``: the CLIP model's fingerprint, the vocabulary's (its cleaned captions), the width."""
+    return DiskCache.key("text_embeddings", clip=clip, vocabulary=vocabulary, dim=int(dim))
+
+
+def cams(backbone: str, probe: str, features: Sequence[int], images: Sequence[int]) -> str:
+    """GradCAM maps of a feature or group (target: the summed activation) on some images."""
+    return DiskCache.key("cams", backbone=backbone, probe=probe,
+                         features=[int(f) for f in features],
+                         images=hash_json([int(i) for i in images]), version=PIPELINE_VERSION)
+
+
+def crop_embeddings(cams_key: str, cam_threshold: float, clip: str) -> str:
+    """CLIP embeddings of the crops cut from those CAMs at ``cam_threshold``."""
+    return DiskCache.key("crop_embeddings", cams=cams_key, threshold=float(cam_threshold),
+                         clip=clip)
+
+
+def image_embeddings(probe: str, backbone: str, clip: str, images: Sequence[int]) -> str:
+    """CLIP embeddings of whole images as the backbone sees them (its resize and crop)."""
+    return DiskCache.key("image_embeddings", probe=probe, backbone_view=backbone, clip=clip,
+                         images=[int(i) for i in images])
+
+
+def explanation_inputs(backbone, clip, probe, vocabulary, concepts: dict[str, Any]
+                       ) -> dict[str, Any]:
+    """What an explanation depends on besides its features and settings (stored with it):
+    the fingerprints of the backbone, CLIP, probe set and vocabulary, the explained layer, the
+    concept extraction (``ConceptExtractor.fingerprint``: spaCy pipeline name and version, POS
+    set, boilerplate list) and the pipeline version."""
+    return {
+        "backbone": backbone.fingerprint,
+        "layer": backbone.layer,
+        "clip": clip.fingerprint,
+        "probe": probe.fingerprint,
+        "vocabulary": vocabulary.fingerprint,
+        "concepts": concepts,
+        "pipeline": PIPELINE_VERSION,
+    }
+
+
+def explanation(inputs: dict[str, Any], features: Sequence[int], settings: dict[str, Any]) -> str:
+    """An explanation: :func:`explanation_inputs`, the features, and every setting except
+    :data:`RESULT_NEUTRAL_SETTINGS`."""
+    determining = {k: v for k, v in settings.items() if k not in RESULT_NEUTRAL_SETTINGS}
+    return DiskCache.key("explanations", inputs=inputs, features=[int(f) for f in features],
+                         settings=determining)
