@@ -1,8 +1,10 @@
 """Which backbone, CLIP model, probe set and vocabulary to work with, and how to build them.
 
 A :class:`WorkspaceConfig` is a small, serialisable description (the app keeps it in the URL, the
-command line builds it from flags). ``"demo"`` in any field means the offline demo world, which is
-the default everywhere.
+command line builds it from flags). Each field is a spec for its kind's ``create_*`` function,
+which looks registered names up first (:mod:`falcon_core.registry`): ``"demo"`` is the offline
+demo world, registered in all four and the default everywhere; ``world``, ``seed`` and
+``probe_size`` say which demo world (the other inputs do not read them).
 """
 
 from __future__ import annotations
@@ -15,25 +17,6 @@ from .errors import FalconError
 from .settings import FalconSettings
 
 DEMO = "demo"
-DEMO_TOP_K = 20
-
-
-def register_clip_config(path: str) -> str:
-    """Register an open_clip model config file (``<name>.json``) and return the model name.
-
-    This is how a custom CLIP architecture is used: its config goes through open_clip's own
-    registry and factory, exactly like the built-in ones.
-    """
-    from pathlib import Path
-
-    import open_clip
-
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise FalconError(f"CLIP model config {path} does not exist.",
-                          "Give an open_clip model name (e.g. ViT-B-32) or the path of a config JSON.")
-    open_clip.add_model_config(p)
-    return p.stem
 
 
 @dataclass(frozen=True)
@@ -56,20 +39,11 @@ class WorkspaceConfig:
         return cls(world=world, **changes)
 
     def default_settings(self) -> FalconSettings:
-        """The authors' settings, except on the demo backbone, which uses the top-k rule.
+        """The authors' settings, with the ones the backbone preset was registered with (the
+        demo backbone's per-feature top-k rule: see ``models/backbones.py``)."""
+        from .models.backbones import backbone_settings
 
-        The demo backbone's 128-d representation is dense: with the authors' global threshold
-        (mean + 5 std of the normalised matrix) 123 of its 128 features have no highly
-        activating image at all, the fault FALCON.md warns of. The per-feature top-k rule
-        (k = 20, 0.4 % of the 5,000 probe images) gives every feature a set T.
-        """
-        if self.backbone == DEMO:
-            return FalconSettings(high_rule="topk", top_k=DEMO_TOP_K)
-        return FalconSettings()
-
-    @property
-    def uses_demo(self) -> bool:
-        return DEMO in (self.backbone, self.clip, self.probe, self.vocabulary)
+        return FalconSettings(**backbone_settings(self.backbone))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -98,41 +72,26 @@ class WorkspaceConfig:
     def build_backbone(self):
         from .models.backbones import BackboneSpec, create_backbone
 
-        if self.backbone == DEMO:
-            from .demo.integration import demo_backbone
-
-            return demo_backbone(layer=self.layer, world=self.world)
         return create_backbone(BackboneSpec(name=self.backbone, weights=self.weights,
                                             layer=self.layer, token_pool=self.token_pool,
-                                            class_names=self.class_names))
+                                            class_names=self.class_names), world=self.world)
 
     def build_clip(self):
         from .models.clip import ClipSpec, create_clip
 
-        if self.clip == DEMO:
-            from .demo.integration import demo_clip
-
-            return demo_clip(world=self.world)
-        name = self.clip
-        if name.endswith(".json"):
-            name = register_clip_config(name)
-        return create_clip(ClipSpec(name=name, pretrained=self.clip_pretrained))
+        return create_clip(ClipSpec(name=self.clip, pretrained=self.clip_pretrained),
+                           world=self.world)
 
     def build_probe(self, backbone=None):
+        """The probe set; a folder's class subfolders are read as labels of ``backbone``'s
+        classes."""
         from .data.probes import create_probe
 
-        if self.probe == DEMO:
-            from .demo.integration import demo_probe
-
-            return demo_probe(world=self.world, n=self.probe_size, seed=self.seed)
         class_names = getattr(backbone, "class_names", None) if backbone is not None else None
-        return create_probe(self.probe, class_names_for_labels=class_names)
+        return create_probe(self.probe, class_names_for_labels=class_names, world=self.world,
+                            n=self.probe_size, seed=self.seed)
 
     def build_vocabulary(self):
         from .data.vocabulary import create_vocabulary
 
-        if self.vocabulary == DEMO:
-            from .demo.integration import demo_vocabulary
-
-            return demo_vocabulary(world=self.world)
-        return create_vocabulary(self.vocabulary)
+        return create_vocabulary(self.vocabulary, world=self.world)

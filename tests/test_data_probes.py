@@ -261,4 +261,4 @@ def test_array_probe_and_registry():
         q = create_probe("unit-test-set", description="x")
         assert isinstance(q, ArrayProbe) and q.describe()["description"] == "x"
     finally:
-        probes._REGISTRY.pop("unit-test-set")
+        probes.PROBES.unregister("unit-test-set")

@@ -208,4 +208,4 @@ def test_registry():
     try:
         assert len(create_vocabulary("unit-test-vocab")) == 2
     finally:
-        vocab_mod._REGISTRY.pop("unit-test-vocab")
+        vocab_mod.VOCABULARIES.unregister("unit-test-vocab")

@@ -53,6 +53,7 @@ def run_recovery(world: str | None = None, seed: int = 0, settings: FalconSettin
                  cache_dir: str | None = None, progress=None, top_n: int = 3,
                  max_features: int | None = None) -> dict[str, Any]:
     from ..demo import attribute_matrix, ground_truth, synonyms
+    from ..demo.integration import demo_probe_truth
     from ..pipeline import Falcon
 
     t0 = time.perf_counter()
@@ -60,8 +61,8 @@ def run_recovery(world: str | None = None, seed: int = 0, settings: FalconSettin
     settings = settings or cfg.default_settings()
     falcon = Falcon.from_config(cfg, settings=settings, cache_dir=cache_dir, progress=progress)
     H, valid = falcon.representations()
-    w = falcon.probe.world
-    names, binary = attribute_matrix(falcon.probe.scenes, w)
+    w, scenes = demo_probe_truth(cfg.world, n=cfg.probe_size, seed=cfg.seed)
+    names, binary = attribute_matrix(scenes, w)
     truths = ground_truth(H[valid], binary[valid], names)
     syn = {k: set(v) for k, v in synonyms(w).items()}
     clear = [t for t in truths if t.clear]

@@ -9,8 +9,9 @@ counts and lists those), ``.labels`` (int array, ``-1`` = unknown, or None), ``.
 * :class:`TorchvisionProbe` — CIFAR-10 / STL-10 / Imagenette through ``torchvision.datasets``.
 * :class:`ArrayProbe` — an in-memory (or memory-mapped) ``uint8`` array, for generated sets.
 
-:func:`create_probe` turns a spec string into one of them; :func:`register_probe` adds names
-(the demo world registers ``"demo"``).
+:func:`create_probe` turns a spec string into one of them: a registered name (:data:`PROBES`:
+``cifar10``, ``stl10``, ``imagenette`` and the offline demo world's ``demo``; :func:`register_probe`
+adds more), else a folder path.
 
 Image loading rules (:func:`load_image_file`), loader version ``LOADER_VERSION``:
 
@@ -32,6 +33,7 @@ Image loading rules (:func:`load_image_file`), loader version ``LOADER_VERSION``
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pickle
@@ -47,6 +49,7 @@ from PIL import Image
 
 from ..cache import default_cache_root, fingerprint_files, hash_json
 from ..errors import OFFLINE_HINT, BadImageError, FalconError, OfflineError
+from ..registry import Registry
 
 __all__ = [
     "LOADER_VERSION",
@@ -60,6 +63,7 @@ __all__ = [
     "create_probe",
     "register_probe",
     "available_probes",
+    "PROBES",
     "load_image_file",
     "to_rgb",
     "normalize_class_name",
@@ -607,22 +611,30 @@ class ArrayProbe(ProbeSet):
 
 # ------------------------------------------------------------------------------ registry
 
-_REGISTRY: dict[str, Callable[..., ProbeSet]] = {}
+PROBES = Registry("probe set")
 
 
-def register_probe(name: str, factory: Callable[..., ProbeSet]) -> None:
-    """Make ``create_probe(name, **kw)`` call ``factory(**kw)`` (e.g. the demo world)."""
-    _REGISTRY[name.lower()] = factory
+def register_probe(name: str, factory: Callable[..., ProbeSet] | str) -> None:
+    """Make ``create_probe(name, **kw)`` call ``factory(**kw it accepts)`` (see
+    :mod:`falcon_core.registry`)."""
+    PROBES.register(name.lower(), factory)
+
+
+for _name in TORCHVISION_SETS:  # kw: root, split, download, max_side
+    register_probe(_name, functools.partial(TorchvisionProbe, _name))
+# The offline demo world's generated scenes (falcon_core/demo); kw: world, n, seed.
+register_probe("demo", "falcon_core.demo.integration:demo_probe")
 
 
 def available_probes() -> list[str]:
-    return sorted(set(TORCHVISION_SETS) | set(_REGISTRY))
+    return sorted(PROBES.names())
 
 
 def create_probe(spec: str, **kw: Any) -> ProbeSet:
-    """A probe set from a spec: ``cifar10`` / ``stl10`` / ``imagenette`` (kw: root, split,
-    download), a registered name such as ``demo``, or a folder path (kw:
-    class_names_for_labels, wnid_to_index, max_side)."""
+    """A probe set from a spec: a registered name (``cifar10`` / ``stl10`` / ``imagenette``, kw:
+    root, split, download; ``demo``, kw: world, n, seed), or a folder path (kw:
+    class_names_for_labels, wnid_to_index, max_side). Keywords a kind does not read are ignored,
+    so a workspace can pass every kind the same ones."""
     if isinstance(spec, ProbeSet):
         return spec
     spec = str(spec).strip()
@@ -630,23 +642,8 @@ def create_probe(spec: str, **kw: Any) -> ProbeSet:
         raise FalconError("No probe set given.",
                           "Give an image folder, or one of: " + ", ".join(available_probes()))
     low = spec.lower()
-    if low in _REGISTRY:
-        return _REGISTRY[low](**kw)
-    if low in TORCHVISION_SETS:
-        return TorchvisionProbe(low, root=kw.get("root"), split=kw.get("split"),
-                                download=kw.get("download", True),
-                                max_side=kw.get("max_side", DEFAULT_MAX_SIDE))
-    if low == "demo":
-        try:  # the demo world registers itself on import
-            import importlib
-
-            importlib.import_module("falcon_core.demo")
-        except ImportError:
-            pass
-        if low in _REGISTRY:
-            return _REGISTRY[low](**kw)
-        raise FalconError("The demo probe set is not available in this installation.",
-                          "Use an image folder or cifar10 / stl10 / imagenette.")
+    if low in PROBES:
+        return PROBES.create(low, **kw)
     if spec.startswith("folder:"):
         spec = spec[len("folder:"):]
     folder_kw = {k: kw[k] for k in ("class_names_for_labels", "wnid_to_index", "max_side",

@@ -5,6 +5,9 @@
 * :class:`LaionShards` — LAION-400M's published text-embedding shards (``text_emb_XXXX.npy``,
   float16, ``(n, 512)``, CLIP ViT-B/32) with their ``metadata_XXXX.parquet`` captions.
 
+:func:`create_vocabulary` turns a spec string into one of them, or into a registered vocabulary
+(:data:`VOCABULARIES`: the offline demo world's ``demo``; :func:`register_vocabulary` adds more).
+
 Cleaning rules (``CLEANING_VERSION``), for caption files and lists:
 
 1. the file is read as UTF-8 (a UTF-8 BOM is stripped; a UTF-16 BOM switches to UTF-16);
@@ -45,6 +48,7 @@ from .. import cache_keys
 from ..cache import DiskCache, fingerprint_files, hash_json
 from ..errors import FalconError
 from ..progress import Progress, report
+from ..registry import Registry
 
 __all__ = [
     "CLEANING_VERSION",
@@ -60,6 +64,7 @@ __all__ = [
     "text_embeddings",
     "create_vocabulary",
     "register_vocabulary",
+    "VOCABULARIES",
 ]
 
 CLEANING_VERSION = "1"
@@ -610,17 +615,22 @@ def text_embeddings(vocab: Vocabulary, clip: Any, cache: DiskCache, batch_size: 
 
 # ------------------------------------------------------------------------------ registry
 
-_REGISTRY: dict[str, Callable[..., Vocabulary]] = {}
+VOCABULARIES = Registry("vocabulary")
 
 
-def register_vocabulary(name: str, factory: Callable[..., Vocabulary]) -> None:
-    """Make ``create_vocabulary(name)`` call ``factory(**kw)`` (e.g. the demo world)."""
-    _REGISTRY[name.lower()] = factory
+def register_vocabulary(name: str, factory: Callable[..., Vocabulary] | str) -> None:
+    """Make ``create_vocabulary(name, **kw)`` call ``factory(**kw it accepts)`` (see
+    :mod:`falcon_core.registry`)."""
+    VOCABULARIES.register(name.lower(), factory)
+
+
+# The offline demo world's captions (falcon_core/demo); kw: world.
+register_vocabulary("demo", "falcon_core.demo.integration:demo_vocabulary")
 
 
 def create_vocabulary(spec: str, **kw: Any) -> Vocabulary:
-    """A vocabulary from a spec: ``laion:/path/to/shards``, a registered name (``demo``), a
-    caption file path, or a folder of LAION shards."""
+    """A vocabulary from a spec: ``laion:/path/to/shards`` or a folder of LAION shards, a
+    registered name (``demo``; ``kw`` go to its factory), or a caption file path."""
     if isinstance(spec, Vocabulary):
         return spec
     spec = str(spec).strip()
@@ -629,21 +639,10 @@ def create_vocabulary(spec: str, **kw: Any) -> Vocabulary:
                           "Give a caption file (one caption a line), laion:/path, or demo.")
     low = spec.lower()
     if low.startswith("laion:"):
-        return LaionShards(spec[len("laion:"):], **kw)
-    if low in _REGISTRY:
-        return _REGISTRY[low](**kw)
-    if low == "demo":
-        try:
-            import importlib
-
-            importlib.import_module("falcon_core.demo")
-        except ImportError:
-            pass
-        if low in _REGISTRY:
-            return _REGISTRY[low](**kw)
-        raise FalconError("The demo vocabulary is not available in this installation.",
-                          "Give a caption file (one caption a line) or laion:/path.")
+        return LaionShards(spec[len("laion:"):])
+    if low in VOCABULARIES:
+        return VOCABULARIES.create(low, **kw)
     path = Path(spec).expanduser()
     if path.is_dir():
-        return LaionShards(path, **kw)
+        return LaionShards(path)
     return CaptionFile(path)

@@ -16,8 +16,9 @@ bundles everything the stages need:
 The model is in eval mode (BatchNorm uses its running statistics), with gradients enabled on the
 parameters so that GradCAM works; feature extraction runs under ``torch.no_grad``.
 
-Presets are kept in a registry: :func:`register_backbone` lets other code (the demo world) add
-its own names; ``"timm:<model name>"`` builds any timm model.
+Presets are kept in a registry (:data:`BACKBONES`, :func:`register_backbone`): the torchvision
+ResNets and the offline demo world's backbone (``"demo"``); ``"timm:<model name>"`` builds any timm
+model.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from torch import nn
 
 from falcon_core.errors import OFFLINE_HINT, FalconError, OfflineError
 from falcon_core.models.checkpoints import apply_checkpoint, hash_state_dict
+from falcon_core.registry import Registry
 
 __all__ = [
     "BackboneSpec",
@@ -46,6 +48,8 @@ __all__ = [
     "create_backbone",
     "register_backbone",
     "list_backbones",
+    "backbone_settings",
+    "BACKBONES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "hub_offline_guard",
@@ -622,30 +626,39 @@ class Backbone:
 # registry and factories
 # --------------------------------------------------------------------------------------------
 
-BackboneFactory = Callable[[BackboneSpec], Backbone]
-_REGISTRY: dict[str, BackboneFactory] = {}
+BackboneFactory = Callable[..., Backbone]
+BACKBONES = Registry("backbone")
 _TIMM_PRESETS = ["timm:vit_tiny_patch16_224", "timm:vit_base_patch16_224", "timm:resnet50"]
 
 
-def register_backbone(name: str, factory: BackboneFactory) -> None:
-    """Add (or replace) a preset: ``factory(spec) -> Backbone``."""
-    _REGISTRY[name] = factory
+def register_backbone(name: str, factory: BackboneFactory | str,
+                      settings: dict | None = None) -> None:
+    """Add (or replace) a preset: ``factory(spec, **options) -> Backbone`` (see
+    :mod:`falcon_core.registry`); ``settings``: the FalconSettings it works best with."""
+    BACKBONES.register(name, factory, settings)
 
 
 def list_backbones() -> list[str]:
     """Names for the UI: registered presets, then a few timm models (any "timm:<name>" works)."""
-    return list(_REGISTRY) + [p for p in _TIMM_PRESETS if p not in _REGISTRY]
+    return BACKBONES.names() + [p for p in _TIMM_PRESETS if p not in BACKBONES]
 
 
-def create_backbone(spec: BackboneSpec | str, device: str | torch.device | None = None) -> Backbone:
-    """Build the backbone described by ``spec`` (a BackboneSpec or a preset name)."""
+def backbone_settings(name: str) -> dict:
+    """The settings a preset was registered with ({}: the authors' defaults)."""
+    return BACKBONES.settings(name)
+
+
+def create_backbone(spec: BackboneSpec | str, device: str | torch.device | None = None,
+                    **options) -> Backbone:
+    """Build the backbone described by ``spec`` (a BackboneSpec or a preset name); ``options``
+    go to a preset's factory (the demo backbone reads ``world``)."""
     if isinstance(spec, str):
         spec = BackboneSpec(spec)
     if spec.token_pool not in ("cls", "mean"):
         raise FalconError(f"Unknown token pooling {spec.token_pool!r}.", "Use 'cls' or 'mean'.")
     name = spec.name.strip()
-    if name in _REGISTRY:
-        bb = _REGISTRY[name](spec)
+    if name in BACKBONES:
+        bb = BACKBONES.create(name, spec, **options)
     elif name.startswith("timm:"):
         bb = _timm_backbone(spec)
     else:
@@ -717,6 +730,13 @@ def _torchvision_factory(arch: str):
 
 for _arch in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
     register_backbone(_arch, _torchvision_factory(_arch))
+
+# The offline demo world's small ResNet (falcon_core/demo). Its 128-d representation is dense: the
+# authors' global alpha (mean + 5 std of the normalised matrix) leaves 123 of its 128 features
+# without any highly activating image, the fault FALCON.md warns of. The per-feature top-k rule
+# (k = 20, 0.4 % of the 5,000 probe images) gives every feature a set T.
+register_backbone("demo", "falcon_core.demo.integration:demo_backbone",
+                  settings={"high_rule": "topk", "top_k": 20})
 
 
 def _timm_backbone(spec: BackboneSpec) -> Backbone:

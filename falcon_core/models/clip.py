@@ -3,7 +3,10 @@
 ``create_clip(ClipSpec("ViT-B-32", "openai"))`` goes through open_clip's own factory
 (``open_clip.create_model_and_transforms`` and ``open_clip.get_tokenizer``), so every open_clip
 model and pretrained tag works. ``pretrained`` is a tag (downloaded once by open_clip), a local
-checkpoint file, or None (random weights: tests and the demo world).
+checkpoint file, or None (random weights: tests). A custom architecture is an open_clip config
+file: a name ending in ``.json`` is registered with open_clip first (:func:`register_clip_config`).
+Named presets are kept in a registry (:data:`CLIP_MODELS`): the offline demo world's CLIP is
+``"demo"``.
 
 Embeddings are float32, L2-normalised, computed in eval mode without gradients.
 """
@@ -15,6 +18,7 @@ import difflib
 import hashlib
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -24,8 +28,10 @@ from falcon_core.errors import OFFLINE_HINT, FalconError, OfflineError
 from falcon_core.cache import hash_file
 from falcon_core.models.backbones import hub_offline_guard
 from falcon_core.models.checkpoints import hash_state_dict
+from falcon_core.registry import Registry
 
-__all__ = ["ClipSpec", "ClipModel", "create_clip"]
+__all__ = ["ClipSpec", "ClipModel", "create_clip", "register_clip", "register_clip_config",
+           "CLIP_MODELS"]
 
 _CKPT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".npz")
 
@@ -142,8 +148,40 @@ def _looks_like_path(s: str) -> bool:
     return os.sep in s or "/" in s or s.lower().endswith(_CKPT_SUFFIXES) or s.startswith("~")
 
 
-def create_clip(spec: ClipSpec | str | None = None, device: str | torch.device | None = None) -> ClipModel:
-    """Build the CLIP model of ``spec`` with open_clip's factory.
+CLIP_MODELS = Registry("CLIP model")
+
+
+def register_clip(name: str, factory: Callable[..., "ClipModel"] | str) -> None:
+    """Add (or replace) a named CLIP: ``factory(spec, **options) -> ClipModel`` (see
+    :mod:`falcon_core.registry`)."""
+    CLIP_MODELS.register(name, factory)
+
+
+# The offline demo world's small CLIP (falcon_core/demo), an open_clip model with its own config.
+register_clip("demo", "falcon_core.demo.integration:demo_clip")
+
+
+def register_clip_config(path: str) -> str:
+    """Register an open_clip model config file (``<name>.json``) and return the model name.
+
+    This is how a custom CLIP architecture is used: its config goes through open_clip's own
+    registry and factory, exactly like the built-in ones.
+    """
+    import open_clip
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FalconError(f"CLIP model config {path} does not exist.",
+                          "Give an open_clip model name (e.g. ViT-B-32) or the path of a config JSON.")
+    open_clip.add_model_config(p)
+    return p.stem
+
+
+def create_clip(spec: ClipSpec | str | None = None, device: str | torch.device | None = None,
+                **options) -> ClipModel:
+    """Build the CLIP model of ``spec``: a registered name (``options`` go to its factory; the
+    demo CLIP reads ``world``), an open_clip config file (``*.json``), or an open_clip model name,
+    through open_clip's factory.
 
     Raises :class:`OfflineError` when a pretrained tag must be downloaded and cannot be, and
     :class:`FalconError` for an unknown model name or tag, or a missing / unfitting checkpoint.
@@ -154,8 +192,12 @@ def create_clip(spec: ClipSpec | str | None = None, device: str | torch.device |
         spec = ClipSpec()
     elif isinstance(spec, str):
         spec = ClipSpec(spec)
+    if spec.name in CLIP_MODELS:
+        return CLIP_MODELS.create(spec.name, spec, **options)
     device = torch.device(device or "cpu")
     name = spec.name.strip()
+    if name.endswith(".json"):
+        name = register_clip_config(name)
     pretrained = spec.pretrained
     if isinstance(pretrained, str) and pretrained.strip().lower() in ("", "none", "random"):
         pretrained = None
