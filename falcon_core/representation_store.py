@@ -23,7 +23,7 @@ from .cache import DiskCache
 from .errors import FalconError
 from .progress import Progress
 from .settings import FalconSettings
-from .stages import selection as selection_stage
+from .stages import common as common_stage
 
 # Rows of H computed (and stored) together: the unit of resuming an interrupted Stage 1.
 CHUNK_ROWS = 512
@@ -159,7 +159,7 @@ class RepresentationStore:
         key = (s.normalize_rows, s.alpha_std)
         if key not in self._alpha:
             Hn = self.normalized(s.normalize_rows)
-            self._alpha[key] = float(selection_stage.global_alpha(Hn, s.alpha_std,
+            self._alpha[key] = float(common_stage.global_alpha(Hn, s.alpha_std,
                                                                   valid=self.valid))
         return self._alpha[key]
 
@@ -173,13 +173,13 @@ class RepresentationStore:
         if s.low_threshold is not None:
             return float(s.low_threshold)
         Hn = self.normalized(s.normalize_rows)
-        return float(selection_stage.global_mean(Hn, valid=self.valid))
+        return float(common_stage.global_mean(Hn, valid=self.valid))
 
     def features(self, features: int | Sequence[int]) -> tuple[int, ...]:
         """A feature or group checked against this layer, as a tuple of ints."""
         if isinstance(features, (int, np.integer)):
             features = [int(features)]
-        return tuple(selection_stage.validate_features(list(features), self.num_features))
+        return tuple(common_stage.validate_features(list(features), self.num_features))
 
     def feature_stats(self, settings: FalconSettings | None = None) -> dict[str, Any]:
         """Per feature: how many images pass the global α, mean and max normalised activation."""

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from falcon_core.errors import FalconError
-from falcon_core.stages.selection import global_alpha, select_high, validate_features
+from falcon_core.stages.common import global_alpha, validate_features
+from falcon_core.stages.selection import select_high
 
 # 5 images x 3 features
 H = np.array(

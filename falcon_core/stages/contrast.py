@@ -22,7 +22,8 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import FalconError
-from .selection import _as_matrix, _images, _name, global_mean, validate_features, valid_mask
+from .common import (as_matrix, best_first, count_images, global_mean, name_features, valid_mask,
+                     validate_features)
 
 
 @dataclass
@@ -48,7 +49,7 @@ def select_low(
     max_images: int = 10,
     valid: np.ndarray | None = None,
 ) -> LowSelection:
-    Hn = _as_matrix(Hn)
+    Hn = as_matrix(Hn)
     N, r = Hn.shape
     feats = validate_features(features, r)
     v = valid_mask(valid, N)
@@ -67,7 +68,7 @@ def select_low(
         eps = float(low_threshold)
         eps_text = "the set threshold"
     beta = float(beta)
-    who = _name(feats)
+    who = name_features(feats)
     empty = np.zeros(0, dtype=np.int64)
 
     def result(idx, act, sim, n_cand, description):
@@ -102,7 +103,7 @@ def select_low(
                           for i in range(0, n_cand, step)])
     ok = sim >= beta
     idx, sim = cand[ok], sim[ok]
-    o = np.lexsort((idx, -sim))
+    o = best_first(idx, sim)
     idx, sim = idx[o], sim[o]
     n_ok = len(idx)
     if max_images and n_ok > max_images:
@@ -111,7 +112,7 @@ def select_low(
 
     low = f"{who} below ε = {eps:.4g} ({eps_text})"
     if n_ok == 0:
-        description = (f"No counterfactual images: {_images(n_cand)} {'has' if n_cand == 1 else 'have'} {low}, but none has a "
+        description = (f"No counterfactual images: {count_images(n_cand)} {'has' if n_cand == 1 else 'have'} {low}, but none has a "
                        f"similarity ≥ β = {beta:g} to the highly activating images on the other features.")
     else:
         use = "all are used" if len(idx) == n_ok else f"the {len(idx)} most similar are used"

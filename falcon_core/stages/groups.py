@@ -20,7 +20,7 @@ import numpy as np
 from scipy import sparse
 
 from ..errors import FalconError
-from .selection import _as_matrix, valid_mask, validate_features
+from .common import as_matrix, best_first, valid_mask, validate_features
 
 
 @dataclass
@@ -45,7 +45,7 @@ def _thresholds(alpha, r: int) -> np.ndarray:
 
 def high_mask(Hn: np.ndarray, alpha, valid: np.ndarray | None = None) -> np.ndarray:
     """Boolean (N, r): ``Hn > alpha`` on the valid rows, False on invalid ones."""
-    Hn = _as_matrix(Hn)
+    Hn = as_matrix(Hn)
     thr = _thresholds(alpha, Hn.shape[1])
     mask = Hn > thr[None, :]
     v = valid_mask(valid, Hn.shape[0])
@@ -56,7 +56,7 @@ def high_mask(Hn: np.ndarray, alpha, valid: np.ndarray | None = None) -> np.ndar
 
 def discover_groups(Hn: np.ndarray, alpha, min_images: int = 11, min_size: int = 2,
                     valid: np.ndarray | None = None) -> list[Group]:
-    Hn = _as_matrix(Hn)
+    Hn = as_matrix(Hn)
     mask = high_mask(Hn, alpha, valid)
     counts = mask.sum(axis=1)
     rows_ok = np.flatnonzero(counts >= max(int(min_size), 1))
@@ -74,7 +74,7 @@ def discover_groups(Hn: np.ndarray, alpha, min_images: int = 11, min_size: int =
             continue
         idx = np.asarray(rows, dtype=np.int64)
         act = Hn[np.ix_(idx, list(feats))].astype(np.float64).sum(axis=1)
-        idx = idx[np.lexsort((idx, -act))]
+        idx = idx[best_first(idx, act)]
         groups.append(Group(feats, idx))
     groups.sort(key=lambda g: (-g.n_images, g.features))
     return groups
@@ -97,7 +97,7 @@ def coactivation(Hn: np.ndarray, alpha, valid: np.ndarray | None = None) -> np.n
 
 def coactivation_for(Hn: np.ndarray, features: Sequence[int], alpha, valid: np.ndarray | None = None) -> np.ndarray:
     """The co-activation (Jaccard) matrix of a subset of features, in the order given."""
-    Hn = _as_matrix(Hn)
+    Hn = as_matrix(Hn)
     feats = list(validate_features(features, Hn.shape[1]))
     thr = _thresholds(alpha, Hn.shape[1])[feats]
     return _jaccard(high_mask(Hn[:, feats], thr, valid))
