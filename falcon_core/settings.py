@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import FalconError
+from .stages.high_rules import RULES
 
-HIGH_RULES = ("global", "topk", "quantile")
+HIGH_RULES = tuple(RULES.names())  # the registered rules for Stage 2's T (stages/high_rules/)
 
 
 @dataclass(frozen=True)
@@ -47,10 +48,10 @@ class FalconSettings:
     group_min_size: int = 2
 
     def __post_init__(self) -> None:
-        if self.high_rule not in HIGH_RULES:
+        if self.high_rule not in RULES:
             raise FalconError(
                 f"Unknown rule for highly activating images: {self.high_rule!r}.",
-                f"Use one of {', '.join(HIGH_RULES)}.",
+                f"Use one of {', '.join(RULES.names())}.",
             )
         checks = [
             ("batch_size", self.batch_size >= 1),
