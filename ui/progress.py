@@ -11,7 +11,7 @@ import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-Progress = Callable[[int, int, str], None]
+from falcon_core.progress import Progress
 
 
 class ProgressRouter:

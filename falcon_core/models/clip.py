@@ -28,6 +28,7 @@ from falcon_core.errors import OFFLINE_HINT, FalconError, OfflineError
 from falcon_core.cache import hash_file
 from falcon_core.models.backbones import hub_offline_guard
 from falcon_core.models.checkpoints import hash_state_dict
+from falcon_core.progress import Progress
 from falcon_core.registry import Registry
 
 __all__ = ["ClipSpec", "ClipModel", "create_clip", "register_clip", "register_clip_config",
@@ -79,7 +80,7 @@ class ClipModel:
         return x.cpu().numpy().astype(np.float32, copy=False)
 
     def encode_images(self, images: Sequence, batch_size: int = 64,
-                      progress: Callable[[int, int, str], None] | None = None) -> np.ndarray:
+                      progress: Progress | None = None) -> np.ndarray:
         """PIL images -> float32 (n, embed_dim), L2-normalised."""
         n = len(images)
         out = np.zeros((n, self.embed_dim), dtype=np.float32)
@@ -96,7 +97,7 @@ class ClipModel:
         return out
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256,
-                     progress: Callable[[int, int, str], None] | None = None) -> np.ndarray:
+                     progress: Progress | None = None) -> np.ndarray:
         """Captions -> float32 (n, embed_dim), L2-normalised."""
         n = len(texts)
         out = np.zeros((n, self.embed_dim), dtype=np.float32)

@@ -9,12 +9,13 @@ are aligned with ``backbone.view_transform(image)``.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from falcon_core.errors import FalconError
+from falcon_core.progress import Progress
 
 __all__ = ["FeatureTarget", "compute_cams"]
 
@@ -64,7 +65,7 @@ def compute_cams(
     images,
     features: Sequence[int] | int,
     batch_size: int = 16,
-    progress: Callable[[int, int, str], None] | None = None,
+    progress: Progress | None = None,
 ) -> np.ndarray:
     """GradCAM maps of ``features`` (summed) for ``images``.
 

@@ -7,12 +7,11 @@ GradCAM uses too. Unreadable images do not stop the run: their rows are NaN and 
 
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 import torch
 
 from falcon_core.errors import BadImageError
+from falcon_core.progress import Progress
 
 __all__ = ["compute_representations", "normalise_rows", "normalize_rows"]
 
@@ -21,7 +20,7 @@ def compute_representations(
     backbone,
     probe,
     batch_size: int = 64,
-    progress: Callable[[int, int, str], None] | None = None,
+    progress: Progress | None = None,
     indices=None,
 ) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
     """Features of every probe image.
