@@ -13,13 +13,13 @@ Interface for the rest of FALCON (see ``assets.py`` for details)::
 """
 
 from .assets import (build_demo_backbone_module, cache_dir, demo_clip_spec, ensure_assets, load_demo_clip,
-                     load_spacy, probe_scene_dicts, probe_scenes, read_manifest, synonyms, vocabulary_captions)
+                     probe_scene_dicts, probe_scenes, read_manifest, synonyms, vocabulary_captions)
 from .ground_truth import FeatureTruth, attribute_matrix, attribute_names, auc_table, clear_share, ground_truth
 from .world import ALT_WORLD, ASSETS_DIR, DEFAULT_WORLD, GENERATOR_VERSION, World, WorldConfigError, load_world
 
 __all__ = [
     "ALT_WORLD", "ASSETS_DIR", "DEFAULT_WORLD", "GENERATOR_VERSION", "FeatureTruth", "World", "WorldConfigError",
     "attribute_matrix", "attribute_names", "auc_table", "build_demo_backbone_module", "cache_dir", "clear_share",
-    "demo_clip_spec", "ensure_assets", "ground_truth", "load_demo_clip", "load_spacy", "load_world",
+    "demo_clip_spec", "ensure_assets", "ground_truth", "load_demo_clip", "load_world",
     "probe_scene_dicts", "probe_scenes", "read_manifest", "synonyms", "vocabulary_captions",
 ]

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cache import default_cache_root
 from ..errors import FalconError
 from . import captions as C
 from .build import (BACKBONE_FILE, CLIP_FILE, DEFAULT_SEED, MANIFEST_FILE, atomic_write_bytes,
@@ -37,8 +38,7 @@ _BUILD_HINT = "Rebuild the demo assets with `python -m falcon_core.demo build --
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("FALCON_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "falcon")
-    return Path(root) / "demo"
+    return default_cache_root() / "demo"
 
 
 def _key(*parts: Any) -> str:
@@ -188,35 +188,21 @@ def build_demo_backbone_module(directory: str | Path | None = None):
 _SYN_CACHE: dict[tuple[str, bool], dict[str, list[str]]] = {}
 
 
-def load_spacy():
-    """The spaCy pipeline FALCON uses (en_core_web_sm, else any installed English model); None if
-    there is none."""
-    try:
-        import spacy
-    except ImportError:  # pragma: no cover
-        return None
-    names = ["en_core_web_sm"] + [n for n in spacy.util.get_installed_models() if n.startswith("en_core_web")]
-    for name in names:
-        try:
-            return spacy.load(name, disable=["ner", "parser"])
-        except Exception:  # noqa: BLE001 - try the next one
-            continue
-    return None
-
-
 def synonyms(world: World | str | Path | None = None, lemmas: bool = True) -> dict[str, list[str]]:
     """{"attr=value": [words]}: the config's words for each value and, with ``lemmas``, the spaCy
     lemmas those words get inside typical demo captions (spaCy lemmatises "striped" to "strip",
-    "dotted" to "dot", "bricks" to "brick"), so a benchmark that lemmatises FALCON's words can
-    match them directly. A lemma that would also name another value is left out.
-    Multi-word phrases (``"polka dots"``) are covered by their single words."""
+    "dotted" to "dot", "bricks" to "brick"). The lemmas come from FALCON's own concept extractor
+    (the same spaCy pipeline and pipes), so a benchmark can match FALCON's words directly. A lemma
+    that would also name another value is left out. Multi-word phrases (``"polka dots"``) are
+    covered by their single words."""
     w = _world(world)
     ck = (w.hash, lemmas)
     if ck in _SYN_CACHE:
         return {k: list(v) for k, v in _SYN_CACHE[ck].items()}
     out = {f"{a}={v}": list(w.words(a, v)) for a in w.attributes for v in w.attributes[a]}
-    nlp = load_spacy() if lemmas else None
-    if nlp is not None:
+    if lemmas:
+        from ..stages.concepts import ConceptExtractor
+
         owner = {word: k for k, ws in out.items() for word in ws}
         frames = {
             "shape": ["a small red {} on the grass", "a {} with stripes"],
@@ -232,7 +218,7 @@ def synonyms(world: World | str | Path | None = None, lemmas: bool = True) -> di
                 for fr in frames[attr]:
                     sentences.append(fr.format(word))
                     who.append((k, word))
-        for doc, (k, word) in zip(nlp.pipe(sentences, batch_size=256), who):
+        for doc, (k, word) in zip(ConceptExtractor().docs(sentences), who):
             for tok in doc:
                 if tok.text.lower() == word:
                     lem = tok.lemma_.lower()
