@@ -4,7 +4,8 @@
   arbitrary pickle), unwraps the usual containers (``{"state_dict": ...}``, ``{"model": ...}``,
   DINO's ``{"teacher": ...}``, ...) and returns a flat ``{name: tensor}`` dict.
 * :func:`remap_keys` strips the prefix that training frameworks add (``module.``,
-  ``module.encoder_q.``, ``backbone.``, ``_orig_mod.``, ...) and drops keys the model does not have
+  ``module.encoder_q.``, ``backbone.``, ``_orig_mod.``, ...; with timm's ``clean_state_dict`` and
+  torch's ``consume_prefix_in_state_dict_if_present``) and drops keys the model does not have
   (projection heads of SimCLR/MoCo, DINO heads, MoCo's key encoder and queue).
 * :func:`apply_checkpoint` loads the result into a model, refusing checkpoints for another
   architecture with a message that names the offending keys.
@@ -19,7 +20,7 @@ import os
 import pickle
 import re
 import zipfile
-from collections import Counter
+from collections import Counter, OrderedDict
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -225,24 +226,32 @@ def remap_keys(state_dict: Mapping[str, torch.Tensor], model_keys: Iterable[str]
                head_name: str | None = "fc") -> tuple[dict[str, torch.Tensor], list[str]]:
     """Strip the training prefix and keep only keys the model has.
 
+    The wrappers of DistributedDataParallel and ``torch.compile`` (``module.``, ``_orig_mod.``)
+    are removed by timm's ``clean_state_dict``; then the prefix of the training framework
+    (``backbone.``, ``encoder_q.``, ``model.encoder.``, ...) is the one whose removal matches the
+    most model keys, and torch's ``consume_prefix_in_state_dict_if_present`` removes it. Keys
+    outside that prefix, or that the model does not have, are dropped.
+
     Returns ``(new_state_dict, report)``. The report says which prefix was removed, which keys were
     dropped (projection heads, key encoders, queues, ...), which model keys are missing, and
     whether the classifier head (``head_name``) is absent.
     """
+    from timm.models import clean_state_dict
+    from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
+
     model_keys = list(model_keys)
     mk = set(model_keys)
     report: list[str] = []
-    prefix, _ = _best_prefix(state_dict.keys(), mk)
-    if prefix:
-        report.append(f"removed the key prefix {prefix!r}")
-    new: dict[str, torch.Tensor] = {}
-    dropped: list[str] = []
-    for k, v in state_dict.items():
-        nk = k[len(prefix):] if prefix and k.startswith(prefix) else (k if not prefix else None)
-        if nk is None or nk not in mk:
-            dropped.append(k)
-            continue
-        new[nk] = v
+    unwrapped = {next(iter(clean_state_dict({k: None}))): k for k in state_dict}  # -> original
+    prefix, _ = _best_prefix(unwrapped, mk)
+    originals = OrderedDict((k, orig) for k, orig in unwrapped.items() if k.startswith(prefix))
+    consume_prefix_in_state_dict_if_present(originals, prefix)  # model key -> original key
+    new = {k: state_dict[orig] for k, orig in originals.items() if k in mk}
+    removed = Counter(orig[: len(orig) - len(k)] for k, orig in originals.items() if k in mk)
+    if removed and removed.most_common(1)[0][0]:
+        report.append(f"removed the key prefix {removed.most_common(1)[0][0]!r}")
+    kept = {originals[k] for k in new}
+    dropped = [k for k in state_dict if k not in kept]
     if dropped:
         report.append(f"ignored {len(dropped)} checkpoint keys the model does not have "
                       f"(projection heads, key encoders, ...): {_fmt_keys(dropped)}")
