@@ -262,3 +262,26 @@ def test_array_probe_and_registry():
         assert isinstance(q, ArrayProbe) and q.describe()["description"] == "x"
     finally:
         probes.PROBES.unregister("unit-test-set")
+
+
+@pytest.mark.parametrize("fmt, mode", [("JPEG", "RGB"), ("PNG", "RGBA")])
+def test_exif_orientation_turns_the_image_upright(tmp_path, fmt, mode):
+    """Orientation 6 means "rotate 90° clockwise to display": a 40 x 20 picture whose top-left
+    corner is red becomes 20 x 40 with the red corner at the top right. (An RGBA PNG is
+    composited on white first, which drops the EXIF block of the converted copy.)"""
+    arr = np.full((20, 40, 3), 255, np.uint8)
+    arr[:8, :8] = (255, 0, 0)
+    im = Image.fromarray(arr).convert(mode)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / f"turned.{fmt.lower()}"
+    im.save(path, format=fmt, exif=exif.tobytes(), **({"quality": 100} if fmt == "JPEG" else {}))
+    out = load_image_file(path)
+    assert out.size == (20, 40)
+    r, g, b = out.getpixel((17, 2))  # top right: the red corner
+    assert r > 200 and g < 60 and b < 60
+    r, g, b = out.getpixel((2, 2))  # top left: white
+    assert min(r, g, b) > 200
+    exif[0x0112] = 1
+    im.save(path, format=fmt, exif=exif.tobytes(), **({"quality": 100} if fmt == "JPEG" else {}))
+    assert load_image_file(path).size == (40, 20)  # upright already

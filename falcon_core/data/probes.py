@@ -45,7 +45,7 @@ from typing import Any, Callable, Optional, Sequence
 from urllib.error import URLError
 
 import numpy as np
-from PIL import Image
+from PIL import ExifTags, Image, ImageOps
 
 from ..cache import default_cache_root, fingerprint_files, hash_json
 from ..errors import OFFLINE_HINT, BadImageError, FalconError, OfflineError
@@ -150,10 +150,17 @@ def _fit(im: Image.Image, max_side: Optional[int]) -> Image.Image:
 
 
 _FIT_MODES = ("RGB", "L", "RGBA", "LA", "I", "F")
-_ORIENTATION = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
-                4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
-                6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-                8: Image.Transpose.ROTATE_90}
+
+
+def _upright(out: Image.Image, source: Image.Image) -> Image.Image:
+    """``out`` turned by ``source``'s EXIF orientation (``ImageOps.exif_transpose``); the
+    conversions that made ``out`` may have dropped its copy of the EXIF block."""
+    try:
+        orientation = int(source.getexif().get(ExifTags.Base.Orientation, 1) or 1)
+    except Exception:  # a broken EXIF block does not make the pixels unreadable
+        return out
+    out.getexif()[ExifTags.Base.Orientation] = orientation
+    return ImageOps.exif_transpose(out)
 
 
 def load_image_file(path: str | os.PathLike, max_side: Optional[int] = DEFAULT_MAX_SIDE,
@@ -184,16 +191,11 @@ def load_image_file(path: str | os.PathLike, max_side: Optional[int] = DEFAULT_M
                 im.draft(im.mode if im.mode in ("RGB", "L") else None,
                          (max(1, int(w * scale)), max(1, int(h * scale))))
             im.load()  # decode fully now: truncated/corrupt data raises here
-            try:
-                orientation = int(im.getexif().get(0x0112, 1) or 1)
-            except Exception:  # a broken EXIF block does not make the pixels unreadable
-                orientation = 1
             if im.mode in _FIT_MODES:
                 out = to_rgb(_fit(im, max_side))
             else:
                 out = _fit(to_rgb(im), max_side)
-            if orientation in _ORIENTATION:
-                out = out.transpose(_ORIENTATION[orientation])
+            out = _upright(out, im)
             if out is im:
                 out = im.copy()
             out.load()
