@@ -36,7 +36,7 @@ def demo():
     assert len(order) >= 3, "the demo world should have features with highly activating images"
     feats = order[:3]
     exps = {f: fb.explain(f) for f in feats[:2]}
-    from falcon_core.bench.app_latency import demo_pair
+    from benchmarks.app_latency import demo_pair
 
     return SimpleNamespace(falcon=fb, features=feats, exps=exps, pair=demo_pair(falcon=fb),
                            num_features=fb.num_features)

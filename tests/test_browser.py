@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from falcon_core.bench import app_latency as bench
+from benchmarks import app_latency as bench
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("FALCON_TEST_ARTIFACTS", ROOT / "test-artifacts"))

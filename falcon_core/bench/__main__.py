@@ -1,16 +1,18 @@
-"""``python -m falcon_core.bench <benchmark> ...``: recovery | timings | app-latency."""
+"""``python -m falcon_core.bench <benchmark> ...``: recovery | timings.
+
+(The app's latency is measured next to the app: ``python -m benchmarks.app_latency``.)"""
 
 import sys
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    names = {"recovery": "recovery", "timings": "timings", "app-latency": "app_latency"}
+    names = {"recovery": "recovery", "timings": "timings"}
     if not argv or argv[0] not in names:
-        print("usage: python -m falcon_core.bench {recovery,timings,app-latency} [options]\n"
+        print("usage: python -m falcon_core.bench {recovery,timings} [options]\n"
               "  recovery     does FALCON recover the demo world's known concepts?\n"
               "  timings      seconds per stage of one explanation, cold and warm\n"
-              "  app-latency  time from choosing a feature to its explanation on the page",
+              "(the app's latency: python -m benchmarks.app_latency)",
               file=sys.stderr)
         return 2
     import importlib

@@ -1,8 +1,8 @@
 """How long the app takes from choosing a feature to showing its explanation (demo world).
 
-    python -m falcon_core.bench.app_latency                # browser (headless Chromium)
-    python -m falcon_core.bench.app_latency --mode apptest # no browser: Streamlit's AppTest
-    python -m falcon_core.bench.app_latency --screenshots docs/screenshots
+    python -m benchmarks.app_latency                # browser (headless Chromium)
+    python -m benchmarks.app_latency --mode apptest # no browser: Streamlit's AppTest
+    python -m benchmarks.app_latency --screenshots docs/screenshots
 
 Browser mode starts ``streamlit run app.py`` on a free local port with a fresh cache folder and
 drives Debian's Chromium with Playwright (never a downloaded browser). It reports:
@@ -13,8 +13,8 @@ drives Debian's Chromium with Playwright (never a downloaded browser). It report
 * ``warm``: typing a feature explained before (Falcon's disk cache + Streamlit's caches).
 
 The helpers here (free_port, start_app, wait_healthy, launch_browser, wait_explained, ...) are
-also what tests/test_browser.py uses. This module never imports Streamlit at import time; the
-library stays free of it.
+also what tests/test_browser.py uses. It measures the app, so it lives next to the app, outside
+the library (``falcon_core`` knows nothing of Streamlit).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Sequence
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("FALCON_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run",
