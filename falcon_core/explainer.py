@@ -180,24 +180,6 @@ class Explainer:
 
         return self.cache.get_or_compute_npy("image_embeddings", key, compute)
 
-    # ---- Stages 4-5: captions, concepts, Word Scores -----------------------------------------
-    def _caption_scores(self, B: np.ndarray, k: int):
-        """Top-k captions of each row of B, their concepts, and the Eq. 1 scores."""
-        idx, scores = captions_stage.top_captions(B, self.text_embeddings(), k=k)
-        flat = sorted({int(j) for j in idx.ravel()})
-        texts = dict(zip(flat, self.vocabulary.captions(flat)))
-        concepts = dict(zip(flat, self.extractor.extract([texts[j] for j in flat])))
-        word_sets = [[concepts[int(j)].words for j in row] for row in idx]
-        phrase_sets = [[concepts[int(j)].phrases for j in row] for row in idx]
-        words = concepts_stage.word_scores(scores, word_sets) if len(idx) else {}
-        phrases = concepts_stage.word_scores(scores, phrase_sets) if len(idx) else {}
-        matches = [[CaptionMatch(int(j), texts[int(j)], float(s),
-                                 words=sorted(concepts[int(j)].words),
-                                 phrases=sorted(concepts[int(j)].phrases))
-                    for j, s in zip(r, sr)]
-                   for r, sr in zip(idx, scores)]
-        return matches, words, phrases
-
     # ---- the explanation ---------------------------------------------------------------------
     def explanation_key(self, features, settings: FalconSettings | None = None) -> str:
         s = settings or self.settings
@@ -259,7 +241,8 @@ class Explainer:
 
         # Stages 4-5 on T
         with self.timed("4-5 captions and Word Scores"):
-            t_matches, t_words, t_phrases = self._caption_scores(B, s.captions_per_image)
+            t_matches, t_words, t_phrases = score_captions(
+                B, self.text_embeddings(), self.vocabulary, self.extractor, s.captions_per_image)
 
         # Stage 6: counterfactuals
         with self.timed("6 counterfactuals"):
@@ -269,7 +252,9 @@ class Explainer:
                 l_matches, l_words, l_phrases = [], {}, {}
             else:
                 BL = self._whole_embeddings(low.indices)
-                l_matches, l_words, l_phrases = self._caption_scores(BL, s.captions_per_image)
+                l_matches, l_words, l_phrases = score_captions(
+                    BL, self.text_embeddings(), self.vocabulary, self.extractor,
+                    s.captions_per_image)
         if s.contrast:
             kept_w, removed_w = contrast_stage.split_spurious(t_words, l_words, s.spurious_threshold)
             kept_p, removed_p = contrast_stage.split_spurious(t_phrases, l_phrases,
@@ -284,22 +269,18 @@ class Explainer:
             notes.append("Coherence needs at least two highly activating images.")
 
         ids = self.probe.ids
-        high_records = [
-            ImageRecord(index=int(i), id=str(ids[int(i)]), activation=float(a), captions=m,
-                        box=b.as_tuple(), box_fallback=bool(b.fallback))
-            for i, a, b, m in zip(high.indices, high.activations, boxes, t_matches)]
-        low_records = [
-            ImageRecord(index=int(i), id=str(ids[int(i)]),
-                        activation=float(Hn[int(i), list(feats)].sum()), captions=m,
-                        similarity=float(sim))
-            for i, sim, m in zip(low.indices, low.similarity, l_matches)]
         return Explanation(
             features=list(feats),
             words=_kept(kept_w, l_words, s.top_words),
             phrases=_kept(kept_p, l_phrases, s.top_phrases),
             spurious_words=_spurious(removed_w, s.top_words),
             spurious_phrases=_spurious(removed_p, s.top_phrases),
-            high=high_records, low=low_records,
+            high=[ImageRecord(index=int(i), id=str(ids[int(i)]), activation=float(a), captions=m,
+                              box=b.as_tuple(), box_fallback=bool(b.fallback))
+                  for i, a, b, m in zip(high.indices, high.activations, boxes, t_matches)],
+            low=[ImageRecord(index=int(i), id=str(ids[int(i)]), captions=m, similarity=float(sim),
+                             activation=float(Hn[int(i), list(feats)].sum()))
+                 for i, sim, m in zip(low.indices, low.similarity, l_matches)],
             coherence=float(coh), interpretable=bool(interpretable),
             high_selection={"rule": high.rule, "threshold": _num(high.threshold),
                             "n_passed": int(high.n_passed), "n_used": int(len(high.indices)),
@@ -313,6 +294,27 @@ class Explainer:
             all_word_scores=dict(concepts_stage.rank(t_words, MAX_STORED_SCORES)),
             all_phrase_scores=dict(concepts_stage.rank(t_phrases, MAX_STORED_SCORES)),
         )
+
+
+def score_captions(B: np.ndarray, A, vocabulary, extractor: concepts_stage.ConceptExtractor,
+                   k: int) -> tuple[list[list[CaptionMatch]], dict[str, float], dict[str, float]]:
+    """Stages 4-5 on the images whose CLIP embeddings are the rows of ``B``: each image's top-k
+    captions of the vocabulary (``A``: its text embeddings), their concepts, and the Word Score
+    (Eq. 1) of every word and phrase. Returns ``(captions per image, words, phrases)``."""
+    idx, scores = captions_stage.top_captions(B, A, k=k)
+    flat = sorted({int(j) for j in idx.ravel()})
+    texts = dict(zip(flat, vocabulary.captions(flat)))
+    concepts = dict(zip(flat, extractor.extract([texts[j] for j in flat])))
+    word_sets = [[concepts[int(j)].words for j in row] for row in idx]
+    phrase_sets = [[concepts[int(j)].phrases for j in row] for row in idx]
+    words = concepts_stage.word_scores(scores, word_sets) if len(idx) else {}
+    phrases = concepts_stage.word_scores(scores, phrase_sets) if len(idx) else {}
+    matches = [[CaptionMatch(int(j), texts[int(j)], float(s),
+                             words=sorted(concepts[int(j)].words),
+                             phrases=sorted(concepts[int(j)].phrases))
+                for j, s in zip(r, sr)]
+               for r, sr in zip(idx, scores)]
+    return matches, words, phrases
 
 
 def _kept(kept: dict[str, float], l_scores: dict[str, float], top: int) -> list[Concept]:
