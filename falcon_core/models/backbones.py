@@ -39,6 +39,8 @@ from torch import nn
 
 from falcon_core.errors import OFFLINE_HINT, FalconError, OfflineError
 from falcon_core.models.checkpoints import apply_checkpoint, hash_state_dict
+from falcon_core.models.layers import (auto_cam_layer, dry_run, first_tensor, layer_examples,
+                                       vit_cam_layer)
 from falcon_core.registry import Registry
 
 __all__ = [
@@ -196,16 +198,6 @@ class TokenGridReshape:
         return f"TokenGridReshape(num_prefix_tokens={self.num_prefix_tokens}, grid_size={self.grid_size})"
 
 
-def _first_tensor(x):
-    while isinstance(x, (tuple, list)):
-        if not x:
-            return None
-        x = x[0]
-    if isinstance(x, dict):
-        x = next((v for v in x.values() if isinstance(v, torch.Tensor)), None)
-    return x if isinstance(x, torch.Tensor) else None
-
-
 def _pool(x: torch.Tensor, token_pool: str, num_prefix_tokens: int) -> torch.Tensor:
     """(n, C, H, W) -> mean over H, W; (n, T, C) -> CLS token or mean of patch tokens; (n, r) as is."""
     if x.ndim == 4:
@@ -246,7 +238,7 @@ class _FeatureModel(nn.Module):
         store: dict[str, torch.Tensor] = {}
 
         def grab(t):
-            t = _first_tensor(t)
+            t = first_tensor(t)
             if t is not None:
                 store["h"] = _pool(t, self.token_pool, self.num_prefix_tokens)
 
@@ -393,7 +385,7 @@ class Backbone:
             if module_name not in modules:
                 raise FalconError(
                     f"The model {name} has no layer {module_name!r}.",
-                    "Valid layers include: " + ", ".join(self._layer_examples(model))
+                    "Valid layers include: " + ", ".join(layer_examples(model))
                     + " (any name of model.named_modules(); add ':input' for a module's input).",
                 )
         self.layer = (f"{module_name}:input" if use_input else module_name) or "output"
@@ -408,7 +400,8 @@ class Backbone:
             self.class_names = None
 
         # dry run: feature size and a default CAM layer
-        records, n_features, out_ndim = self._dry_run(module_name, use_input)
+        records, n_features, out_ndim, before = dry_run(model, self.feature_model, self.input_size,
+                                                        self.device, name, module_name, use_input)
         self.num_features = n_features
         self.layer_ndim = out_ndim
         if pooling_note is None:
@@ -427,116 +420,18 @@ class Backbone:
         if isinstance(cam_layer, str):
             if cam_layer not in modules:
                 raise FalconError(f"The model {name} has no layer {cam_layer!r} for GradCAM.",
-                                  "Valid layers include: " + ", ".join(self._layer_examples(model)))
+                                  "Valid layers include: " + ", ".join(layer_examples(model)))
             cam_layer = modules[cam_layer]
         if cam_layer is None and vit_blocks is not None:
-            cam_layer = self._vit_cam_layer(modules, vit_blocks, module_name)
+            cam_layer = vit_cam_layer(modules, vit_blocks, module_name)
             if cam_layer is not None and reshape_transform is None:
                 self.reshape_transform = TokenGridReshape(self.num_prefix_tokens, grid_size)
         if cam_layer is None:
-            cam_layer = self._auto_cam_layer(modules, records, module_name, use_input)
+            cam_layer = auto_cam_layer(modules, records, before, module_name, use_input)
         self.cam_layer = cam_layer
         self.cam_layer_name = _module_name(model, cam_layer)
         self._fingerprint: str | None = None
         self._lock = threading.Lock()
-
-    # ---- construction helpers --------------------------------------------------------------
-
-    @staticmethod
-    def _layer_examples(model: nn.Module) -> list[str]:
-        names = [n for n, _ in model.named_children()]
-        extra = []
-        for n, m in model.named_children():
-            if isinstance(m, (nn.Sequential, nn.ModuleList)) and len(m):
-                extra.append(f"{n}.{len(m) - 1}")
-        return (names + extra)[:16]
-
-    def _dry_run(self, module_name: str, use_input: bool):
-        """Run a blank image; record (name, ndim, spatial size, calls) of every module's output."""
-        records: dict[str, list] = {}
-        order: list[str] = []
-        handles = []
-
-        def make(name):
-            def hook(m, args, out):
-                t = _first_tensor(out)
-                rec = records.setdefault(name, [None, 0, 0])
-                rec[1] += 1
-                if t is not None:
-                    spatial = int(t.shape[2] * t.shape[3]) if t.ndim == 4 else 0
-                    rec[0] = t.ndim
-                    rec[2] = spatial
-                order.append(name)
-            return hook
-
-        for name, mod in self.model.named_modules():
-            if name:
-                handles.append(mod.register_forward_hook(make(name)))
-        marker = {}
-        tgt = self.model.get_submodule(module_name) if module_name else None
-        if tgt is not None and use_input:
-            def mark(m, a):
-                marker.setdefault("pos", len(order))  # returns None: the input is left alone
-
-            handles.append(tgt.register_forward_pre_hook(mark))
-        x = torch.zeros(1, 3, self.input_size, self.input_size, device=self.device)
-        try:
-            with torch.no_grad():
-                out = self.feature_model(x)
-        except FalconError:
-            raise
-        except Exception as e:
-            raise FalconError(
-                f"The model {self.name} fails on a {self.input_size}x{self.input_size} image: "
-                f"{type(e).__name__}: {e}",
-                "Check the input size and the layer.",
-            ) from e
-        finally:
-            for h in handles:
-                h.remove()
-        if tgt is not None and not use_input:
-            pos = max(i for i, n in enumerate(order) if n == module_name) + 1 if module_name in order else len(order)
-        else:
-            pos = marker.get("pos", len(order))
-        before = list(order[:pos])
-        raw_ndim = records.get(module_name, [None])[0] if (module_name and not use_input) else 2
-        self._order_before = before
-        return records, int(out.shape[1]), raw_ndim
-
-    def _vit_cam_layer(self, modules, blocks_name: str, module_name: str):
-        blocks = modules.get(blocks_name)
-        if blocks is None or not len(blocks):
-            return None
-        idx = len(blocks) - 1
-        prefix = blocks_name + "."
-        if module_name.startswith(prefix):
-            try:
-                idx = int(module_name[len(prefix):].split(".")[0])
-            except ValueError:
-                pass
-        elif module_name in ("patch_embed", "pos_drop", "patch_drop", "norm_pre") or module_name.startswith(
-                ("patch_embed.", "cls_token", "pos_embed")):
-            return None
-        block = blocks[idx]
-        norm1 = getattr(block, "norm1", None)
-        return norm1 if isinstance(norm1, nn.Module) else block
-
-    def _auto_cam_layer(self, modules, records, module_name: str, use_input: bool):
-        # the explained layer itself when it is a spatial map
-        if module_name and not use_input:
-            rec = records.get(module_name)
-            if rec and rec[0] == 4 and rec[2] > 1 and rec[1] == 1:
-                return modules[module_name]
-        # ResNets: the last block of layer4 when the explained layer comes after it
-        l4 = modules.get("layer4")
-        if isinstance(l4, nn.Sequential) and len(l4) and "layer4" in self._order_before:
-            return l4[-1]
-        # otherwise: the last module run before the explained layer whose output is a spatial map
-        for name in reversed(self._order_before):
-            rec = records.get(name)
-            if rec and rec[0] == 4 and rec[2] > 1 and rec[1] == 1:
-                return modules[name]
-        return None
 
     # ---- public --------------------------------------------------------------------------
 
