@@ -244,13 +244,12 @@ class ProbeSet:
         raise NotImplementedError
 
     def _check_index(self, i: int) -> int:
-        n = len(self)
-        i = int(i)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError(f"image index {i} out of range (probe set has {n} images)")
-        return i
+        """``i`` as a non-negative index (negative ones count from the end, as in a list)."""
+        try:
+            return range(len(self))[int(i)]
+        except IndexError:
+            raise IndexError(f"image index {i} out of range (probe set has {len(self)} images)") \
+                from None
 
     def _note_bad(self, i: int, err: BadImageError) -> None:
         self.bad_images[self.ids[i]] = err.message

@@ -518,12 +518,10 @@ class LaionShards(Vocabulary):
         return caps
 
     def caption(self, i: int) -> str:
-        i = int(i)
-        n = len(self)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError(f"caption {i} out of range for {n} captions")
+        try:
+            i = range(len(self))[int(i)]  # negative indices count from the end, as in a list
+        except IndexError:
+            raise IndexError(f"caption {i} out of range for {len(self)} captions") from None
         s = bisect.bisect_right(self._offsets, i) - 1
         return self._shard_captions(s)[i - self._offsets[s]]
 

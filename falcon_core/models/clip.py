@@ -82,34 +82,36 @@ class ClipModel:
     def encode_images(self, images: Sequence, batch_size: int = 64,
                       progress: Progress | None = None) -> np.ndarray:
         """PIL images -> float32 (n, embed_dim), L2-normalised."""
-        n = len(images)
-        out = np.zeros((n, self.embed_dim), dtype=np.float32)
-        self.model.eval()
-        batch_size = max(1, int(batch_size))
-        for s in range(0, n, batch_size):
+        def encode(batch):
             batch = [img.convert("RGB") if getattr(img, "mode", "RGB") != "RGB" else img
-                     for img in images[s:s + batch_size]]
+                     for img in batch]
             x = torch.stack([self.preprocess(img) for img in batch]).to(self.device)
-            with torch.inference_mode():
-                out[s:s + len(batch)] = self._normalise(self.model.encode_image(x))
-            if progress is not None:
-                progress(min(s + batch_size, n), n, "clip images")
-        return out
+            return self.model.encode_image(x)
+
+        return self._encode(images, batch_size, encode, progress, "clip images")
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256,
                      progress: Progress | None = None) -> np.ndarray:
         """Captions -> float32 (n, embed_dim), L2-normalised."""
-        n = len(texts)
+        def encode(batch):
+            return self._encode_text_tokens(self.tokenizer([str(t) for t in batch]))
+
+        return self._encode(texts, batch_size, encode, progress, "clip texts")
+
+    def _encode(self, items: Sequence, batch_size: int, encode, progress: Progress | None,
+                stage: str) -> np.ndarray:
+        """``encode(batch) -> tensor (b, k)`` over ``items`` in batches, in eval mode without
+        gradients, L2-normalised into one float32 array."""
+        n = len(items)
         out = np.zeros((n, self.embed_dim), dtype=np.float32)
         self.model.eval()
         batch_size = max(1, int(batch_size))
         for s in range(0, n, batch_size):
-            batch = [str(t) for t in texts[s:s + batch_size]]
-            tokens = self.tokenizer(batch)
+            batch = items[s:s + batch_size]
             with torch.inference_mode():
-                out[s:s + len(batch)] = self._normalise(self._encode_text_tokens(tokens))
+                out[s:s + len(batch)] = self._normalise(encode(batch))
             if progress is not None:
-                progress(min(s + batch_size, n), n, "clip texts")
+                progress(min(s + batch_size, n), n, stage)
         return out
 
     # ---- identity ----------------------------------------------------------------------------
