@@ -83,18 +83,18 @@ class Catalogue:
         """Stage 8: groups of features discovered by their images' activation signatures."""
         s = settings or self.settings
         Hn = self.store.normalized(s.normalize_rows)
-        return groups_stage.discover_groups(Hn, self.store.alpha_for(s),
+        return groups_stage.discover_groups(Hn, mask=self.store.high_mask(s),
                                             min_images=s.group_min_images,
                                             min_size=s.group_min_size, valid=self.store.valid)
 
     def coactivation(self, features: Sequence[int] | None = None,
                      settings: FalconSettings | None = None) -> np.ndarray:
-        """The Jaccard index of the high sets (global α) of every two of ``features``."""
+        """The Jaccard index of the sets T (the settings' rule) of every two of ``features``, in
+        the order given; every feature when ``features`` is None."""
         s = settings or self.settings
-        Hn = self.store.normalized(s.normalize_rows)[self.store.valid]
         feats = (list(range(self.store.num_features)) if features is None
                  else list(self.store.features(features)))
-        return groups_stage.coactivation(Hn[:, feats], self.store.alpha_for(s))
+        return groups_stage.jaccard(self.store.high_mask(s)[:, feats])
 
     def status(self) -> dict[str, Any]:
         """What is already computed for this workspace, and how big the cache is."""

@@ -218,6 +218,10 @@ def _cmd_explain(args) -> int:
 def _cmd_groups(args) -> int:
     falcon = _falcon(args)
     groups = falcon.groups()
+    s = falcon.settings
+    rule = {"global": f"features above α = {falcon.alpha:.4f}",
+            "topk": f"features whose top {s.top_k} images hold the image",
+            "quantile": f"features above their own {s.quantile:g} quantile"}[s.high_rule]
     rows: list[dict[str, Any]] = []
     for n, g in enumerate(groups[: args.limit]):
         row: dict[str, Any] = {"features": list(g.features), "images": int(len(g.indices))}
@@ -230,10 +234,11 @@ def _cmd_groups(args) -> int:
                 row["error"] = err
         rows.append(row)
     if args.json:
-        print(json.dumps({"alpha": falcon.alpha, "total": len(groups), "groups": rows}, indent=2))
+        print(json.dumps({"rule": rule, "alpha": falcon.alpha, "total": len(groups),
+                          "groups": rows}, indent=2))
         return 0
     print(f"{len(groups)} groups with at least {falcon.settings.group_min_images} images "
-          f"(α = {falcon.alpha:.4f}); showing {len(rows)}")
+          f"(signatures: {rule}); showing {len(rows)}")
     for row in rows:
         extra = ""
         if "coherence" in row:

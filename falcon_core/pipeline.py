@@ -94,6 +94,7 @@ class Falcon:
     low_threshold_for = _delegate("store", RepresentationStore.low_threshold_for)
     features = _delegate("store", RepresentationStore.features)
     feature_stats = _delegate("store", RepresentationStore.feature_stats)
+    high_mask = _delegate("store", RepresentationStore.high_mask)
     view = _delegate("store", RepresentationStore.view)
     image_features = _delegate("store", RepresentationStore.image_features)
 

@@ -24,6 +24,7 @@ from .errors import FalconError
 from .progress import Progress
 from .settings import FalconSettings
 from .stages import common as common_stage
+from .stages import groups as groups_stage
 
 # Rows of H computed (and stored) together: the unit of resuming an interrupted Stage 1.
 CHUNK_ROWS = 256
@@ -60,6 +61,7 @@ class RepresentationStore:
         self._errors: dict[int, str] = {}
         self._Hn: dict[bool, np.ndarray] = {}
         self._alpha: dict[tuple[bool, float], float] = {}
+        self._masks: dict[tuple, np.ndarray] = {}
 
     @property
     def num_features(self) -> int:
@@ -181,10 +183,28 @@ class RepresentationStore:
             features = [int(features)]
         return tuple(common_stage.validate_features(list(features), self.num_features))
 
+    def high_mask(self, settings: FalconSettings | None = None) -> np.ndarray:
+        """(N, r) bool: image j is in T of feature f under the settings' rule (Stage 2, one
+        feature at a time, with the cap on |T|; unreadable images never are). Stage 8's
+        signatures, the co-activation map and :meth:`feature_stats` use it, so they follow the
+        rule the explanations use."""
+        s = settings or self.settings
+        rule_option = {"global": s.alpha_std, "topk": s.top_k, "quantile": s.quantile}
+        key = (s.normalize_rows, s.high_rule, rule_option.get(s.high_rule), s.max_high_images)
+        if key not in self._masks:
+            Hn = self.normalized(s.normalize_rows)
+            alpha = self.alpha_for(s) if s.high_rule == "global" else None
+            if len(self._masks) >= 4:  # (N, r) booleans each: keep the few in use
+                self._masks.pop(next(iter(self._masks)))
+            self._masks[key] = groups_stage.membership(
+                Hn, s.high_rule, alpha=alpha, top_k=s.top_k, quantile=s.quantile,
+                max_images=s.max_high_images, valid=self.valid, k_std=s.alpha_std)
+        return self._masks[key]
+
     def feature_stats(self, settings: FalconSettings | None = None) -> dict[str, Any]:
-        """Per feature: how many images pass the global α, mean and max normalised activation."""
+        """Per feature: how many images pass the settings' rule, mean and max normalised
+        activation."""
         s = settings or self.settings
         Hn = self.normalized(s.normalize_rows)[self.valid]
-        alpha = self.alpha_for(s)
-        return {"n_high": (Hn > alpha).sum(axis=0), "mean": Hn.mean(axis=0),
+        return {"n_high": self.high_mask(s).sum(axis=0), "mean": Hn.mean(axis=0),
                 "max": Hn.max(axis=0)}

@@ -11,14 +11,28 @@ HEATMAP_MAX = 48  # features shown in the co-activation heatmap
 
 
 def _heatmap_features(fb, settings) -> list[int]:
+    """Every feature, or the HEATMAP_MAX features most often high together with another one
+    (under a per-feature rule every feature has the same number of images, so that number
+    cannot choose)."""
     r = fb.num_features
     if r <= HEATMAP_MAX:
         return list(range(r))
-    stats = errors.attempt(fb.feature_stats, settings)[0]
-    if stats is None:
+    M = errors.attempt(fb.coactivation, None, settings)[0]
+    if M is None:
         return list(range(HEATMAP_MAX))
-    order = np.argsort(-np.asarray(stats["n_high"]), kind="stable")[:HEATMAP_MAX]
+    M = np.array(M, dtype=np.float64)
+    np.fill_diagonal(M, 0.0)
+    order = np.argsort(-M.max(axis=1), kind="stable")[:HEATMAP_MAX]
     return sorted(int(f) for f in order)
+
+
+def _rule_text(settings) -> str:
+    """What puts an image in a feature's set T, in words (the groups' signatures use it too)."""
+    if settings.high_rule == "topk":
+        return f"among the top {settings.top_k} images of"
+    if settings.high_rule == "quantile":
+        return f"above the {settings.quantile:g} quantile of"
+    return "above α on"
 
 
 def _default_features(fb, groups, settings) -> list[int]:
@@ -83,8 +97,8 @@ def main() -> None:
                              key=state.widget_key("features"), help="For example 3,9 or 3,9,12.")
     with c2:
         st.selectbox(
-            f"…or a discovered group ({len(groups)} found: images above α on exactly these "
-            f"features, at least {settings.group_min_images} images)",
+            f"…or a discovered group ({len(groups)} found: images {_rule_text(settings)} "
+            f"exactly these features, at least {settings.group_min_images} images)",
             options=list(range(len(groups))), index=None, key="w:group",
             format_func=lambda g: f"features {state.format_ints(groups[g][0])} · "
                                   f"{groups[g][1]} images",

@@ -423,23 +423,61 @@ def test_provenance(falcon, feature):
 
 # ---------------------------------------------------------------------------------- Stage 8
 
-def test_feature_stats_groups_and_search(falcon, exp, feature):
-    stats = falcon.feature_stats(FalconSettings(alpha_std=1.0))
-    assert stats["n_high"].shape == (512,)
-    groups = falcon.groups(FalconSettings(alpha_std=1.0, group_min_images=2))
-    Hn = falcon.normalized()
-    alpha = falcon.alpha_for(FalconSettings(alpha_std=1.0))
-    for g in groups[:5]:
-        feats = list(g.features)
-        assert len(feats) >= 2
+def _top_sets_by_hand(Hn, k):
+    """Each feature's top-k images (ties: lower index), one feature at a time, in plain Python."""
+    N = Hn.shape[0]
+    return [set(sorted(range(N), key=lambda j: (-float(Hn[j, f]), j))[:k])
+            for f in range(Hn.shape[1])]
+
+
+def _groups_by_hand(Hn, sets, min_images):
+    members = {}
+    for j in range(Hn.shape[0]):
+        sig = tuple(f for f, s in enumerate(sets) if j in s)
+        if len(sig) >= 2:
+            members.setdefault(sig, []).append(j)
+    out = []
+    for sig, rows in members.items():
+        if len(rows) >= min_images:
+            rows.sort(key=lambda j: (-float(sum(float(Hn[j, f]) for f in sig)), j))
+            out.append((sig, rows))
+    return sorted(out, key=lambda g: (-len(g[1]), g[0]))
+
+
+def test_groups_coactivation_and_stats_follow_the_rule(falcon):
+    """Stage 8 signatures, the co-activation map and the per-feature counts use the same rule
+    for T as the explanations (here top-8), not the global α."""
+    Hn = falcon.normalized().astype(np.float64)
+    sets = _top_sets_by_hand(Hn, 8)
+    s = TOPK.replace(group_min_images=1)
+    got = [(g.features, g.indices.tolist()) for g in falcon.groups(s)]
+    assert got == _groups_by_hand(Hn, sets, 1)
+    assert len(got) >= 2
+    assert falcon.feature_stats(TOPK)["n_high"].tolist() == [8] * 512
+    feats = [3, 40, 41, 200]
+    J = falcon.coactivation(feats, TOPK)
+    for a, fa in enumerate(feats):
+        for b, fb in enumerate(feats):
+            want = len(sets[fa] & sets[fb]) / len(sets[fa] | sets[fb])
+            assert J[a, b] == pytest.approx(want), (fa, fb)
+    # under the global rule (alpha = mean + 1 std, by hand): counts and signatures above alpha
+    g = FalconSettings(alpha_std=1.0, group_min_images=2)
+    alpha = Hn.mean() + Hn.std()
+    assert falcon.feature_stats(g)["n_high"].tolist() == (Hn > alpha).sum(axis=0).tolist()
+    above = [set(np.flatnonzero(Hn[:, f] > alpha).tolist()) for f in range(512)]
+    assert [(x.features, x.indices.tolist()) for x in falcon.groups(g)] == \
+        _groups_by_hand(Hn, above, 2)
+
+
+def test_search_and_status(falcon, exp, feature):
     kept = falcon.explain(feature, TOPK.replace(contrast=False))
     word = kept.words[0].text
-    assert any(h["feature"] == feature and h["concept"] == word for h in falcon.search(
-        word, TOPK.replace(contrast=False)))
+    hits = falcon.search(word, TOPK.replace(contrast=False))
+    assert any(h["feature"] == feature and h["concept"] == word for h in hits)
     assert falcon.search("   ") == []
+    assert falcon.search("zzzz-not-a-concept", TOPK.replace(contrast=False)) == []
     status = falcon.status()
     assert status["representations"] is True and status["explained_features"] >= 1
-    assert Hn.shape == (32, 512) and alpha > 0
 
 
 def test_try_explain_and_no_high_images(falcon, feature):

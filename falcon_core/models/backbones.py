@@ -630,8 +630,12 @@ for _arch in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
 # authors' global alpha (mean + 5 std of the normalised matrix) leaves 123 of its 128 features
 # without any highly activating image, the fault FALCON.md warns of. The per-feature top-k rule
 # (k = 20, 0.4 % of the 5,000 probe images) gives every feature a set T.
+# Stage 8's signatures follow the same rule, so a discovered group's images are a subset of each
+# member's 20 images: the authors' minimum of 11 images (set for a global alpha, under which a
+# feature's T is not capped) would need more than half of those 20 to share exactly one signature,
+# which no pair of demo features reaches (at most 7). A group is kept from 5 images (k / 4).
 register_backbone("demo", "falcon_core.demo.integration:demo_backbone",
-                  settings={"high_rule": "topk", "top_k": 20})
+                  settings={"high_rule": "topk", "top_k": 20, "group_min_images": 5})
 
 
 def _timm_backbone(spec: BackboneSpec) -> Backbone:

@@ -117,6 +117,24 @@ def _mean_std(Hn: np.ndarray, v: np.ndarray, with_std: bool = True) -> tuple[flo
     return mean, float(np.sqrt(sq / count))
 
 
+def column_blocks(Hn: np.ndarray) -> list[slice]:
+    """Slices of columns of about 4 M entries each, so that per-feature work over every feature
+    (Stage 8's signatures) makes no float64 copy of a large matrix."""
+    step = max(1, 2**22 // max(1, Hn.shape[0]))
+    return [slice(c, min(c + step, Hn.shape[1])) for c in range(0, Hn.shape[1], step)]
+
+
+def above(Hn: np.ndarray, thresholds: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Boolean (N, r): ``Hn[j, f] > thresholds[f]`` compared in float64 (as Stage 2 compares),
+    False on the rows that are not valid."""
+    thr = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+    mask = np.zeros(Hn.shape, dtype=bool)
+    for b in column_blocks(Hn):
+        mask[:, b] = Hn[:, b].astype(np.float64) > thr[None, b]
+    mask &= np.asarray(valid, dtype=bool)[:, None]
+    return mask
+
+
 def best_first(indices: np.ndarray, values: np.ndarray) -> np.ndarray:
     """The permutation sorting by ``values`` descending, ties by lower index."""
     return np.lexsort((indices, -values))

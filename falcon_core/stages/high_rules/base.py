@@ -37,6 +37,16 @@ class HighRule:
         """Boolean (N,): the valid images that pass; sets the thresholds used."""
         raise NotImplementedError
 
+    def members(self, Hn: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Boolean (N, r): the rule applied to every feature on its own (column ``f``: the
+        images that pass for feature ``f`` alone). Stage 8's signatures and the co-activation map
+        use it. This default calls :meth:`passed` once per feature; the built-in rules compute
+        the same mask for all features at once."""
+        out = np.zeros(Hn.shape, dtype=bool)
+        for f in range(Hn.shape[1]):
+            out[:, f] = self.passed(Hn, (f,), valid)
+        return out
+
     def condition(self, feats: tuple[int, ...]) -> str:
         """What an image must satisfy, e.g. "feature 3 > α = 0.12 (the global threshold)"."""
         raise NotImplementedError

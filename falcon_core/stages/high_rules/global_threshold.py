@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..common import global_alpha, name_features
+from ..common import above, global_alpha, name_features
 from .base import HighRule, group_columns
 
 
@@ -31,6 +31,10 @@ class GlobalThreshold(HighRule):
         self.threshold = alpha
         self.feature_thresholds = tuple(alpha for _ in feats)
         return valid & np.all(group_columns(Hn, feats) > alpha, axis=1)
+
+    def members(self, Hn, valid):
+        alpha = global_alpha(Hn, self.k_std, valid) if self.alpha is None else float(self.alpha)
+        return above(Hn, np.full(Hn.shape[1], alpha), valid)
 
     def condition(self, feats):
         return f"{name_features(feats)} > α = {self.threshold:.4g} ({self._how})"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import FalconError
-from ..common import name_features
+from ..common import above, column_blocks, name_features
 from .base import HighRule, group_columns
 
 
@@ -29,6 +29,13 @@ class Quantile(HighRule):
         self.feature_thresholds = tuple(float(x) for x in q)
         self.threshold = float(np.min(q)) if len(q) else None
         return valid & np.all(cols > q[None, :], axis=1)
+
+    def members(self, Hn, valid):
+        q = np.full(Hn.shape[1], np.inf)
+        if valid.any():
+            for b in column_blocks(Hn):
+                q[b] = np.quantile(Hn[valid, b].astype(np.float64), self.quantile, axis=0)
+        return above(Hn, q, valid)
 
     def condition(self, feats):
         qs = ", ".join(f"{f}: {t:.4g}" for f, t in zip(feats, self.feature_thresholds))

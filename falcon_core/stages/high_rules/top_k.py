@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import FalconError
-from ..common import best_first, count_images, name_features
+from ..common import best_first, column_blocks, count_images, name_features
 from .base import HighRule, group_columns
 
 
@@ -25,6 +25,25 @@ class TopK(HighRule):
         best = candidates[best_first(candidates, summed[candidates])[: self.top_k]]
         mask = np.zeros(Hn.shape[0], dtype=bool)
         mask[best] = True
+        return mask
+
+    def members(self, Hn, valid):
+        """Every feature's ``top_k`` valid images at once: above the k-th largest value of the
+        column, then as many of the images equal to it as are needed, lower index first (the
+        order of :func:`best_first`)."""
+        N, r = Hn.shape
+        k = self.top_k
+        if k >= int(valid.sum()):
+            return np.repeat(valid[:, None], r, axis=1)
+        mask = np.zeros((N, r), dtype=bool)
+        for b in column_blocks(Hn):
+            X = Hn[:, b].astype(np.float64)
+            X[~valid] = -np.inf
+            kth = -np.partition(-X, k - 1, axis=0)[k - 1]
+            higher = X > kth[None, :]
+            need = k - higher.sum(axis=0)
+            tied = (X == kth[None, :]) & valid[:, None]
+            mask[:, b] = higher | (tied & (np.cumsum(tied, axis=0) <= need[None, :]))
         return mask
 
     def describe(self, feats, n_passed, n_used):
