@@ -66,8 +66,11 @@ def test_global_cap_and_valid():
 
 
 def test_global_alpha_computed_when_missing():
+    # H's 15 entries sum to 7.55: mean 0.503333; sum of squares 5.3025, so the population
+    # variance is 5.3025 / 15 - 0.503333^2 = 0.100156, std 0.316474 -> alpha = 2.085701
     s = select_high(H, [0])
-    assert s.threshold == pytest.approx(global_alpha(H))
+    assert s.threshold == pytest.approx(2.085701, abs=1e-6)
+    assert len(s.indices) == 0  # nothing in H is above 2.09
     assert "mean + 5·std" in s.description
 
 
