@@ -237,7 +237,13 @@ def test_explain_with_the_global_rule_and_quantile(falcon):
     assert exp.high_selection["rule"] == "global"
     assert exp.high_selection["threshold"] == pytest.approx(alpha)
     q = falcon.explain(f, FalconSettings(high_rule="quantile", quantile=0.8))
-    assert q.high_selection["rule"] == "quantile" and len(q.high) >= 1
+    assert q.high_selection["rule"] == "quantile"
+    # T by hand: the images strictly above the feature's own 0.8 quantile (linear interpolation
+    # over the 32 images: between the 25th and 26th smallest, at 0.8 * 31 = 24.8)
+    col = np.sort(Hn[:, f].astype(np.float64))
+    thr = col[24] + 0.8 * (col[25] - col[24])
+    assert sorted(r.index for r in q.high) == np.flatnonzero(Hn[:, f] > thr).tolist()
+    assert q.high_selection["threshold"] == pytest.approx(thr)
 
 
 # ---------------------------------------------------------------------------------- caching
