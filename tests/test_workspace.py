@@ -72,7 +72,10 @@ def test_the_demo_world_is_built_through_the_registries(registered):
 
 
 def test_default_settings_of_the_presets():
-    assert WorkspaceConfig.demo().default_settings() == FalconSettings(high_rule="topk", top_k=20)
+    # the demo backbone: the per-feature top-20 rule, and groups kept from 5 images (a quarter of
+    # k: under top-20 a group's images are a subset of each member's 20)
+    assert WorkspaceConfig.demo().default_settings() == FalconSettings(
+        high_rule="topk", top_k=20, group_min_images=5)
     assert WorkspaceConfig(backbone="resnet18").default_settings() == FalconSettings()
     assert WorkspaceConfig(backbone="timm:vit_tiny_patch16_224").default_settings() == FalconSettings()
 
