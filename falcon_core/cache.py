@@ -1,40 +1,68 @@
-"""A content-keyed disk cache with atomic writes and resumable chunked arrays.
+"""A content-keyed disk cache that verifies everything it reads: atomic writes, checksums,
+expected shapes and schemas, resumable chunked arrays, and a clear message when the folder cannot
+be used.
 
 Layout::
 
     <root>/<namespace>/<key><suffix>          one finished entry (.npy, .npz, .json, .bin)
     <root>/<namespace>/<key>.parts/           the chunks of an unfinished compute_chunked()
     <root>/<namespace>/*.tmp                  a write in progress (or a killed one)
+    <root>/quarantine/<namespace>/...         entries that failed their check (+ a .txt: why)
 
 ``root`` defaults to ``$FALCON_CACHE`` or ``~/.cache/falcon``. A key is the sha256 of the canonical
-JSON (sorted keys, no whitespace) of everything that determines the entry, so a different model,
-probe set, vocabulary or setting gives a different file, and nothing is ever invalidated by hand.
+JSON (sorted keys, no whitespace) of everything that determines the entry and of the cache's file
+format (:data:`CACHE_FORMAT`), so a different model, probe set, vocabulary or setting gives a
+different file, and nothing is ever invalidated by hand.
 
-Every write goes to a temporary file (``tempfile.mkstemp(..., suffix=".tmp")``) in the final folder,
-is flushed and fsynced, then renamed into place with :func:`os.replace`: a killed run never leaves
-a half-written file under a final name, and ``*.tmp`` files are never read. A final file that does
-not parse (disk trouble, a file copied by hand) is treated as missing: it is deleted and the value
-recomputed, never trusted.
+**Writes** go to a temporary file (``*.tmp``) in the final folder, are flushed and fsynced, then
+renamed into place with :func:`os.replace`: a killed run never leaves a half-written file under a
+final name, and ``*.tmp`` files are never read.
 
-The namespace ``datasets`` (downloaded probe sets, see :mod:`falcon_core.data.probes`) lives
-under the same root but is not a cache entry: :meth:`DiskCache.entries`, :meth:`size_bytes` and
-:meth:`clear` without a namespace leave it alone (name it explicitly to include it).
+**Every file carries its checksum.** A cached file is its payload (a plain ``.npy``, ``.npz``,
+JSON text or bytes) followed by a 32-byte trailer: ``FALCONCK``, the payload's length
+(uint64, little-endian) and the xxh3-128 digest of the payload. (numpy ignores bytes after an
+array, so a cached ``.npy`` still opens with ``np.load``.) A read checks the trailer, the length
+and the digest — an array is hashed block by block right after each block is read, while it is
+still in the CPU cache; a memory-mapped one is hashed through the mapping — and then what the
+caller expects: an array's shape and dtype, a JSON value's schema (``schema=``). A file that fails
+any check (truncated, garbage after a valid header, no trailer, the wrong shape, the wrong
+structure) is moved to ``<root>/quarantine/`` for a bug report, reported once
+(:attr:`DiskCache.notices`, ``on_notice``) and treated as missing, so it is recomputed. Nothing
+the cache returns comes from a file it has not verified.
+
+**An unusable folder** (read-only, a regular file, a full disk): a write that fails leaves nothing
+behind (its temp file is removed), :attr:`DiskCache.problem` says what is wrong and what to do
+(reported once), and the value is kept in memory for the rest of the process, so results are
+still computed and returned; they are just not kept for the next run.
+
+The namespaces ``datasets`` (downloaded probe sets, see :mod:`falcon_core.data.probes`) and
+``quarantine`` live under the same root but hold no cache entries: :meth:`DiskCache.entries`,
+:meth:`size_bytes` and :meth:`clear` without a namespace leave them alone (name one explicitly to
+include it).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
+import logging
 import math
 import os
 import shutil
+import struct
 import tempfile
+import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
+import xxhash
 
+from .errors import FalconError
 from .progress import Progress, report
 
 __all__ = [
@@ -44,11 +72,32 @@ __all__ = [
     "canonical_json",
     "fingerprint_files",
     "default_cache_root",
+    "atomic_write",
+    "cache_problem",
     "DiskCache",
+    "CACHE_FORMAT",
 ]
 
-RESERVED_NAMESPACES = ("datasets",)
+#: Part of every key: files written by another format are never looked up.
+#: 2: every file carries a checksum trailer.
+CACHE_FORMAT = 2
+QUARANTINE = "quarantine"
+RESERVED_NAMESPACES = ("datasets", QUARANTINE)
 TMP_MAX_AGE_S = 3600.0
+
+TRAILER_MAGIC = b"FALCONCK"
+_TRAILER = struct.Struct("<8sQ16s")
+TRAILER_SIZE = _TRAILER.size
+#: Arrays are read (and hashed) in blocks of this many bytes: small enough to stay in the CPU
+#: cache between the read and the hash (see ``python -m falcon_core.bench cache-verify``).
+READ_BLOCK = 1 << 19
+#: Writes go out in blocks of this many bytes (so a full disk interrupts a big write early).
+WRITE_BLOCK = 1 << 22
+#: Values kept in memory when the folder cannot be written (oldest dropped first beyond this).
+MEMORY_LIMIT_BYTES = 1 << 30
+_MAX_NPY_HEADER = 1 << 16
+
+log = logging.getLogger("falcon_core.cache")
 
 
 # --------------------------------------------------------------------------------------- hashing
@@ -133,7 +182,45 @@ def default_cache_root() -> Path:
     return Path.home() / ".cache" / "falcon"
 
 
-# ------------------------------------------------------------------------------------ the cache
+# ------------------------------------------------------------------------------- low-level I/O
+
+class CacheCheckError(Exception):
+    """A cached file failed its check (the cache moves it aside and recomputes the value)."""
+
+
+def _write_chunk(f, data) -> None:
+    """Every byte the cache writes goes through here (a test replaces it to simulate a full
+    disk)."""
+    f.write(data)
+
+
+def _bytes_view(data) -> memoryview:
+    if isinstance(data, np.ndarray):
+        data = np.ascontiguousarray(data).reshape(-1).view(np.uint8)
+    mv = memoryview(data)
+    return mv if mv.format == "B" and mv.ndim == 1 else mv.cast("B")
+
+
+class _ChecksumWriter:
+    """A binary file wrapper: hashes and counts what goes through, writes the trailer at the end."""
+
+    def __init__(self, f):
+        self.f = f
+        self.h = xxhash.xxh3_128()
+        self.n = 0
+
+    def write(self, data) -> int:
+        mv = _bytes_view(data)
+        for s in range(0, len(mv), WRITE_BLOCK):
+            block = mv[s:s + WRITE_BLOCK]
+            self.h.update(block)
+            _write_chunk(self.f, block)
+        self.n += len(mv)
+        return len(mv)
+
+    def finish(self) -> None:
+        _write_chunk(self.f, _TRAILER.pack(TRAILER_MAGIC, self.n, self.h.digest()))
+
 
 def _fsync_dir(folder: Path) -> None:
     try:
@@ -155,19 +242,28 @@ def _unlink_quiet(path: Path) -> None:
         pass
     except IsADirectoryError:  # pragma: no cover
         shutil.rmtree(path, ignore_errors=True)
+    except OSError:  # a read-only folder: nothing can be removed (nor was anything written)
+        pass
 
 
-def atomic_write(final_path: str | os.PathLike, writer: Callable[[Any], None]) -> Path:
+def atomic_write(final_path: str | os.PathLike, writer: Callable[[Any], None],
+                 checksum: bool = False) -> Path:
     """Write ``final_path`` atomically: ``writer(binary_file)`` fills a temp file in the same
-    folder, which is fsynced and renamed into place. If ``writer`` raises, the temp file is
-    removed and no file appears under ``final_path``."""
+    folder, which is fsynced and renamed into place. If anything raises (the writer, a full disk,
+    a folder that cannot be written), the temp file is removed and no file appears under
+    ``final_path``. With ``checksum`` the file gets the cache's checksum trailer."""
     final_path = Path(final_path)
     final_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=final_path.parent, prefix=final_path.name + ".",
                                suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            writer(f)
+            if checksum:
+                out = _ChecksumWriter(f)
+                writer(out)
+                out.finish()
+            else:
+                writer(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final_path)
@@ -178,11 +274,178 @@ def atomic_write(final_path: str | os.PathLike, writer: Callable[[Any], None]) -
     return final_path
 
 
-class DiskCache:
-    """Content-keyed cache of arrays and JSON values on disk (see the module docstring)."""
+def _write_npy(out, arr: np.ndarray) -> None:
+    """A plain ``.npy`` (C order) written through ``out`` (so every byte is hashed)."""
+    arr = np.ascontiguousarray(arr)
+    if arr.dtype.hasobject:
+        raise TypeError("the cache stores numeric arrays only, not object arrays")
+    header = np.lib.format.header_data_from_array_1_0(arr)
+    buf = io.BytesIO()
+    try:
+        np.lib.format.write_array_header_1_0(buf, header)
+    except ValueError:  # pragma: no cover - a header over 64 KB
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_2_0(buf, header)
+    out.write(buf.getvalue())
+    out.write(arr)
 
-    def __init__(self, root: str | os.PathLike | None = None):
+
+def _read_trailer(f, size: int) -> tuple[int, bytes]:
+    if size < TRAILER_SIZE:
+        raise CacheCheckError(f"truncated: {size} bytes, shorter than its checksum")
+    f.seek(size - TRAILER_SIZE)
+    magic, n, digest = _TRAILER.unpack(f.read(TRAILER_SIZE))
+    if magic != TRAILER_MAGIC:
+        raise CacheCheckError("no checksum at its end (truncated, appended to, or not written "
+                              "by this version)")
+    if n != size - TRAILER_SIZE:
+        raise CacheCheckError(f"its length does not match its checksum ({size - TRAILER_SIZE} "
+                              f"bytes, {n} expected: truncated?)")
+    return n, digest
+
+
+def _read_payload(path: Path) -> bytes:
+    """The verified payload of a small file (JSON, npz, bytes)."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        n, digest = _read_trailer(f, size)
+        f.seek(0)
+        payload = f.read(n)
+    if len(payload) != n or xxhash.xxh3_128_digest(payload) != digest:
+        raise CacheCheckError("checksum mismatch: the file was changed or damaged")
+    return payload
+
+
+def _parse_npy_header(head: bytes) -> tuple[tuple[int, ...], np.dtype, int]:
+    bio = io.BytesIO(head)
+    try:
+        version = np.lib.format.read_magic(bio)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(bio)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(bio)
+        else:
+            raise CacheCheckError(f"unsupported .npy version {version}")
+    except CacheCheckError:
+        raise
+    except Exception as e:  # ValueError, SyntaxError, EOFError, ... from a damaged header
+        raise CacheCheckError(f"not a readable .npy header ({type(e).__name__})") from e
+    if fortran:
+        raise CacheCheckError("a Fortran-order array (the cache writes C order)")
+    if dtype.hasobject:
+        raise CacheCheckError("an object array (the cache stores numeric arrays only)")
+    return tuple(int(x) for x in shape), dtype, bio.tell()
+
+
+def shape_matches(shape: tuple[int, ...], expected: Optional[tuple]) -> bool:
+    """``expected`` is a shape whose ``None`` entries match any size; a final ``...`` matches any
+    number of trailing dimensions. None matches every shape."""
+    if expected is None:
+        return True
+    expected = tuple(expected)
+    if expected and expected[-1] is Ellipsis:
+        head = expected[:-1]
+        return len(shape) >= len(head) and all(e is None or e == s for s, e in zip(shape, head))
+    return len(shape) == len(expected) and all(e is None or e == s
+                                               for s, e in zip(shape, expected))
+
+
+def _show_shape(expected: tuple) -> str:
+    return "(" + ", ".join("…" if e is Ellipsis else "?" if e is None else str(e)
+                           for e in expected) + ")"
+
+
+def _read_npy(path: Path, mmap: bool, shape: Optional[tuple], dtype: Any) -> np.ndarray:
+    """A verified array: checksum, then the expected shape and dtype. Raises CacheCheckError."""
+    with open(path, "rb", buffering=0) as f:
+        size = os.fstat(f.fileno()).st_size
+        n, digest = _read_trailer(f, size)
+        f.seek(0)
+        head = f.read(min(n, _MAX_NPY_HEADER + 16))
+        arr_shape, arr_dtype, offset = _parse_npy_header(head)
+        nbytes = int(np.prod(arr_shape, dtype=np.int64)) * arr_dtype.itemsize
+        if offset + nbytes != n:
+            raise CacheCheckError(f"its .npy header says {offset + nbytes} bytes but it holds {n}")
+        if dtype is not None and arr_dtype != np.dtype(dtype):
+            raise CacheCheckError(f"dtype {arr_dtype}, expected {np.dtype(dtype)}")
+        if not shape_matches(arr_shape, shape):
+            raise CacheCheckError(f"shape {arr_shape}, expected {_show_shape(shape)}")
+        h = xxhash.xxh3_128(head[:offset])
+        if nbytes == 0:
+            out = np.empty(arr_shape, arr_dtype)  # an empty array cannot be memory-mapped
+        elif mmap:
+            out = np.memmap(path, dtype=arr_dtype, mode="r", offset=offset, shape=arr_shape)
+            flat = out.reshape(-1).view(np.uint8)
+            for s in range(0, nbytes, 1 << 24):
+                h.update(flat[s:s + (1 << 24)])
+        else:
+            out = np.empty(arr_shape, arr_dtype)
+            mv = memoryview(out.reshape(-1).view(np.uint8))
+            f.seek(offset)
+            pos = 0
+            while pos < nbytes:  # hash each block while it is still in the CPU cache
+                got = f.readinto(mv[pos:pos + READ_BLOCK])
+                if not got:
+                    raise CacheCheckError("truncated while reading")
+                h.update(mv[pos:pos + got])
+                pos += got
+    if h.digest() != digest:
+        raise CacheCheckError("checksum mismatch: the data was changed or damaged")
+    return out
+
+
+# ------------------------------------------------------------------------------ problems
+
+_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+_DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def cache_problem(root: str | os.PathLike, error: OSError) -> FalconError:
+    """A message and what to do for a cache folder that cannot be written."""
+    root = Path(root)
+    cause = error.strerror or str(error) or type(error).__name__
+    if root.exists() and not root.is_dir():
+        what = f"The cache folder {root} is a file, not a folder."
+        fix = "Set FALCON_CACHE (or --cache-dir) to a folder, or move that file away."
+    elif error.errno in _FULL:
+        what = f"The disk of the cache folder {root} is full ({cause})."
+        fix = ("Free some disk space, or set FALCON_CACHE (or --cache-dir) to a folder on a disk "
+               "with room.")
+    elif error.errno in _DENIED:
+        what = f"The cache folder {root} cannot be written ({cause})."
+        fix = ("Set FALCON_CACHE (or --cache-dir) to a folder you can write to, or make this one "
+               "writable.")
+    else:
+        what = f"The cache folder {root} cannot be used ({cause})."
+        fix = "Set FALCON_CACHE (or --cache-dir) to a writable local folder."
+    return FalconError(what + " Results are computed but not kept: the next run computes them "
+                              "again.", fix)
+
+
+# ------------------------------------------------------------------------------------ the cache
+
+_CHECK_ERRORS = (CacheCheckError, ValueError, TypeError, KeyError, AttributeError, IndexError,
+                 RecursionError, FalconError, UnicodeDecodeError, EOFError)
+
+
+class DiskCache:
+    """Content-keyed cache of arrays and JSON values on disk (see the module docstring).
+
+    ``on_notice(text)`` is called once for each thing the user should know (a damaged file moved
+    aside, a folder that cannot be written); the texts are also kept in :attr:`notices`.
+    """
+
+    def __init__(self, root: str | os.PathLike | None = None,
+                 on_notice: Optional[Callable[[str], None]] = None):
         self.root = Path(root).expanduser() if root is not None else default_cache_root()
+        self.on_notice = on_notice
+        self.notices: list[str] = []
+        self.problem: Optional[FalconError] = None  # set when the folder cannot be written
+        self.quarantined: list[dict[str, str]] = []
+        self._memory: "OrderedDict[str, tuple[Any, int]]" = OrderedDict()
+        self._memory_bytes = 0
+        self._ignored: set[tuple[str, int, int]] = set()
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"DiskCache({str(self.root)!r})"
@@ -190,8 +453,8 @@ class DiskCache:
     # ---------------------------------------------------------------- keys and paths
     @staticmethod
     def key(namespace: str, **parts: Any) -> str:
-        """The key of an entry: sha256 of the canonical JSON of ``{namespace, parts}``."""
-        return hash_json({"namespace": namespace, "parts": parts})
+        """The key of an entry: sha256 of the canonical JSON of ``{namespace, parts, format}``."""
+        return hash_json({"namespace": namespace, "parts": parts, "format": CACHE_FORMAT})
 
     def _ns_dir(self, namespace: str) -> Path:
         ns = Path(namespace)
@@ -206,125 +469,237 @@ class DiskCache:
         return self._ns_dir(namespace) / f"{key}{suffix}"
 
     def exists(self, namespace: str, key: str, suffix: str) -> bool:
-        return self.path(namespace, key, suffix).is_file()
+        """Whether an entry is there (in memory or on disk; not verified: use a read for that)."""
+        p = self.path(namespace, key, suffix)
+        return str(p) in self._memory or p.is_file()
 
-    def _discard(self, path: Path) -> None:
-        _unlink_quiet(path)
+    # ---------------------------------------------------------------- notices
+    def _notice(self, text: str) -> None:
+        with self._lock:
+            if text in self.notices:
+                return
+            self.notices.append(text)
+        log.warning("%s", text)
+        if self.on_notice is not None:
+            try:
+                self.on_notice(text)
+            except Exception:  # noqa: BLE001 - a notice must never break a computation
+                log.exception("on_notice failed")
+
+    def _unusable(self, error: OSError) -> None:
+        """A write failed: say once what is wrong; from now on values live in memory."""
+        if self.problem is None:
+            self.problem = cache_problem(self.root, error)
+            self._notice(f"{self.problem.message} What to do: {self.problem.hint}")
+
+    def _quarantine(self, path: Path, reason: str) -> None:
+        """Move a file that failed its check out of the way (kept for a bug report)."""
+        try:
+            rel = path.relative_to(self.root)
+        except ValueError:
+            rel = Path(path.name)
+        dest = (self.root / QUARANTINE / rel.parent
+                / f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+        try:
+            st = path.stat()
+        except OSError:
+            return  # gone already (another process moved it)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, dest)
+        except FileNotFoundError:
+            return
+        except OSError:
+            # a read-only folder: the file stays, and this process never reads it again
+            self._ignored.add((str(path), st.st_size, st.st_mtime_ns))
+            where = "it could not be moved (the folder cannot be written) and is ignored"
+        else:
+            where = f"it is kept for a bug report in {dest}"
+            try:
+                dest.with_name(dest.name + ".txt").write_text(
+                    f"{rel}: {reason}\n", encoding="utf-8")
+            except OSError:
+                pass
+        self.quarantined.append({"file": str(rel), "reason": reason,
+                                 "moved_to": str(dest) if "kept" in where else ""})
+        self._notice(f"A cached file failed its check and is recomputed: {rel} — {reason}; "
+                     f"{where}.")
+
+    def _skip(self, path: Path) -> bool:
+        """True when the file is missing, or one this process already found bad."""
+        try:
+            st = path.stat()
+        except OSError:
+            return True
+        if not path.is_file():
+            return True
+        return (str(path), st.st_size, st.st_mtime_ns) in self._ignored
+
+    # ---------------------------------------------------------------- values kept in memory
+    def _remember(self, path: Path, value: Any, nbytes: int) -> None:
+        with self._lock:
+            old = self._memory.pop(str(path), None)
+            if old is not None:
+                self._memory_bytes -= old[1]
+            self._memory[str(path)] = (value, nbytes)
+            self._memory_bytes += nbytes
+            while self._memory_bytes > MEMORY_LIMIT_BYTES and len(self._memory) > 1:
+                _, (_, n) = self._memory.popitem(last=False)
+                self._memory_bytes -= n
+
+    def _recall(self, path: Path) -> tuple[bool, Any]:
+        with self._lock:
+            got = self._memory.get(str(path))
+        return (False, None) if got is None else (True, got[0])
+
+    def _store(self, path: Path, writer: Callable[[Any], None], value: Any,
+               nbytes: int) -> Optional[Path]:
+        """Write an entry (checksummed, atomically); when the folder cannot be written, keep
+        ``value`` in memory instead and say so once. Returns the path, or None."""
+        if self.problem is None:
+            try:
+                return atomic_write(path, writer, checksum=True)
+            except OSError as e:
+                self._unusable(e)
+        self._remember(path, value, nbytes)
+        return None
 
     # ---------------------------------------------------------------- writers
-    def write_bytes(self, namespace: str, key: str, data: bytes, suffix: str = ".bin") -> Path:
-        return atomic_write(self.path(namespace, key, suffix), lambda f: f.write(data))
+    def write_bytes(self, namespace: str, key: str, data: bytes, suffix: str = ".bin"
+                    ) -> Optional[Path]:
+        data = bytes(data)
+        return self._store(self.path(namespace, key, suffix), lambda f: f.write(data), data,
+                           len(data))
 
-    def write_json(self, namespace: str, key: str, obj: Any) -> Path:
+    def write_json(self, namespace: str, key: str, obj: Any) -> Optional[Path]:
         text = json.dumps(obj, ensure_ascii=False, allow_nan=True, default=_json_default)
         data = text.encode("utf-8")
-        return atomic_write(self.path(namespace, key, ".json"), lambda f: f.write(data))
+        return self._store(self.path(namespace, key, ".json"), lambda f: f.write(data),
+                           json.loads(text), len(data))
 
-    def write_npy(self, namespace: str, key: str, arr: Any) -> Path:
-        arr = np.asarray(arr)
-        return atomic_write(self.path(namespace, key, ".npy"),
-                            lambda f: np.save(f, arr, allow_pickle=False))
+    def write_npy(self, namespace: str, key: str, arr: Any) -> Optional[Path]:
+        arr = np.ascontiguousarray(np.asarray(arr))
+        return self._store(self.path(namespace, key, ".npy"), lambda f: _write_npy(f, arr),
+                           arr, arr.nbytes)
 
-    def write_npz(self, namespace: str, key: str, **arrays: Any) -> Path:
+    def write_npz(self, namespace: str, key: str, **arrays: Any) -> Optional[Path]:
         arrays = {k: np.asarray(v) for k, v in arrays.items()}
-        return atomic_write(self.path(namespace, key, ".npz"),
-                            lambda f: np.savez(f, **arrays))
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        data = buf.getvalue()
+        return self._store(self.path(namespace, key, ".npz"), lambda f: f.write(data),
+                           arrays, len(data))
 
     # ---------------------------------------------------------------- readers
+    def _checked(self, path: Path, read: Callable[[], Any]) -> tuple[bool, Any]:
+        """``(True, read())``, or ``(False, None)`` when missing or failing its check (then the
+        file is moved aside)."""
+        found, value = self._recall(path)
+        if found:
+            return True, value
+        if self._skip(path):
+            return False, None
+        try:
+            return True, read()
+        except (FileNotFoundError, NotADirectoryError):
+            return False, None
+        except _CHECK_ERRORS as e:
+            self._quarantine(path, _reason(e))
+            return False, None
+        except OSError as e:  # EIO and the like: the file cannot be trusted either
+            self._quarantine(path, f"unreadable ({e.strerror or e})")
+            return False, None
+
     def read_bytes(self, namespace: str, key: str, suffix: str = ".bin") -> Optional[bytes]:
         p = self.path(namespace, key, suffix)
-        try:
-            return p.read_bytes()
-        except FileNotFoundError:
-            return None
+        return self._checked(p, lambda: _read_payload(p))[1]
 
-    def read_json(self, namespace: str, key: str) -> Any:
-        """The stored value, or None when missing or corrupt (a corrupt file is deleted).
+    def read_json(self, namespace: str, key: str,
+                  schema: Optional[Callable[[Any], Any]] = None) -> Any:
+        """The stored value, or None when missing or failing its check (the file is moved aside).
 
-        Note: a stored JSON ``null`` is indistinguishable from a missing entry here; use
+        ``schema(value)`` checks the value's structure and returns what to hand back (it may
+        convert it, e.g. into an :class:`~falcon_core.explanation.Explanation`); it raises
+        (ValueError, TypeError, KeyError, FalconError, ...) when the structure is wrong. Note: a
+        stored JSON ``null`` is indistinguishable from a missing entry here; use
         :meth:`get_or_compute_json`, which handles that case.
         """
-        found, value = self._read_json(namespace, key)
+        found, value = self._read_json(namespace, key, schema)
         return value if found else None
 
-    def _read_json(self, namespace: str, key: str) -> tuple[bool, Any]:
+    def _read_json(self, namespace: str, key: str,
+                   schema: Optional[Callable[[Any], Any]] = None) -> tuple[bool, Any]:
         p = self.path(namespace, key, ".json")
-        try:
-            data = p.read_bytes()
-        except FileNotFoundError:
-            return False, None
-        try:
-            return True, json.loads(data.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            self._discard(p)
-            return False, None
 
-    def read_npy(self, namespace: str, key: str, mmap: bool = False) -> Optional[np.ndarray]:
+        def read():
+            value = json.loads(_read_payload(p).decode("utf-8"))
+            return schema(value) if schema is not None else value
+
+        found, value = self._recall(p)
+        if found:  # kept in memory (unusable folder): still goes through the schema
+            return True, schema(value) if schema is not None else value
+        return self._checked(p, read)
+
+    def read_npy(self, namespace: str, key: str, mmap: bool = False,
+                 shape: Optional[tuple] = None, dtype: Any = None) -> Optional[np.ndarray]:
         """The stored array (memory-mapped read-only when ``mmap``), or None when missing or
-        corrupt (a corrupt file is deleted)."""
+        failing its check: checksum, ``shape`` (``None`` entries match any size, a final ``...``
+        any trailing dimensions) and ``dtype``. A file that fails is moved aside."""
         p = self.path(namespace, key, ".npy")
-        if not p.is_file():
-            return None
-        return self._load_npy_file(p, mmap=mmap)
+        return self._load_npy(p, mmap, shape, dtype)
 
-    def _load_npy_file(self, p: Path, mmap: bool) -> Optional[np.ndarray]:
-        try:
-            if mmap:
-                arr = np.load(p, mmap_mode="r", allow_pickle=False)
-                if arr.size == 0:
-                    # An empty array cannot be memory-mapped reliably; a plain array is fine.
-                    arr = np.load(p, allow_pickle=False)
-            else:
-                arr = np.load(p, allow_pickle=False)
-            if not isinstance(arr, np.ndarray):
-                raise ValueError("not an array")
-            return arr
-        except FileNotFoundError:
+    def _load_npy(self, p: Path, mmap: bool, shape: Optional[tuple] = None,
+                  dtype: Any = None) -> Optional[np.ndarray]:
+        found, value = self._recall(p)
+        if found:
+            if (dtype is None or value.dtype == np.dtype(dtype)) and shape_matches(value.shape,
+                                                                                   shape):
+                return value
+            with self._lock:
+                self._memory.pop(str(p), None)
             return None
-        except (ValueError, OSError, EOFError, TypeError):
-            self._discard(p)
-            return None
+        return self._checked(p, lambda: _read_npy(p, mmap, shape, dtype))[1]
 
     def read_npz(self, namespace: str, key: str) -> Optional[dict[str, np.ndarray]]:
-        """The stored arrays (loaded into memory), or None when missing or corrupt."""
+        """The stored arrays (loaded into memory), or None when missing or failing its check."""
         p = self.path(namespace, key, ".npz")
-        if not p.is_file():
-            return None
-        try:
-            with open(p, "rb") as f:  # we own the handle: numpy leaks it on a bad zip
-                with np.load(f, allow_pickle=False) as z:
-                    return {k: z[k] for k in z.files}
-        except FileNotFoundError:
-            return None
-        except Exception:  # zipfile.BadZipFile, ValueError, OSError, EOFError, ...
-            self._discard(p)
-            return None
+
+        def read():
+            with np.load(io.BytesIO(_read_payload(p)), allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+
+        return self._checked(p, read)[1]
 
     # ---------------------------------------------------------------- get or compute
     def get_or_compute_npy(self, namespace: str, key: str, fn: Callable[[], Any],
-                           mmap: bool = False) -> np.ndarray:
-        """The cached array, or ``fn()`` computed, stored atomically and returned."""
-        arr = self.read_npy(namespace, key, mmap=mmap)
+                           mmap: bool = False, shape: Optional[tuple] = None,
+                           dtype: Any = None) -> np.ndarray:
+        """The cached array (verified, with the expected ``shape`` and ``dtype`` when given), or
+        ``fn()`` computed, stored atomically and returned."""
+        arr = self.read_npy(namespace, key, mmap=mmap, shape=shape, dtype=dtype)
         if arr is not None:
             return arr
         value = np.asarray(fn())
-        self.write_npy(namespace, key, value)
-        if mmap:
-            again = self.read_npy(namespace, key, mmap=True)
+        stored = self.write_npy(namespace, key, value)
+        if mmap and stored is not None:
+            again = self.read_npy(namespace, key, mmap=True, shape=shape, dtype=dtype)
             if again is not None:
                 return again
         return value
 
-    def get_or_compute_json(self, namespace: str, key: str, fn: Callable[[], Any]) -> Any:
-        """The cached JSON value, or ``fn()`` computed, stored and returned as read back (so the
-        first and later calls return the same types: tuples come back as lists)."""
-        found, value = self._read_json(namespace, key)
+    def get_or_compute_json(self, namespace: str, key: str, fn: Callable[[], Any],
+                            schema: Optional[Callable[[Any], Any]] = None) -> Any:
+        """The cached JSON value (through ``schema`` when given), or ``fn()`` computed, stored and
+        returned as read back (so the first and later calls return the same types: tuples come
+        back as lists)."""
+        found, value = self._read_json(namespace, key, schema)
         if found:
             return value
         value = fn()
         self.write_json(namespace, key, value)
-        return json.loads(json.dumps(value, ensure_ascii=False, allow_nan=True,
-                                     default=_json_default))
+        value = json.loads(json.dumps(value, ensure_ascii=False, allow_nan=True,
+                                      default=_json_default))
+        return schema(value) if schema is not None else value
 
     def get_or_compute_npz(self, namespace: str, key: str,
                            fn: Callable[[], dict[str, Any]]) -> dict[str, np.ndarray]:
@@ -343,58 +718,54 @@ class DiskCache:
     def compute_chunked(self, namespace: str, key: str, n_rows: int, chunk_rows: int,
                         fn: Callable[[int, int], Any], dtype: Any,
                         progress: Optional[Progress] = None,
-                        stage: Optional[str] = None) -> np.ndarray:
+                        stage: Optional[str] = None,
+                        row_shape: Optional[tuple] = None) -> np.ndarray:
         """A large array computed in row chunks that survive interruption.
 
-        ``fn(start, stop)`` returns rows ``start:stop`` (shape ``(stop - start, ...)``). Each chunk
-        is stored atomically as ``<key>.parts/part_<start>_<stop>.npy``; a rerun skips the chunks
-        already there (a part that does not parse, or has the wrong shape/dtype, is recomputed).
-        When every chunk exists they are copied into one ``.npy`` (written through
-        ``np.lib.format.open_memmap`` on a temp file, then renamed), the parts are removed, and the
-        result is returned memory-mapped read-only (an ``np.memmap``).
+        ``fn(start, stop)`` returns rows ``start:stop`` (shape ``(stop - start, *row_shape)``).
+        Each chunk is stored atomically (checksummed) as ``<key>.parts/part_<start>_<stop>.npy``;
+        a rerun skips the chunks already there (a part that fails its check, or has the wrong
+        shape/dtype, is moved aside and recomputed). When every chunk exists they are streamed
+        into one ``.npy`` (temp file, then renamed), the parts are removed, and the result is
+        returned memory-mapped read-only (an ``np.memmap``), verified. ``row_shape`` (when given)
+        is checked on every read, so a stored array of other rows is recomputed.
 
         ``progress(done_rows, n_rows, stage)`` is called after each chunk (stage defaults to the
         namespace). With ``n_rows == 0`` the result is ``fn(0, 0)`` as a plain array (nothing to
-        map); it is not stored.
+        map); it is not stored. When the folder cannot be written, the chunks are kept in memory
+        and the result is a plain array (parts already on disk stay for a later resume).
         """
         n_rows = int(n_rows)
         chunk_rows = max(1, int(chunk_rows))
         dtype = np.dtype(dtype)
         stage = stage or namespace
         final = self.path(namespace, key, ".npy")
+        rows = tuple(row_shape) if row_shape is not None else (...,)
+        full_shape = (n_rows,) + rows
 
         if n_rows <= 0:
             return np.asarray(fn(0, 0), dtype=dtype)
 
-        if final.is_file():
-            arr = self._load_npy_file(final, mmap=True)
-            if arr is not None and arr.shape[:1] == (n_rows,) and arr.dtype == dtype:
-                report(progress, n_rows, n_rows, stage)
-                return arr
-            if arr is not None:  # a different shape/dtype under this key: not ours to trust
-                del arr
-                self._discard(final)
+        arr = self._load_npy(final, mmap=True, shape=full_shape, dtype=dtype)
+        if arr is not None:
+            report(progress, n_rows, n_rows, stage)
+            return arr
 
         parts = self.parts_dir(namespace, key)
-        parts.mkdir(parents=True, exist_ok=True)
-        self._check_parts_meta(parts, n_rows, chunk_rows, dtype)
-
+        on_disk = self._prepare_parts(parts, n_rows, chunk_rows, dtype)
         bounds = [(s, min(n_rows, s + chunk_rows)) for s in range(0, n_rows, chunk_rows)]
-        trailing: Optional[tuple] = None
-        done = 0
-        part_files = []
+        trailing: Optional[tuple] = tuple(row_shape) if row_shape is not None else None
+        blocks: list[Any] = []  # per chunk: its part file (verified, on disk) or its rows
         for start, stop in bounds:
             pf = parts / f"part_{start:012d}_{stop:012d}.npy"
-            part_files.append(pf)
-            existing = self._load_npy_file(pf, mmap=True) if pf.is_file() else None
-            if existing is not None and (existing.shape[:1] != (stop - start,)
-                                         or existing.dtype != dtype
-                                         or (trailing is not None
-                                             and existing.shape[1:] != trailing)):
+            expect = (stop - start,) + (trailing if trailing is not None else (...,))
+            existing = self._load_npy(pf, mmap=True, shape=expect, dtype=dtype) \
+                if on_disk else None
+            if existing is not None:
+                shape_rest = existing.shape[1:]
                 del existing
-                self._discard(pf)
-                existing = None
-            if existing is None:
+                blocks.append(pf)
+            else:
                 block = np.asarray(fn(start, stop))
                 if block.shape[:1] != (stop - start,):
                     raise ValueError(f"compute_chunked: fn({start}, {stop}) returned shape "
@@ -402,70 +773,107 @@ class DiskCache:
                 block = block.astype(dtype, copy=False)
                 if trailing is not None and block.shape[1:] != trailing:
                     raise ValueError(f"compute_chunked: fn({start}, {stop}) returned rows of "
-                                     f"shape {block.shape[1:]}, earlier chunks {trailing}")
-                atomic_write(pf, lambda f, b=block: np.save(f, b, allow_pickle=False))
+                                     f"shape {block.shape[1:]}, expected {trailing}")
                 shape_rest = block.shape[1:]
-                del block
-            else:
-                shape_rest = existing.shape[1:]
-                del existing
+                if on_disk:
+                    try:
+                        atomic_write(pf, lambda f, b=block: _write_npy(f, b), checksum=True)
+                        blocks.append(pf)
+                        del block
+                    except OSError as e:
+                        self._unusable(e)
+                        on_disk = False
+                        blocks.append(block)
+                else:
+                    blocks.append(block)
             if trailing is None:
                 trailing = tuple(shape_rest)
-            done = stop
-            report(progress, done, n_rows, stage)
+            report(progress, stop, n_rows, stage)
 
-        # assemble
         assert trailing is not None
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=final.name + ".", suffix=".tmp")
-        os.close(fd)
-        try:
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype,
-                                            shape=(n_rows,) + trailing)
-            for (start, stop), pf in zip(bounds, part_files):
-                part = np.load(pf, mmap_mode="r", allow_pickle=False)
-                out[start:stop] = part
-                del part
-            out.flush()
-            del out
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-        except FileNotFoundError:
-            # another process finished the same entry first and removed the parts
-            _unlink_quiet(Path(tmp))
-            arr = self._load_npy_file(final, mmap=True) if final.is_file() else None
-            if arr is not None and arr.shape[:1] == (n_rows,) and arr.dtype == dtype:
-                return arr
-            raise
-        except BaseException:
-            _unlink_quiet(Path(tmp))
-            raise
-        _fsync_dir(final.parent)
-        shutil.rmtree(parts, ignore_errors=True)
-        return np.load(final, mmap_mode="r", allow_pickle=False)
+        shape = (n_rows,) + trailing
 
-    def _check_parts_meta(self, parts: Path, n_rows: int, chunk_rows: int,
-                          dtype: np.dtype) -> None:
-        """Parts written with another n_rows/chunk size/dtype are thrown away."""
-        meta = {"n_rows": n_rows, "chunk_rows": chunk_rows, "dtype": dtype.str}
+        def rows_of(i: int) -> np.ndarray:
+            b = blocks[i]
+            if not isinstance(b, Path):
+                return b
+            a, z = bounds[i]
+            got = self._load_npy(b, mmap=True, shape=(z - a,) + trailing, dtype=dtype)
+            if got is None:  # damaged since it was written: compute it again
+                got = np.asarray(fn(a, z)).astype(dtype, copy=False)
+            return got
+
+        if on_disk and self.problem is None:
+            try:
+                self._assemble(final, shape, dtype, bounds, rows_of)
+            except FileNotFoundError:
+                # another process finished the same entry first and removed the parts
+                arr = self._load_npy(final, mmap=True, shape=shape, dtype=dtype)
+                if arr is not None:
+                    return arr
+                raise
+            except OSError as e:
+                self._unusable(e)
+            else:
+                shutil.rmtree(parts, ignore_errors=True)
+                arr = self._load_npy(final, mmap=True, shape=shape, dtype=dtype)
+                if arr is not None:
+                    return arr
+        out = np.empty(shape, dtype)
+        for i, (a, z) in enumerate(bounds):
+            out[a:z] = rows_of(i)
+        out.flags.writeable = False
+        self._remember(final, out, out.nbytes)
+        return out
+
+    def _assemble(self, final: Path, shape: tuple, dtype: np.dtype, bounds: list,
+                  rows_of: Callable[[int], np.ndarray]) -> None:
+        """Stream the chunks into ``final`` (a checksummed .npy, written atomically)."""
+        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                  "shape": shape}
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buf, header)
+
+        def writer(out) -> None:
+            out.write(buf.getvalue())
+            for i in range(len(bounds)):
+                block = rows_of(i)
+                out.write(np.ascontiguousarray(block))
+                del block
+
+        atomic_write(final, writer, checksum=True)
+
+    def _prepare_parts(self, parts: Path, n_rows: int, chunk_rows: int,
+                       dtype: np.dtype) -> bool:
+        """The parts folder, ready (parts written with another n_rows / chunk size / dtype are
+        thrown away). False when the folder cannot be written (chunks then stay in memory)."""
+        if self.problem is not None:
+            return False
+        meta = {"n_rows": n_rows, "chunk_rows": chunk_rows, "dtype": dtype.str,
+                "format": CACHE_FORMAT}
         mp = parts / "meta.json"
-        old = None
         try:
-            old = json.loads(mp.read_text("utf-8"))
-        except (OSError, ValueError):
+            old = json.loads(_read_payload(mp).decode("utf-8"))
+        except (OSError, ValueError, CacheCheckError):
             old = None
-        if old != meta:
+        if old == meta:
+            return True
+        try:
+            parts.mkdir(parents=True, exist_ok=True)
             for p in parts.iterdir():
                 if p.is_file():
-                    _unlink_quiet(p)
+                    os.unlink(p)
             data = json.dumps(meta).encode()
-            atomic_write(mp, lambda f: f.write(data))
+            atomic_write(mp, lambda f: f.write(data), checksum=True)
+        except OSError as e:
+            self._unusable(e)
+            return False
+        return True
 
     def chunked_progress(self, namespace: str, key: str) -> tuple[int, int]:
         """(parts done, 0) for an unfinished chunked entry; (1, 1) when finished; (0, 0) when
         nothing exists. Only a coarse indicator for the app."""
-        if self.path(namespace, key, ".npy").is_file():
+        if self.exists(namespace, key, ".npy"):
             return 1, 1
         parts = self.parts_dir(namespace, key)
         if not parts.is_dir():
@@ -526,12 +934,15 @@ class DiskCache:
         return sum(self._tree_size(d) for d in self._namespaces(namespace))
 
     def clear(self, namespace: Optional[str] = None) -> int:
-        """Delete one namespace, or every cache namespace (not ``datasets``). Returns the number
-        of bytes freed (approximately)."""
+        """Delete one namespace, or every cache namespace (not ``datasets`` nor ``quarantine``).
+        Returns the number of bytes freed (approximately)."""
         freed = 0
         for d in self._namespaces(namespace):
             freed += self._tree_size(d)
             shutil.rmtree(d, ignore_errors=True)
+        with self._lock:
+            self._memory.clear()
+            self._memory_bytes = 0
         return freed
 
     def clear_tmp(self, max_age_s: float = TMP_MAX_AGE_S) -> int:
@@ -554,6 +965,21 @@ class DiskCache:
                 except OSError:
                     pass
         return removed
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, CacheCheckError):
+        return str(e)
+    if isinstance(e, FalconError):
+        return f"wrong structure: {e.message}"
+    if isinstance(e, (UnicodeDecodeError,)):
+        return "not UTF-8 text"
+    if isinstance(e, json.JSONDecodeError):
+        return f"not valid JSON ({e.msg})"
+    if isinstance(e, RecursionError):
+        return "wrong structure: nested too deeply"
+    text = str(e).splitlines()[0] if str(e) else ""
+    return f"wrong structure: {type(e).__name__}" + (f": {text[:200]}" if text else "")
 
 
 def human_bytes(n: float) -> str:

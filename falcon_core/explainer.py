@@ -147,7 +147,9 @@ class Explainer:
                 return np.zeros((0, size, size), dtype=np.float16)
             return np.concatenate(cams).astype(np.float16)
 
-        return self.cache.get_or_compute_npy("cams", key, compute)
+        size = self.backbone.input_size
+        return self.cache.get_or_compute_npy("cams", key, compute, shape=(len(indices), size, size),
+                                             dtype=np.float16)
 
     def cams(self, features, settings: FalconSettings | None = None) -> dict[int, np.ndarray]:
         """``{image index: CAM}`` for the highly activating images of ``features``."""
@@ -167,7 +169,9 @@ class Explainer:
                 return np.zeros((0, self.clip.embed_dim), dtype=np.float32)
             return self.clip.encode_images(crops).astype(np.float32)
 
-        return self.cache.get_or_compute_npy("crop_embeddings", key, compute)
+        return self.cache.get_or_compute_npy("crop_embeddings", key, compute,
+                                             shape=(len(indices), self.clip.embed_dim),
+                                             dtype=np.float32)
 
     def _whole_embeddings(self, indices) -> np.ndarray:
         key = cache_keys.image_embeddings(self.probe.fingerprint, self.backbone.fingerprint,
@@ -178,7 +182,9 @@ class Explainer:
                 return np.zeros((0, self.clip.embed_dim), dtype=np.float32)
             return self.clip.encode_images([self.store.view(i) for i in indices]).astype(np.float32)
 
-        return self.cache.get_or_compute_npy("image_embeddings", key, compute)
+        return self.cache.get_or_compute_npy("image_embeddings", key, compute,
+                                             shape=(len(indices), self.clip.embed_dim),
+                                             dtype=np.float32)
 
     # ---- the explanation ---------------------------------------------------------------------
     def explanation_key(self, features, settings: FalconSettings | None = None) -> str:
@@ -187,17 +193,17 @@ class Explainer:
 
     def cached_explanation(self, features, settings: FalconSettings | None = None
                            ) -> Explanation | None:
-        data = self.cache.read_json("explanations", self.explanation_key(features, settings))
-        return Explanation.from_dict(data) if data else None
+        return self.cache.read_json("explanations", self.explanation_key(features, settings),
+                                    schema=_explanation_of(self.store.features(features)))
 
     def explain(self, features, settings: FalconSettings | None = None) -> Explanation:
         """Stages 2-7 for one feature (an int) or a group (a list of ints)."""
         s = settings or self.settings
         feats = self.store.features(features)
         key = self.explanation_key(feats, s)
-        data = self.cache.read_json("explanations", key)
-        if data:
-            return Explanation.from_dict(data)
+        exp = self.cache.read_json("explanations", key, schema=_explanation_of(feats))
+        if exp is not None:
+            return exp
         exp = self._explain(feats, s)
         self.cache.write_json("explanations", key, exp.to_dict())
         return exp
@@ -327,6 +333,17 @@ def _spurious(removed: dict[str, tuple[float, float]], top: int) -> list[Concept
     """The removed concepts, best T-score first; twice as many as shown are kept for inspection."""
     ranked = sorted(removed.items(), key=lambda kv: (-kv[1][0], kv[0]))[:max(top, 1) * 2]
     return [Concept(w, float(t), float(l)) for w, (t, l) in ranked]
+
+
+def _explanation_of(feats) -> Any:
+    """Schema of an ``explanations`` entry: an Explanation of exactly these features."""
+    def check(value: Any) -> Explanation:
+        exp = Explanation.from_dict(value)
+        if list(exp.features) != list(feats):
+            raise ValueError(f"an explanation of features {exp.features}, stored under the key "
+                             f"of {list(feats)}")
+        return exp
+    return check
 
 
 def _num(x) -> float | list | None:

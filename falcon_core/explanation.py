@@ -1,14 +1,40 @@
-"""One explanation of a feature (or a group of features), as one object saved as JSON or CSV."""
+"""One explanation of a feature (or a group of features), as one object saved as JSON or CSV.
+
+Reading one back (:meth:`Explanation.from_dict` / :meth:`Explanation.from_json`) validates it
+against the schema these dataclasses define — every field present, of its type, nothing unknown —
+with pydantic (strict: ``"3"`` is not a number, ``1`` is not a boolean). A JSON ``null`` in a
+number field stands for NaN (the JSON export writes NaN as null). A value that does not fit raises
+:class:`ExplanationFormatError` (a :class:`~falcon_core.errors.FalconError` and a ValueError) that
+names the first fields that are wrong; the disk cache then moves the file aside and recomputes it.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, ConfigDict, TypeAdapter, ValidationError
+
+from .errors import FalconError
 
 FORMAT_VERSION = 1
+_STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+def _nan_for_null(value: Any) -> Any:
+    return math.nan if value is None else value
+
+
+#: A float that may be NaN (written as null in JSON).
+Number = Annotated[float, BeforeValidator(_nan_for_null)]
+
+
+class ExplanationFormatError(FalconError, ValueError):
+    """A dictionary or JSON text that is not a FALCON explanation of this version."""
 
 
 @dataclass
@@ -16,28 +42,34 @@ class Concept:
     """A word or phrase with its Word Score on the high images (T) and on the counterfactuals (L)."""
 
     text: str
-    score: float
-    l_score: float = 0.0
+    score: Number
+    l_score: Number = 0.0
+
+    __pydantic_config__ = _STRICT
 
 
 @dataclass
 class CaptionMatch:
     index: int  # row of the caption in the vocabulary
     text: str
-    score: float  # cosine similarity of the image (crop) and the caption
+    score: Number  # cosine similarity of the image (crop) and the caption
     words: list[str] = field(default_factory=list)  # the caption's concepts (Stage 5)
     phrases: list[str] = field(default_factory=list)
+
+    __pydantic_config__ = _STRICT
 
 
 @dataclass
 class ImageRecord:
     index: int  # row in the probe set
     id: str
-    activation: float  # (summed) normalised activation of the explained feature(s)
+    activation: Number  # (summed) normalised activation of the explained feature(s)
     captions: list[CaptionMatch] = field(default_factory=list)
     box: tuple[int, int, int, int] | None = None  # crop box in the view image (x0, y0, x1, y1)
     box_fallback: bool = False  # True when the CAM mask was empty and the whole image was used
     similarity: float | None = None  # L images: similarity to the mean of T (Eq. 2)
+
+    __pydantic_config__ = _STRICT
 
 
 @dataclass
@@ -49,7 +81,7 @@ class Explanation:
     spurious_phrases: list[Concept]
     high: list[ImageRecord]
     low: list[ImageRecord]
-    coherence: float
+    coherence: Number
     interpretable: bool
     high_selection: dict[str, Any]
     low_selection: dict[str, Any]
@@ -57,9 +89,11 @@ class Explanation:
     inputs: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     # Word Scores of every concept before the top-n cut (for provenance and the sliders).
-    all_word_scores: dict[str, float] = field(default_factory=dict)
-    all_phrase_scores: dict[str, float] = field(default_factory=dict)
+    all_word_scores: dict[str, Number] = field(default_factory=dict)
+    all_phrase_scores: dict[str, Number] = field(default_factory=dict)
     version: int = FORMAT_VERSION
+
+    __pydantic_config__ = _STRICT
 
     @property
     def label(self) -> str:
@@ -78,26 +112,36 @@ class Explanation:
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False, allow_nan=False)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Explanation":
-        d = dict(d)
-        for key in ("words", "phrases", "spurious_words", "spurious_phrases"):
-            d[key] = [Concept(**c) for c in d.get(key, [])]
-        for key in ("high", "low"):
-            records = []
-            for r in d.get(key, []):
-                r = dict(r)
-                r["captions"] = [CaptionMatch(**c) for c in r.get("captions", [])]
-                if r.get("box") is not None:
-                    r["box"] = tuple(r["box"])
-                records.append(ImageRecord(**r))
-            d[key] = records
-        if d.get("coherence") is None:
-            d["coherence"] = float("nan")
-        return cls(**d)
+    def from_dict(cls, d: Any) -> "Explanation":
+        """An explanation from its dictionary (``to_dict``), validated against the schema.
+
+        Raises :class:`ExplanationFormatError` when ``d`` is not an explanation of this version."""
+        try:
+            text = json.dumps(d, allow_nan=True)
+        except (TypeError, ValueError, RecursionError) as e:
+            raise ExplanationFormatError(f"Not a FALCON explanation: {e}") from e
+        return cls.from_json(text)
 
     @classmethod
-    def from_json(cls, text: str) -> "Explanation":
-        return cls.from_dict(json.loads(text))
+    def from_json(cls, text: str | bytes) -> "Explanation":
+        """An explanation from its JSON text, validated against the schema."""
+        try:
+            exp = _adapter().validate_json(text, strict=True)
+        except ValidationError as e:
+            problems = []
+            for err in e.errors()[:3]:
+                where = ".".join(str(x) for x in err.get("loc", ())) or "the top level"
+                problems.append(f"{where}: {err.get('msg', 'invalid')}")
+            more = f" (and {e.error_count() - 3} more)" if e.error_count() > 3 else ""
+            raise ExplanationFormatError(
+                "Not a FALCON explanation: " + "; ".join(problems) + more + ".",
+                "Explain the feature again (the JSON was damaged or written by another "
+                "program).") from e
+        if exp.version != FORMAT_VERSION:
+            raise ExplanationFormatError(
+                f"An explanation of format version {exp.version}; this version reads "
+                f"{FORMAT_VERSION}.", "Explain the feature again.")
+        return exp
 
     def concept_rows(self) -> list[dict[str, Any]]:
         """Every concept, kept and spurious, as flat rows (the CSV export)."""
@@ -145,6 +189,16 @@ class Explanation:
                 if hit:
                     out.append((rec, cap))
         return out
+
+
+_ADAPTER: TypeAdapter | None = None
+
+
+def _adapter() -> TypeAdapter:
+    global _ADAPTER
+    if _ADAPTER is None:
+        _ADAPTER = TypeAdapter(Explanation)
+    return _ADAPTER
 
 
 def _clean(obj: Any) -> Any:

@@ -94,15 +94,22 @@ class RepresentationStore:
                 return H.astype(np.float32)
 
             H = self.cache.compute_chunked("representations", key, n, CHUNK_ROWS, compute,
-                                           dtype=np.float32)
+                                           dtype=np.float32, row_shape=(self.num_features,))
             H = np.asarray(H)
             valid = ~np.isnan(H).any(axis=1)
             errors: dict[int, str] = {}
             for start in range(0, n, CHUNK_ROWS):
-                stored = self.cache.read_json("representation_errors",
-                                              cache_keys.representation_errors(key, start))
-                for k, v in (stored or {}).items():
-                    errors[int(k)] = v
+                stop = min(n, start + CHUNK_ROWS)
+                errors_key = cache_keys.representation_errors(key, start)
+                stored = self.cache.read_json(
+                    "representation_errors", errors_key,
+                    schema=lambda d, a=start, z=stop: _image_errors(d, a, z))
+                if stored is None and not valid[start:stop].all():
+                    # missing or damaged: the reasons are found again (only bad images load)
+                    stored = {i: self._image_error(i) for i in range(start, stop) if not valid[i]}
+                    self.cache.write_json("representation_errors", errors_key,
+                                          {str(i): m for i, m in stored.items()})
+                errors.update(stored or {})
             bad = getattr(self.probe, "bad_images", None)
             if isinstance(bad, dict):  # images skipped in an earlier run, read from the cache
                 for i, msg in errors.items():
@@ -113,6 +120,18 @@ class RepresentationStore:
                     "Check the folder: the files may be corrupt or not images.")
             self._H, self._valid, self._errors = H, valid, errors
         return self._H, self._valid
+
+    def _image_error(self, i: int) -> str:
+        """Why probe image ``i`` could not be read (asked again of the probe set)."""
+        from .errors import BadImageError
+
+        try:
+            self.probe.load(int(i))
+        except BadImageError as e:
+            return getattr(e, "message", str(e))
+        except (OSError, ValueError) as e:
+            return f"cannot read image {i}: {e}"
+        return f"image {i} could not be read when the representations were computed"
 
     def is_computed(self) -> bool:
         """Whether ``H`` is in memory or finished on disk (nothing is computed to say so)."""
@@ -208,3 +227,18 @@ class RepresentationStore:
         Hn = self.normalized(s.normalize_rows)[self.valid]
         return {"n_high": self.high_mask(s).sum(axis=0), "mean": Hn.mean(axis=0),
                 "max": Hn.max(axis=0)}
+
+
+def _image_errors(value: Any, start: int, stop: int) -> dict[int, str]:
+    """Schema of a ``representation_errors`` entry: ``{"<image index>": "<reason>"}`` for images
+    ``start <= index < stop`` of one chunk."""
+    if not isinstance(value, dict):
+        raise TypeError(f"expected an object of image errors, got {type(value).__name__}")
+    out = {}
+    for k, v in value.items():
+        if not (isinstance(k, str) and k.isdigit() and start <= int(k) < stop):
+            raise ValueError(f"image index {k!r} is not in this chunk ({start} to {stop - 1})")
+        if not isinstance(v, str):
+            raise TypeError(f"the reason for image {k} is not text")
+        out[int(k)] = v
+    return out

@@ -3,18 +3,150 @@
 See the table at the end of FALCON.md. Deviations from the authors' code that are not constants
 (off-diagonal coherence, cosine scores instead of per-shard softmax, eval mode) are not settings:
 they are fixes.
+
+Every setting is validated in one place, :meth:`FalconSettings.__post_init__`, against one table,
+:data:`LIMITS`: its range (or choices), what it is, and so what to do when a value is refused. The
+command line's help, the app's sliders and number boxes, and the link decoder all read the same
+table, so a value one of them accepts is a value the others accept. A setting added to the class
+without a row in the table is still checked for its type and for NaN/inf (and a test asks for
+the row).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import FalconError
 from .stages.high_rules import RULES
 
 HIGH_RULES = tuple(RULES.names())  # the registered rules for Stage 2's T (stages/high_rules/)
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The values one setting may take: a closed range ``[lo, hi]`` or a set of ``choices``.
+
+    ``what`` says what the setting is (one phrase: the command line's help and the hint of a
+    refused value); ``none`` allows None (e.g. ε = "the authors' default")."""
+
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple[Any, ...] | None = None
+    none: bool = False
+    what: str = ""
+
+    def describe(self) -> str:
+        if self.choices is not None:
+            return "one of " + ", ".join(_show(c) for c in self.choices)
+        text = f"between {_show(self.lo)} and {_show(self.hi)}"
+        return text + (" (or none: the default)" if self.none else "")
+
+
+def _show(x: Any) -> str:
+    if isinstance(x, bool):
+        return "true" if x else "false"
+    if isinstance(x, float) and x.is_integer() and abs(x) < 1e15:
+        return str(int(x)) if abs(x) >= 1 or x == 0 else repr(x)
+    return str(x)
+
+
+LIMITS: dict[str, Limit] = {
+    "normalize_rows": Limit(choices=(True, False),
+                            what="L2-normalise each image's representation before thresholding "
+                                 "(authors: on)"),
+    "batch_size": Limit(1, 512, what="images per batch in Stage 1"),
+    "high_rule": Limit(choices=HIGH_RULES,
+                       what="which images are highly activating: global (mean + k·std of the "
+                            "normalised matrix, authors), topk (per feature), quantile (per "
+                            "feature)"),
+    "alpha_std": Limit(0.0, 100.0, what="k in the global rule α = mean + k·std (authors: 5)"),
+    "top_k": Limit(1, 1000, what="number of images for the top-k rule"),
+    "quantile": Limit(0.5, 0.9999, what="per-feature quantile for the quantile rule"),
+    "max_high_images": Limit(0, 10000, what="use at most this many highly activating images, "
+                                            "best first (0: all, the authors')"),
+    "cam_threshold": Limit(0.0, 0.99, what="GradCAM mask threshold for the crop (authors: 0.6)"),
+    "captions_per_image": Limit(1, 50, what="captions kept per image (authors: 5)"),
+    "top_words": Limit(0, 1000, what="words shown (authors: 8)"),
+    "top_phrases": Limit(0, 1000, what="phrases shown (authors: 8)"),
+    "contrast": Limit(choices=(True, False),
+                      what="remove spurious concepts with counterfactual images (Eq. 2)"),
+    "low_threshold": Limit(-1000.0, 1000.0, none=True,
+                           what="ε: 'low' activation (default: the global mean of the normalised "
+                                "matrix, the authors')"),
+    "beta": Limit(-1.0, 1.0, what="β: minimum similarity of a counterfactual to the high images "
+                                  "(Eq. 2; authors: 0.3)"),
+    "max_low_images": Limit(0, 100, what="at most this many counterfactual images (authors: 10)"),
+    "spurious_threshold": Limit(0.0, 1.0, what="a concept whose score on the counterfactuals is "
+                                               "at least this is spurious (authors: 0.1)"),
+    "coherence_threshold": Limit(0.0, 1.0, what="a feature is interpretable when its crops' "
+                                                "coherence exceeds this (authors: 0.8)"),
+    "group_min_images": Limit(1, 1_000_000, what="a discovered group needs at least this many "
+                                                 "images (authors: 11)"),
+    "group_min_size": Limit(1, 64, what="a discovered group has at least this many features"),
+}
+
+
+def _kind(default: Any, limit: Limit | None) -> str:
+    if isinstance(default, bool) or (limit is not None and limit.choices == (True, False)):
+        return "bool"
+    if isinstance(default, int):
+        return "int"
+    if isinstance(default, float) or (limit is not None and limit.lo is not None
+                                      and isinstance(limit.lo, float)):
+        return "float"
+    return "str"
+
+
+def check_setting(name: str, value: Any) -> Any:
+    """``value`` if it is allowed for setting ``name``; otherwise a :class:`FalconError` that says
+    what is wrong, the allowed range and what the setting is. The one place settings are checked
+    (``FalconSettings`` calls it for every field; the app's link decoder calls it per value)."""
+    fields = {f.name: f for f in dataclasses.fields(FalconSettings)}
+    if name not in fields:
+        raise FalconError(f"Unknown setting {name!r}.",
+                          "Settings are: " + ", ".join(fields) + ".")
+    f = fields[name]
+    default = f.default
+    limit = LIMITS.get(name)
+    kind = _kind(default, limit)
+    what = limit.what if limit else name.replace("_", " ")
+    rng = limit.describe() if limit else ""
+
+    def refuse(problem: str) -> FalconError:
+        message = f"Setting {name}={value!r} {problem}"
+        message += f": it must be {rng}." if rng else "."
+        shown = _show(default) if default is not None else "none"
+        return FalconError(message, f"{name}: {what}. Give a value in that range, or leave it "
+                                    f"out for the default ({shown}).")
+
+    if value is None:
+        if default is None or (limit is not None and limit.none):
+            return None
+        raise refuse("is missing")
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise refuse("must be true or false")
+        return value
+    if kind == "str":
+        if not isinstance(value, str):
+            raise refuse("must be text")
+    elif kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise refuse("must be a whole number")
+    else:  # float
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise refuse("must be a number")
+        if not math.isfinite(value):
+            raise refuse("is not a finite number")
+    if limit is not None:
+        if limit.choices is not None and value not in limit.choices:
+            raise refuse("is not allowed")
+        if limit.lo is not None and value < limit.lo or limit.hi is not None and value > limit.hi:
+            raise refuse("is out of range")
+    return value
 
 
 @dataclass(frozen=True)
@@ -48,27 +180,12 @@ class FalconSettings:
     group_min_size: int = 2
 
     def __post_init__(self) -> None:
-        if self.high_rule not in RULES:
-            raise FalconError(
-                f"Unknown rule for highly activating images: {self.high_rule!r}.",
-                f"Use one of {', '.join(RULES.names())}.",
-            )
-        checks = [
-            ("batch_size", self.batch_size >= 1),
-            ("top_k", self.top_k >= 1),
-            ("quantile", 0.0 < self.quantile < 1.0),
-            ("max_high_images", self.max_high_images >= 0),
-            ("cam_threshold", 0.0 <= self.cam_threshold < 1.0),
-            ("captions_per_image", self.captions_per_image >= 1),
-            ("top_words", self.top_words >= 0),
-            ("top_phrases", self.top_phrases >= 0),
-            ("max_low_images", self.max_low_images >= 0),
-            ("group_min_images", self.group_min_images >= 1),
-            ("group_min_size", self.group_min_size >= 1),
-        ]
-        for name, ok in checks:
-            if not ok:
-                raise FalconError(f"Setting {name}={getattr(self, name)!r} is out of range.")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            checked = check_setting(f.name, value)
+            if f.name in LIMITS and _kind(f.default, LIMITS[f.name]) == "float" \
+                    and checked is not None and not isinstance(checked, float):
+                object.__setattr__(self, f.name, float(checked))  # 1 -> 1.0: one type per field
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -78,8 +195,14 @@ class FalconSettings:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names
         if unknown:
-            raise FalconError(f"Unknown setting(s): {', '.join(sorted(unknown))}.")
+            raise FalconError(f"Unknown setting(s): {', '.join(sorted(unknown))}.",
+                              "Settings are: " + ", ".join(sorted(names)) + ".")
         return cls(**data)
 
     def replace(self, **changes: Any) -> "FalconSettings":
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = set(changes) - names
+        if unknown:
+            raise FalconError(f"Unknown setting(s): {', '.join(sorted(unknown))}.",
+                              "Settings are: " + ", ".join(sorted(names)) + ".")
         return dataclasses.replace(self, **changes)

@@ -608,7 +608,8 @@ def text_embeddings(vocab: Vocabulary, clip: Any, cache: DiskCache, batch_size: 
 
     return cache.compute_chunked("text_embeddings", key, n_rows=m,
                                  chunk_rows=batch_size * max(1, int(chunk_batches)),
-                                 fn=compute, dtype=np.float16, progress=progress, stage=stage)
+                                 fn=compute, dtype=np.float16, progress=progress, stage=stage,
+                                 row_shape=(k,))
 
 
 # ------------------------------------------------------------------------------ registry
