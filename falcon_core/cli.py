@@ -15,31 +15,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import FalconError
-from .settings import HIGH_RULES, FalconSettings
+from .settings import HIGH_RULES, LIMITS, FalconSettings
 from .workspace import WorkspaceConfig
-
-SETTING_HELP = {
-    "normalize_rows": "L2-normalise each image's representation before thresholding (authors: on)",
-    "batch_size": "images per batch in Stage 1",
-    "high_rule": "which images are highly activating: global (mean + k·std of the normalised "
-                 "matrix, authors), topk (per feature), quantile (per feature)",
-    "alpha_std": "k in the global rule α = mean + k·std",
-    "top_k": "number of images for --high-rule topk",
-    "quantile": "per-feature quantile for --high-rule quantile",
-    "max_high_images": "use at most this many highly activating images, best first (0: all)",
-    "cam_threshold": "GradCAM mask threshold for the crop",
-    "captions_per_image": "captions kept per image",
-    "top_words": "words shown",
-    "top_phrases": "phrases shown",
-    "contrast": "remove spurious concepts with counterfactual images (Eq. 2)",
-    "low_threshold": "ε: 'low' activation (default: the global mean of the normalised matrix)",
-    "beta": "β: minimum similarity of a counterfactual to the high images (Eq. 2)",
-    "max_low_images": "at most this many counterfactual images",
-    "spurious_threshold": "a concept whose score on the counterfactuals is at least this is spurious",
-    "coherence_threshold": "a feature is interpretable when its crops' coherence exceeds this",
-    "group_min_images": "a discovered group needs at least this many images",
-    "group_min_size": "a discovered group has at least this many features",
-}
 
 WORKSPACE_HELP = {
     "backbone": "demo, resnet18, resnet50, or timm:<model name>",
@@ -76,7 +53,9 @@ def _add_settings_args(p: argparse.ArgumentParser) -> None:
     defaults = FalconSettings()
     for f in dataclasses.fields(FalconSettings):
         default = getattr(defaults, f.name)
-        help_text = f"{SETTING_HELP.get(f.name, '')} [default: {default}]"
+        limit = LIMITS.get(f.name)
+        allowed = f"; {limit.describe()}" if limit is not None and limit.choices is None else ""
+        help_text = f"{limit.what if limit else ''}{allowed} [default: {default}]"
         if f.name in ("high_rule", "top_k"):
             help_text += " (demo backbone: topk, 20)"
         if isinstance(default, bool):
@@ -151,13 +130,53 @@ def _settings(args) -> FalconSettings:
     return _workspace(args).default_settings().replace(**changes)
 
 
+def _note(text: str) -> None:
+    print(f"note: {text}", file=sys.stderr)
+
+
 def _falcon(args):
     from .pipeline import Falcon
     from .progress import null_progress, tqdm_progress
 
     progress = null_progress if args.no_progress else tqdm_progress()
-    return Falcon.from_config(_workspace(args), settings=_settings(args),
-                              cache_dir=args.cache_dir, progress=progress)
+    falcon = Falcon.from_config(_workspace(args), settings=_settings(args),
+                                cache_dir=args.cache_dir, progress=progress)
+    # damaged cache files moved aside, a cache folder that cannot be written: said once each
+    falcon.cache.on_notice = _note
+    for text in falcon.cache.notices:
+        _note(text)
+    for text in (getattr(falcon.vocabulary, "report", None) or {}).get("notes", []):
+        _note(text)
+    return falcon
+
+
+def _save(path: str, text: str) -> int:
+    """Write an export (atomically); on failure say why and what to do. Returns the exit code."""
+    from .cache import atomic_write
+
+    out = Path(path).expanduser()
+    data = text.encode("utf-8")
+    try:
+        if not out.parent.is_dir():
+            what = ("is a file, not a folder" if out.parent.exists() else "does not exist")
+            raise FalconError(f"Cannot save to {path}: the folder {out.parent} {what}.",
+                              "Create the folder first, or give --out a path in an existing "
+                              "folder. The result is printed above.")
+        if out.is_dir():
+            raise FalconError(f"Cannot save to {path}: it is a folder.",
+                              "Give --out a file name ending in .json or .csv.")
+        atomic_write(out, lambda f: f.write(data))
+    except FalconError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        print(f"what to do: {e.hint}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: cannot save to {path}: {e.strerror or e}.", file=sys.stderr)
+        print("what to do: give --out a path you can write to (and a disk with room). "
+              "The result is printed above.", file=sys.stderr)
+        return 2
+    print(f"saved {out}", file=sys.stderr)
+    return 0
 
 
 def _fmt(x: float) -> str:
@@ -199,19 +218,19 @@ def _cmd_explain(args) -> int:
     t0 = time.perf_counter()
     exp = falcon.explain(args.features if len(args.features) > 1 else args.features[0])
     elapsed = time.perf_counter() - t0
-    if args.out:
-        out = Path(args.out)
-        text = exp.to_csv() if out.suffix.lower() == ".csv" else exp.to_json()
-        out.write_text(text, encoding="utf-8")
     if args.json:
         print(exp.to_json())
     else:
         print(format_explanation(exp))
         print(f"\n  ({elapsed:.1f} s)")
+    sys.stdout.flush()
     if args.timings:
         for stage, sec in sorted(falcon.timings.items()):
             print(f"  {stage:<32} {sec:8.2f} s", file=sys.stderr)
         print(f"  {'total':<32} {elapsed:8.2f} s", file=sys.stderr)
+    if args.out:  # after printing: a path that cannot be written loses nothing
+        text = exp.to_csv() if Path(args.out).suffix.lower() == ".csv" else exp.to_json()
+        return _save(args.out, text)
     return 0
 
 
@@ -280,18 +299,44 @@ def _cmd_precompute(args) -> int:
     falcon = _falcon(args)
     result = falcon.precompute(args.features)
     ok = sum(v is None for v in result.values())
+    failed = {k: v for k, v in result.items() if v}
     if args.json:
         print(json.dumps({"explained": ok, "total": len(result),
-                          "errors": {str(k): v for k, v in result.items() if v}}, indent=2))
+                          "errors": {str(k): v for k, v in failed.items()}}, indent=2))
     else:
-        print(f"explained {ok} of {len(result)} features; cache at {falcon.cache.root}")
+        where = (f"cache at {falcon.cache.root}" if falcon.cache.problem is None else
+                 "not kept: the cache folder cannot be written")
+        print(f"explained {ok} of {len(result)} features; {where}")
+        # why the others have no explanation: each reason once, with the features it concerns
+        by_reason: dict[str, list[int]] = {}
+        for f, msg in failed.items():
+            by_reason.setdefault(msg.split("\n")[0], []).append(f)
+        for msg, feats in by_reason.items():
+            shown = ", ".join(map(str, feats[:10])) + (" ..." if len(feats) > 10 else "")
+            print(f"  {len(feats)} without an explanation (features {shown}): {msg}")
+        hints = {m.split("What to do: ", 1)[1] for m in failed.values() if "What to do: " in m}
+        for h in sorted(hints):
+            print(f"  what to do: {h}")
+    if result and not ok:
+        print(f"error: none of the {len(result)} features could be explained (reasons above).",
+              file=sys.stderr)
+        return 1
     return 0
 
 
 def _cmd_info(args) -> int:
     falcon = _falcon(args)
-    info = {"workspace": falcon.describe(), "status": falcon.status(),
+    status = falcon.status()
+    skipped: dict[int, str] = {}
+    if status["representations"]:
+        # read the cached Stage 1 (verified): it records the images that could not be read
+        skipped = falcon.skipped_images
+    describe = falcon.describe()  # after Stage 1, so the probe's bad_images are filled in
+    info = {"workspace": describe, "status": status,
+            "skipped_images": {str(falcon.probe.ids[i]): msg for i, msg in sorted(skipped.items())},
             "num_features": falcon.num_features, "num_images": falcon.num_images}
+    if falcon.cache.problem is not None:
+        info["cache_problem"] = str(falcon.cache.problem)
     print(json.dumps(info, indent=2, default=str))
     return 0
 
@@ -313,3 +358,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: finished results are cached; run again to resume.", file=sys.stderr)
         return 130
+    except OSError as e:  # a folder that cannot be used (the demo world's files, a download)
+        from .cache import cache_problem, default_cache_root
+
+        root = Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_root()
+        name = str(getattr(e, "filename", "") or "")
+        if name and (name == str(root) or name.startswith(str(root) + "/")):
+            err = cache_problem(root, e)
+            print(f"error: {err.message.split(' Results are')[0]}", file=sys.stderr)
+            print(f"what to do: {err.hint}", file=sys.stderr)
+        else:
+            print(f"error: {e.strerror or e}" + (f": {name}" if name else ""), file=sys.stderr)
+            print("what to do: check that the path exists and can be read (and written, for "
+                  "the cache folder).", file=sys.stderr)
+        return 2

@@ -8,7 +8,7 @@ import streamlit as st
 from falcon_core.errors import FalconError, OfflineError
 from falcon_core.settings import HIGH_RULES, FalconSettings
 from falcon_core.workspace import WorkspaceConfig
-from ui import errors, loaders, presets, shell, state, views
+from ui import errors, links, loaders, presets, shell, state, views
 from ui.progress import EtaTracker, format_seconds
 
 
@@ -29,6 +29,12 @@ def _workspace_form(current: WorkspaceConfig) -> None:
     problems: list[str] = []
     labels = {"backbone": "Backbone", "clip": "CLIP model", "probe": "Probe images",
               "vocabulary": "Vocabulary (captions)"}
+    policy = state.policy()
+    if not policy.allow_paths:
+        st.caption("Typed paths are off on this server: files and folders are chosen under the "
+                   "data folders its operator allows"
+                   + (f" ({len(policy.roots)})." if policy.roots else " (none yet).")
+                   + " See the README (FALCON_DATA_ROOTS, FALCON_ALLOW_PATHS).")
     cols = st.columns(2)
     for n, (group, plist) in enumerate(presets.GROUPS.items()):
         with cols[n % 2], st.container(border=True):
@@ -42,11 +48,13 @@ def _workspace_form(current: WorkspaceConfig) -> None:
             custom = {}
             if p.path:
                 pkey = f"setup:{group}:path:{idx}"
-                state.seed_widget(pkey, presets.current_path(p, current))
-                path = st.text_input("Local path", key=pkey, help=p.path_help,
-                                     placeholder=p.path_help)
+                path = _path_input(policy, p, pkey, current)
             for field in p.custom:
                 ckey = f"setup:{group}:{field}"
+                if not policy.allow_paths:
+                    st.caption("Typed model names are off on this server (see the README: "
+                               "FALCON_ALLOW_PATHS).")
+                    continue
                 state.seed_widget(ckey, str(getattr(current, field) or ""))
                 custom[field] = st.text_input(field.replace("_", " ").capitalize(), key=ckey)
             chosen = presets.apply(p, path, custom)
@@ -80,6 +88,13 @@ def _workspace_form(current: WorkspaceConfig) -> None:
         _clear_setup_widgets()
         st.rerun()
     if open_clicked:
+        try:  # what the form gives is checked like a link (typed paths: when allowed)
+            for k, v in new.to_dict().items():
+                if not (policy.allow_paths and k in links.PATH_FIELDS):
+                    policy.check_field(k, v)
+        except FalconError as e:
+            errors.show_falcon_error(e, "This workspace cannot be opened")
+            return
         try:
             with st.spinner("Loading the models and data (the first time may take a while)…"):
                 loaders._falcon(state.config_key(new), loaders.cache_root())
@@ -94,6 +109,37 @@ def _workspace_form(current: WorkspaceConfig) -> None:
             return
         state.set_workspace(new)
         st.rerun()
+
+
+def _path_input(policy, preset, key: str, current: WorkspaceConfig) -> str | None:
+    """A typed path (when this server allows it) or a choice among the files and folders under
+    its data folders."""
+    now = presets.current_path(preset, current)
+    if policy.allow_paths:
+        state.seed_widget(key, now)
+        return st.text_input("Local path", key=key, help=preset.path_help,
+                             placeholder=preset.path_help)
+    kind = "laion" if preset.prefix == "laion:" else preset.path
+    options = policy.candidates(kind)
+    if not options:
+        st.caption("No file or folder for this under the data folders of this server.")
+        return None
+    if now in options:
+        state.seed_widget(key, now)
+    return st.selectbox("Under the data folders", options, index=None, key=key,
+                        help=preset.path_help, placeholder="Choose one",
+                        format_func=lambda v: _under_root(policy, v))
+
+
+def _under_root(policy, value: str) -> str:
+    from pathlib import Path
+
+    for root in policy.roots:
+        try:
+            return f"{root.name}/{Path(value).relative_to(root).as_posix()}".rstrip("/.")
+        except ValueError:
+            continue
+    return Path(value).name
 
 
 def _clear_setup_widgets() -> None:
@@ -209,26 +255,31 @@ def _settings_form() -> None:
                                                "topk": "Top-k per feature",
                                                "quantile": "Per-feature quantile"}.get)
             state.seed_widget("w:alpha_std:form", float(s.alpha_std))
-            alpha_std = c[0].number_input("k (α = mean + k·std)", 0.0, 20.0, step=0.5,
+            alpha_std = c[0].number_input("k (α = mean + k·std)", *state.bounds("alpha_std"), step=0.5,
                                           key="w:alpha_std:form")
             state.seed_widget("w:top_k:form", int(s.top_k))
-            top_k = c[1].number_input("Top-k", 1, 1000, step=1, key="w:top_k:form")
+            top_k = c[1].number_input("Top-k", *state.bounds("top_k"), step=1,
+                                   key="w:top_k:form")
             state.seed_widget("w:quantile:form", float(s.quantile))
-            quantile = c[1].number_input("Quantile", 0.5, 0.9999, step=0.005, format="%.4f",
+            quantile = c[1].number_input("Quantile", *state.bounds("quantile"), step=0.005,
+                                         format="%.4f",
                                          key="w:quantile:form")
             state.seed_widget("w:cam_threshold:form", float(s.cam_threshold))
-            cam = c[2].slider("GradCAM mask threshold", 0.0, 0.95, step=0.05,
+            cam = c[2].slider("GradCAM mask threshold", *state.bounds("cam_threshold"), step=0.05,
                               key="w:cam_threshold:form")
             state.seed_widget("w:captions_per_image:form", int(s.captions_per_image))
-            caps = c[2].number_input("Captions per image", 1, 50, step=1,
+            caps = c[2].number_input("Captions per image", *state.bounds("captions_per_image"),
+                                     step=1,
                                      key="w:captions_per_image:form")
             state.seed_widget("w:top_words:form", int(s.top_words))
-            top_words = c[0].number_input("Top words", 1, 50, step=1, key="w:top_words:form")
+            top_words = c[0].number_input("Top words", *state.bounds("top_words"), step=1,
+                                           key="w:top_words:form")
             state.seed_widget("w:top_phrases:form", int(s.top_phrases))
-            top_phrases = c[1].number_input("Top phrases", 1, 50, step=1,
+            top_phrases = c[1].number_input("Top phrases", *state.bounds("top_phrases"), step=1,
                                             key="w:top_phrases:form")
             state.seed_widget("w:coherence_threshold:form", float(s.coherence_threshold))
-            coh = c[2].slider("Interpretable if coherence >", 0.0, 1.0, step=0.01,
+            coh = c[2].slider("Interpretable if coherence >", *state.bounds("coherence_threshold"),
+                              step=0.01,
                               key="w:coherence_threshold:form")
             state.seed_widget("w:normalize_rows:form", bool(s.normalize_rows))
             norm = c[0].checkbox("Row-normalise the representations (authors)",
@@ -270,6 +321,9 @@ def main() -> None:
     fb = loaders.falcon(current)
     if fb is None:
         return
+    views.show_cache_notices(fb)
+    for note in (getattr(fb.vocabulary, "report", None) or {}).get("notes", []):
+        st.warning(note, icon=":material/text_snippet:")
     status = _status(fb)
     if status is None:
         return

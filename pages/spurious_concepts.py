@@ -16,15 +16,22 @@ def _sliders(fb, settings):
     default_eps = float(default_eps) if default_eps is not None else 0.0
     hi = float(alpha) if alpha is not None and alpha > default_eps else default_eps * 4 + 1e-3
     lo = min(0.0, default_eps)
+    # every slider's range is the settings' own (ε: the data's range, inside the setting's)
+    eps_lo, eps_hi = state.bounds("low_threshold")
+    lo, hi = max(lo, eps_lo), min(max(hi, lo + 1e-3), eps_hi)
     eps = settings.low_threshold
+    ranges = {name: state.bounds(name) for name in ("beta", "spurious_threshold",
+                                                    "max_low_images")}
+    ranges["low_threshold"] = (lo, hi)
 
     state.seed_widget(state.widget_key("low_threshold", "auto"), eps is None)
     state.seed_widget(state.widget_key("low_threshold"),
                       float(min(max(eps if eps is not None else default_eps, lo), hi)))
     state.seed_widget(state.widget_key("beta"), float(settings.beta))
     state.seed_widget(state.widget_key("spurious_threshold"), float(settings.spurious_threshold))
-    state.seed_widget(state.widget_key("max_low_images"),
-                      int(min(max(settings.max_low_images, 1), 50)))
+    state.seed_widget(state.widget_key("max_low_images"), int(settings.max_low_images))
+    for name, (a, b) in ranges.items():
+        state.clamp_widget(state.widget_key(name), a, b)
 
     c = st.columns(4)
     with c[0]:
@@ -35,17 +42,18 @@ def _sliders(fb, settings):
                               help=f"Authors: the global mean of the normalised matrix "
                                    f"({default_eps:.4f}).")
     with c[1]:
-        beta = st.slider("β: similarity to the high images' other features", 0.0, 1.0,
+        beta = st.slider("β: similarity to the high images' other features", *ranges["beta"],
                          step=0.01, key=state.widget_key("beta"),
                          help="Counterfactuals must share the other features (h·h^μ ≥ β). "
                               "Authors: 0.3.")
     with c[2]:
-        thr = st.slider("Removal threshold (L score ≥)", 0.0, 1.0, step=0.01,
+        thr = st.slider("Removal threshold (L score ≥)", *ranges["spurious_threshold"],
+                        step=0.01,
                         key=state.widget_key("spurious_threshold"),
                         help="A concept whose Word Score on the counterfactuals reaches this is "
                              "removed as spurious. Authors: 0.1.")
     with c[3]:
-        n_low = st.slider("How many L images (at most)", 1, 50, step=1,
+        n_low = st.slider("How many L images (at most)", *ranges["max_low_images"], step=1,
                           key=state.widget_key("max_low_images"),
                           help="Authors: 10. (To skip the contrast step, turn it off in the "
                                "method settings on the Setup page.)")

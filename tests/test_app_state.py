@@ -64,10 +64,12 @@ def test_decode_reports_bad_values_and_ignores_unknown_keys():
     assert all("Ignored" in p for p in dec.problems)
 
 
-def test_decode_rejects_out_of_range_settings_together():
+def test_decode_ignores_each_out_of_range_setting_alone():
     dec = state.decode({"quantile": "2", "beta": "0.2"})
-    assert dec.settings == {}
-    assert dec.problems and "settings" in dec.problems[0]
+    assert dec.settings == {"beta": 0.2}
+    assert len(dec.problems) == 1
+    assert "Ignored 'quantile=2' in the link" in dec.problems[0]
+    assert "between 0.5 and 0.9999" in dec.problems[0]
 
 
 def test_decode_takes_last_value_of_a_repeated_key_and_default_epsilon():

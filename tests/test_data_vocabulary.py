@@ -42,7 +42,7 @@ def test_caption_file_cleaning(tmp_path):
            "a\tdog  on\t\tgrass\r\n"
            "bell\x00ring\x1b[0m here\n"
            + long + "\n"
-           ).encode("utf-8") + b"caf\xe9 bad bytes\n" + "a dog on grass\n".encode()
+           ).encode("utf-8") + b"caf\xe9 bad bytes\n" + "a dog on grass\na dog on grass again\n".encode()
     p = tmp_path / "caps.txt"
     p.write_bytes(raw)
     v = CaptionFile(p)
@@ -51,15 +51,17 @@ def test_caption_file_cleaning(tmp_path):
     assert caps[1] == "a dog on grass"
     assert caps[2] == "bell ring [0m here"
     assert caps[3] == "x" * 1000
-    assert caps[4] == "caf\ufffd bad bytes"
-    assert len(v) == 5
+    assert len(v) == 5  # the line with a byte that is not UTF-8 is left out, not patched
+    assert caps[4] == "a dog on grass again"
+    assert not any("\ufffd" in c for c in caps)
     r = v.report
-    assert r["lines_read"] == 9
+    assert r["lines_read"] == 10
     assert r["blank_dropped"] == 2
     assert r["duplicates_dropped"] == 2  # "a red car" and the tab-cleaned "a dog on grass"
     assert r["control_chars_cleaned"] == 1
     assert r["truncated"] == 1
-    assert r["undecodable"] == 1
+    assert r["undecodable"] == 1 and r["first_undecodable_line"] == 8
+    assert any("not valid UTF-8" in n and "line 8" in n and "iconv" in n for n in r["notes"])
     assert r["bom_stripped"] is True
     assert v.captions([4, 0]) == [caps[4], caps[0]]
     assert v.describe()["count"] == 5

@@ -31,10 +31,18 @@ def _falcon(config_items: tuple, cache_dir: str):
 
 
 def describe_workspace(config: WorkspaceConfig) -> str:
+    """The workspace in words; a file or folder of the server shows by its name only (the page
+    may be seen by anyone with a link)."""
     if config == WorkspaceConfig.demo():
         return "the offline demo world"
-    parts = [f"backbone {config.backbone}" + (f" ({config.weights})" if config.weights else ""),
-             f"CLIP {config.clip}", f"probe {config.probe}", f"vocabulary {config.vocabulary}"]
+
+    def name(v):
+        return Path(str(v)).name if v and ("/" in str(v) or "\\" in str(v)) else v
+
+    parts = [f"backbone {config.backbone}" + (f" ({name(config.weights)})" if config.weights
+                                              else ""),
+             f"CLIP {name(config.clip)}", f"probe {name(config.probe)}",
+             f"vocabulary {name(config.vocabulary)}"]
     if config.layer:
         parts.insert(1, f"layer {config.layer}")
     return ", ".join(parts)

@@ -3,12 +3,17 @@
 The URL (``st.query_params``) holds:
 
 * the workspace fields that differ from the demo default (``backbone=resnet18&probe=cifar10``),
+  or, for a workspace that names a file or folder of the server, its opaque id (``ws=...``):
+  a link carries choices, never a server path (what a link may choose: :mod:`ui.links`);
 * the method settings that differ from the authors' defaults (``beta=0.25&max_low_images=5``),
 * the current page's selection (``feature=7``, ``features=3,9``, ``image=12``, ``word=dog``...).
 
-so a link reopens the same view. The pure functions (:func:`encode`, :func:`decode` and the
-parsers) are tested alone; :func:`begin_run` / :func:`end_run` are the Streamlit glue that
-``app.py`` calls around each page.
+so a link reopens the same view. A link is untrusted input: every value is checked and bounded
+(workspace fields by :class:`ui.links.LinkPolicy`, settings by the settings' own table
+:data:`falcon_core.settings.LIMITS`, the selection by :data:`ui.links.SELECTION_INT_BOUNDS`), and
+anything refused is left out with an "Ignored ... in the link" notice; nothing in a link can
+raise. The pure functions (:func:`encode`, :func:`decode` and the parsers) are tested alone;
+:func:`begin_run` / :func:`end_run` are the Streamlit glue that ``app.py`` calls around each page.
 """
 
 from __future__ import annotations
@@ -18,8 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from falcon_core.errors import FalconError
-from falcon_core.settings import FalconSettings
+from falcon_core.settings import FalconSettings, check_setting
 from falcon_core.workspace import WorkspaceConfig
+
+from . import links
 
 # Selection parameters a page may put in the URL, and their types.
 SELECTION_KEYS: dict[str, str] = {
@@ -37,6 +44,7 @@ _DEFAULT_WORKSPACE = WorkspaceConfig.demo()
 _DEFAULT_SETTINGS = FalconSettings()
 
 MAX_GROUP = 8  # the most features a pair/group selection may hold
+WORKSPACE_ID_KEY = "ws"  # the opaque id of a workspace that names server paths
 
 
 # ------------------------------------------------------------------------------------ parsing
@@ -48,6 +56,8 @@ def parse_int(value: Any, name: str = "value") -> int:
     if isinstance(value, int):
         return value
     text = str(value).strip()
+    if len(text) > 40:
+        raise FalconError(f"{name} must be a whole number of at most 40 characters.")
     try:
         return int(text)
     except ValueError:
@@ -66,7 +76,10 @@ def parse_ints(value: Any, name: str = "features") -> list[int]:
     if isinstance(value, (list, tuple)):
         items = list(value)
     else:
-        items = [p for p in str(value).replace(";", ",").replace(" ", ",").split(",") if p]
+        text = str(value)
+        if len(text) > links.MAX_TEXT:
+            raise FalconError(f"{name} is longer than {links.MAX_TEXT} characters.")
+        items = [p for p in text.replace(";", ",").replace(" ", ",").split(",") if p]
     out: list[int] = []
     for item in items:
         f = parse_int(item, name)
@@ -91,8 +104,11 @@ def _parse_bool(value: Any, name: str) -> bool:
 
 
 def _parse_float(value: Any, name: str) -> float:
+    text = str(value).strip()
+    if len(text) > 40:
+        raise FalconError(f"{name} must be a number of at most 40 characters.")
     try:
-        x = float(str(value).strip())
+        x = float(text)
     except ValueError as e:
         raise FalconError(f"{name} must be a number, not {value!r}.") from e
     if x != x or x in (float("inf"), float("-inf")):
@@ -101,7 +117,8 @@ def _parse_float(value: Any, name: str) -> float:
 
 
 def parse_setting(name: str, value: Any) -> Any:
-    """One setting from its URL text, typed like the FalconSettings field."""
+    """One setting from its URL text, typed like the FalconSettings field (its range is checked
+    by :func:`falcon_core.settings.check_setting`)."""
     if name not in SETTINGS_FIELDS:
         raise FalconError(f"Unknown setting {name!r}.")
     default = getattr(_DEFAULT_SETTINGS, name)
@@ -184,20 +201,35 @@ class Decoded:
     problems: list[str] = field(default_factory=list)  # what in the URL was not understood
 
 
+def default_policy() -> "links.LinkPolicy":
+    """What a link may choose on this server (data roots, the workspace registry in the cache
+    folder). The Streamlit glue adds whether typed paths are allowed (:func:`policy`)."""
+    import os
+
+    return links.LinkPolicy.from_env(os.environ.get("FALCON_CACHE") or None)
+
+
 def encode(workspace: WorkspaceConfig | Mapping[str, Any] | None = None,
            settings: FalconSettings | Mapping[str, Any] | None = None,
            selection: Mapping[str, Any] | None = None,
-           keys: Iterable[str] = ()) -> dict[str, str]:
-    """The query parameters of a view: non-default workspace fields and settings, and the
-    selection entries named in ``keys`` (the current page's)."""
+           keys: Iterable[str] = (),
+           policy: "links.LinkPolicy | None" = None) -> dict[str, str]:
+    """The query parameters of a view: non-default workspace fields (or, when the workspace names
+    a path, its opaque id ``ws``), non-default settings, and the selection entries named in
+    ``keys`` (the current page's)."""
     params: dict[str, str] = {}
     ws = None
     if workspace is not None:
         ws = workspace if isinstance(workspace, WorkspaceConfig) else workspace_from(workspace)
-        for k in WORKSPACE_FIELDS:
-            v = getattr(ws, k)
-            if v != getattr(_DEFAULT_WORKSPACE, k):
-                params[k] = "" if v is None else format_value(v)
+        policy = policy or default_policy()
+        wid = policy.workspace_id(ws) if policy.needs_id(ws) else None
+        if wid is not None:
+            params[WORKSPACE_ID_KEY] = wid
+        else:
+            for k in WORKSPACE_FIELDS:
+                v = getattr(ws, k)
+                if v != getattr(_DEFAULT_WORKSPACE, k) and policy.is_choice(k, v):
+                    params[k] = "" if v is None else format_value(v)
     if settings is not None:
         base = base_settings(ws)
         s = settings if isinstance(settings, FalconSettings) else settings_from(settings, base)
@@ -210,36 +242,67 @@ def encode(workspace: WorkspaceConfig | Mapping[str, Any] | None = None,
     return params
 
 
-def decode(params: Mapping[str, Any]) -> Decoded:
+def _shown(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _selection_value(k: str, value: Any, problems: list[str]) -> Any:
+    kind = SELECTION_KEYS[k]
+    lo, hi = links.SELECTION_INT_BOUNDS.get(k, (0, 0))
+    if kind == "int":
+        v = parse_int(value, k)
+        if not lo <= v <= hi:
+            raise FalconError(f"{k} must be between {lo} and {hi}.")
+        return v
+    if kind == "ints":
+        vs = parse_ints(value, k)
+        bad = [v for v in vs if not lo <= v <= hi]
+        if bad:
+            raise FalconError(f"{k} must be between {lo} and {hi} (not {bad[0]}).")
+        if len(vs) > MAX_GROUP:
+            problems.append(f"Ignored the features after the first {MAX_GROUP} in "
+                            f"'{k}={_shown(value)}' in the link: a group holds at most "
+                            f"{MAX_GROUP}.")
+        return vs[:MAX_GROUP]
+    text = str(value).strip()
+    if len(text) > links.MAX_WORDS:
+        raise FalconError(f"{k} must be at most {links.MAX_WORDS} characters.")
+    if any(ord(c) < 32 for c in text):
+        raise FalconError(f"{k} has control characters.")
+    return text or None
+
+
+def decode(params: Mapping[str, Any], policy: "links.LinkPolicy | None" = None) -> Decoded:
     """Split query parameters into workspace changes, setting overrides and a selection.
 
-    Nothing raises: what cannot be read is reported in ``problems`` and left out.
+    Nothing raises: what cannot be read, or is not allowed on this server, or is out of its
+    bounds, is reported in ``problems`` ("Ignored ... in the link: why") and left out.
     """
     out = Decoded()
-    for k, raw in params.items():
+    policy = policy or default_policy()
+    items = []
+    for k, raw in dict(params).items():
         value = raw[-1] if isinstance(raw, (list, tuple)) and raw else raw
+        items.append((str(k), value))
+    items.sort(key=lambda kv: kv[0] != WORKSPACE_ID_KEY)  # the id first: fields refine it
+    for k, value in items:
         try:
-            if k in WORKSPACE_FIELDS:
-                if k in ("seed", "probe_size"):
-                    out.workspace[k] = parse_int(value, k)
-                else:
-                    text = str(value).strip()
-                    out.workspace[k] = None if text in ("", "None") else text
+            if k == WORKSPACE_ID_KEY:
+                out.workspace.update(policy.resolve(value).to_dict())
+            elif k in WORKSPACE_FIELDS:
+                out.workspace[k] = policy.check_field(k, value)
             elif k in SETTINGS_FIELDS:
-                out.settings[k] = parse_setting(k, value)
+                out.settings[k] = check_setting(k, parse_setting(k, value))
             elif k in SELECTION_KEYS:
-                kind = SELECTION_KEYS[k]
-                if kind == "int":
-                    out.selection[k] = parse_int(value, k)
-                elif kind == "ints":
-                    out.selection[k] = parse_ints(value, k)[:MAX_GROUP]
-                else:
-                    text = str(value).strip()
-                    if text:
-                        out.selection[k] = text
+                v = _selection_value(k, value, out.problems)
+                if v is not None:
+                    out.selection[k] = v
             # anything else (e.g. a tracking parameter) is ignored
         except FalconError as e:
-            out.problems.append(f"Ignored '{k}={value}' in the link: {e.message}")
+            out.problems.append(f"Ignored '{k}={_shown(value)}' in the link: {e.message}"
+                                + (f" {e.hint}" if isinstance(e, links.LinkError) and e.hint
+                                   else ""))
     if out.settings:
         try:
             settings_from(out.settings)
@@ -280,6 +343,7 @@ def begin_run() -> None:
     ss.setdefault("_url_last", {})
     ss["_url_keys"] = []
     ss["_url_problems"] = []
+    ss["_url_fresh"] = {}
     try:
         current = {k: st.query_params.get(k) for k in st.query_params.keys()}
     except Exception:  # pragma: no cover - no query params in this context
@@ -288,8 +352,9 @@ def begin_run() -> None:
     external = {k: v for k, v in current.items() if last.get(k) != v}
     if not external:
         return
-    dec = decode(external)
+    dec = decode(external, policy())
     ss["_url_problems"] = dec.problems
+    ss["_url_fresh"] = dict(dec.selection)  # checked against the workspace by the page
     if dec.workspace:
         ws = dict(ss["workspace"])
         ws.update(dec.workspace)
@@ -318,7 +383,8 @@ def end_run() -> None:
         settings = settings_from(ss.get("settings"), base)
     except FalconError:
         settings = base
-    params = encode(ss.get("workspace"), settings, ss.get("sel"), ss.get("_url_keys", []))
+    params = encode(ss.get("workspace"), settings, ss.get("sel"), ss.get("_url_keys", []),
+                    policy=policy())
     current = {k: st.query_params.get(k) for k in st.query_params.keys()}
     if current != params:
         st.query_params.from_dict(params)
@@ -336,6 +402,38 @@ def url_keys(*keys: str) -> None:
 
 def url_problems() -> list[str]:
     return list(_ss().get("_url_problems", []))
+
+
+def fresh_from_link() -> dict[str, Any]:
+    """The selection entries a link set in this run (the page checks them against the open
+    workspace: a feature or image it does not have)."""
+    return dict(_ss().get("_url_fresh", {}))
+
+
+def add_url_problem(text: str) -> None:
+    _ss().setdefault("_url_problems", []).append(text)
+
+
+_POLICIES: dict[tuple, "links.LinkPolicy"] = {}
+
+
+def policy() -> "links.LinkPolicy":
+    """This server's link policy: data roots (``FALCON_DATA_ROOTS``), the workspace registry in
+    the cache folder, and whether the Setup page takes typed paths (``FALCON_ALLOW_PATHS``, or a
+    server on the loopback address only)."""
+    import os
+
+    try:
+        from streamlit import config as st_config
+
+        address = st_config.get_option("server.address")
+    except Exception:  # noqa: BLE001 - no Streamlit config (a plain Python test)
+        address = None
+    key = (os.environ.get("FALCON_CACHE") or "", os.environ.get(links.DATA_ROOTS_ENV) or "",
+           os.environ.get(links.ALLOW_PATHS_ENV) or "", str(address or ""))
+    if key not in _POLICIES:
+        _POLICIES[key] = links.LinkPolicy.from_env(key[0] or None, server_address=address)
+    return _POLICIES[key]
 
 
 def workspace() -> WorkspaceConfig:
@@ -383,6 +481,27 @@ def put(name: str, value: Any) -> None:
         sel.pop(name, None)
     else:
         sel[name] = value
+
+
+def bounds(name: str) -> tuple[Any, Any]:
+    """The range of setting ``name`` (from the settings' one table, ``LIMITS``), typed like the
+    setting: what its slider or number box offers, and what a link may set."""
+    from falcon_core.settings import LIMITS
+
+    lim = LIMITS[name]
+    default = SETTINGS_FIELDS[name].default
+    if isinstance(default, int) and not isinstance(default, bool):
+        return int(lim.lo), int(lim.hi)
+    return float(lim.lo), float(lim.hi)
+
+
+def clamp_widget(key: str, lo: Any, hi: Any) -> None:
+    """Keep a slider's stored value inside its range (a range that moved since it was set)."""
+    ss = _ss()
+    if key in ss and isinstance(ss[key], (int, float)) and not isinstance(ss[key], bool):
+        v = ss[key]
+        if v != v or v < lo or v > hi:  # NaN, below or above
+            ss[key] = type(v)(lo if v != v or v < lo else hi)
 
 
 def seed_widget(key: str, value: Any) -> None:

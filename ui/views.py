@@ -22,14 +22,47 @@ def show_url_problems() -> None:
 
 def open_page(*url_keys: str):
     """What every page does first: claim its URL keys, warn about bad link values, load the
-    workspace. Returns ``(falcon, settings)``, or None when the workspace could not be loaded
-    (a message is already shown)."""
+    workspace, drop link values the workspace does not have (a feature or image number beyond
+    its range), and say what the cache had to say (a damaged file recomputed, a folder that
+    cannot be written). Returns ``(falcon, settings)``, or None when the workspace could not be
+    loaded (a message is already shown)."""
     state.url_keys(*url_keys)
     show_url_problems()
     fb = loaders.falcon()
     if fb is None:
         return None
+    check_link_selection(fb)
+    show_cache_notices(fb)
     return fb, state.settings()
+
+
+def check_link_selection(fb) -> None:
+    """A feature or image number from the link that this workspace does not have: the same
+    "Ignored ... in the link" notice as any other bad link value, and the page's default."""
+    limits = {"feature": ("feature", fb.num_features), "features": ("feature", fb.num_features),
+              "image": ("image", fb.num_images)}
+    for key, value in state.fresh_from_link().items():
+        if key not in limits:
+            continue
+        what, n = limits[key]
+        values = value if isinstance(value, list) else [value]
+        bad = [v for v in values if not 0 <= int(v) < n]
+        if bad:
+            st.warning(f"Ignored '{key}={state.format_value(value)}' in the link: this workspace "
+                       f"has {n} {what}s (0 to {n - 1}), not {bad[0]}.", icon=":material/link:")
+            state.put(key, None)
+            st.session_state.pop(state.widget_key(key), None)
+
+
+def show_cache_notices(fb) -> None:
+    """What the disk cache reported (once per session each)."""
+    cache = getattr(fb, "cache", None)
+    notices = list(getattr(cache, "notices", []) or [])
+    seen = st.session_state.setdefault("_cache_notices_seen", set())
+    for text in notices:
+        if text not in seen:
+            seen.add(text)
+            st.warning(text, icon=":material/database:")
 
 
 def feature_label(row: dict) -> str:

@@ -11,8 +11,10 @@
 Cleaning rules (``CLEANING_VERSION``), for caption files and lists:
 
 1. the file is read as UTF-8 (a UTF-8 BOM is stripped; a UTF-16 BOM switches to UTF-16);
-   undecodable bytes are replaced by U+FFFD and the lines with such bytes are counted;
-   lines are split on "\\n" only;
+   lines are split on "\\n" only; a line with bytes that do not decode (or with U+FFFD, the
+   mark of an earlier failed conversion) is left out — never patched with replacement
+   characters — counted, and named in a note; a file where most lines do not decode is
+   refused with a message that says how to convert it;
 2. every control character (tab, CR, NUL, ESC, ... — Unicode category Cc — and the line/paragraph
    separators U+2028/U+2029) becomes a space; lines that had control characters other than tab
    and CR are counted; the text is NFC-normalised and runs of whitespace collapse to one space,
@@ -214,26 +216,63 @@ class ListVocabulary(Vocabulary):
 
 
 def _decode_lines(data: bytes, rep: dict) -> list[str]:
+    """The file's lines as text, without the lines that are not valid text in its encoding.
+
+    UTF-8 (or UTF-16 with a BOM). A line with bytes that do not decode, or with U+FFFD (the mark of
+    an earlier failed conversion), is left out, never patched with replacement characters: it is
+    counted in ``rep["undecodable"]`` (its number in ``rep["first_undecodable_line"]``) and a note
+    says so. See :func:`_check_decoding` for a file that is mostly not UTF-8."""
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8):]
         rep["bom_stripped"] = True
     elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         rep["bom_stripped"] = True
+        rep["encoding"] = "utf-16"
         text = data.decode("utf-16", errors="replace")
-        rep["undecodable"] += text.count("\ufffd")
-        return text.split("\n")
+        return _drop_bad_lines(text.split("\n"), [False] * (text.count("\n") + 1), rep)
     try:
-        return data.decode("utf-8").split("\n")
+        lines = data.decode("utf-8").split("\n")
+        return _drop_bad_lines(lines, [False] * len(lines), rep)
     except UnicodeDecodeError:
         pass
-    lines = []
+    lines, bad = [], []
     for raw in data.split(b"\n"):
         try:
             lines.append(raw.decode("utf-8"))
+            bad.append(False)
         except UnicodeDecodeError:
+            lines.append("")
+            bad.append(True)
+    return _drop_bad_lines(lines, bad, rep)
+
+
+def _drop_bad_lines(lines: list[str], bad: list[bool], rep: dict) -> list[str]:
+    out = []
+    for n, (line, undecodable) in enumerate(zip(lines, bad), 1):
+        if undecodable or "\ufffd" in line:
             rep["undecodable"] += 1
-            lines.append(raw.decode("utf-8", errors="replace"))
-    return lines
+            rep.setdefault("first_undecodable_line", n)
+            continue
+        out.append(line)
+    return out
+
+
+def _check_decoding(path: Path, rep: dict) -> None:
+    """A caption file that is mostly not UTF-8 is refused (its captions would be lost); one with a
+    few bad lines is used without them, and a note says which."""
+    bad = rep["undecodable"]
+    if not bad:
+        return
+    first = rep.get("first_undecodable_line")
+    read = rep["lines_read"]
+    convert = (f"Convert it to UTF-8, e.g. `iconv -f latin1 -t utf-8 {path.name} > "
+               f"{path.stem}.utf8{path.suffix}` (use the file's real encoding), then use the "
+               "converted file.")
+    if rep["kept"] == 0 or bad * 2 > read:
+        raise FalconError(f"The caption file {path} is not UTF-8 text: {bad} of its {read} "
+                          f"lines do not decode (the first is line {first}).", convert)
+    rep["notes"].append(f"{bad} of the {read} lines of {path.name} are not valid UTF-8 and were "
+                        f"left out (the first is line {first}). {convert}")
 
 
 class CaptionFile(ListVocabulary):
@@ -259,9 +298,11 @@ class CaptionFile(ListVocabulary):
         if lines and lines[-1] == "":
             lines.pop()  # the newline at the end of the last line is not a blank line
         self._captions, self.report = clean_captions(lines, self.report)
+        self.report["lines_read"] += self.report["undecodable"]
         if not data or data == codecs.BOM_UTF8:
             raise FalconError(f"The caption file {self.path} is empty (0 bytes).",
                               "Give a text file with one caption per line (UTF-8).")
+        _check_decoding(self.path, self.report)
         self._check_nonempty()
         self._fingerprint = None
 

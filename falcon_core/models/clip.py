@@ -17,6 +17,7 @@ import contextlib
 import difflib
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -147,6 +148,79 @@ class ClipModel:
         return f"ClipModel({self.name!r}, pretrained={self.pretrained!r}, k={self.embed_dim})"
 
 
+_FIT_HINT = ("Choose the model name the checkpoint was trained with, and save it as a plain state "
+             "dict (`torch.save(model.state_dict(), path)`).")
+_MAX_KEYS = 5
+
+
+def _without_unsafe_advice(text: str) -> str:
+    """``text`` without any sentence that tells the user to load a file with
+    ``weights_only=False`` (which would run code from the file): this tool never does that."""
+    sentences = re.split(r"(?<=[.!?])\s+", str(text))
+    kept = [x for x in sentences if "weights_only" not in x and "weights only" not in x.lower()]
+    return " ".join(kept).strip() or "the file could not be loaded safely"
+
+
+def _key_list(keys: Sequence[str]) -> str:
+    keys = sorted(keys)
+    shown = ", ".join(keys[:_MAX_KEYS])
+    return shown + (f", ... ({len(keys)} in all)" if len(keys) > _MAX_KEYS else "")
+
+
+def _checkpoint_problem(name: str, path: str, error: BaseException, device) -> FalconError:
+    """Why the checkpoint at ``path`` could not be loaded into the CLIP model ``name``: a file
+    that is not a plain state dict (said in our words), or the weights that are missing,
+    unexpected or of another shape (the first few of each, by name)."""
+    import open_clip
+
+    from falcon_core.models.checkpoints import load_state_dict_file
+
+    state: dict | None = None
+    if not str(path).lower().endswith((".npz", ".npy")):
+        try:
+            state, _ = load_state_dict_file(path)
+        except FalconError as e:
+            return FalconError(f"The CLIP checkpoint {path} cannot be used: "
+                               f"{_without_unsafe_advice(e.message)}", e.hint or _FIT_HINT)
+    missing: list[str] = []
+    unexpected: list[str] = []
+    sizes: list[str] = []
+    try:
+        with torch.random.fork_rng(devices=[]):
+            model = open_clip.create_model(name, pretrained=None, device=device)
+        try:  # open_clip's own loading (with its conversions), not strict about names
+            incompatible = open_clip.load_checkpoint(model, path, strict=False)
+            missing = list(getattr(incompatible, "missing_keys", []) or [])
+            unexpected = list(getattr(incompatible, "unexpected_keys", []) or [])
+        except RuntimeError as e:  # other shapes: name them, and compare the names directly
+            sizes = [f"{k} ({a} in the file, {b} in the model)" for k, a, b in re.findall(
+                r"size mismatch for ([\w.]+): copying a param with shape torch\.Size\((\[[^\]]*\])\)"
+                r" from checkpoint, the shape in current model is torch\.Size\((\[[^\]]*\])\)",
+                str(e))]
+            if state is not None:
+                if state and all(k.startswith("module.") for k in state):
+                    state = {k[len("module."):]: v for k, v in state.items()}
+                own = set(model.state_dict())
+                missing = sorted(own - set(state))
+                unexpected = sorted(set(state) - own)
+    except Exception:  # noqa: BLE001 - the diagnosis must not hide the original problem
+        pass
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} weights of the model are not in the file ({_key_list(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} weights in the file are not in the model "
+                     f"({_key_list(unexpected)})")
+    if sizes:
+        parts.append(f"{len(sizes)} weights have another shape ({'; '.join(sizes[:_MAX_KEYS])}"
+                     + (f"; ... {len(sizes)} in all" if len(sizes) > _MAX_KEYS else "") + ")")
+    if not parts:
+        first = (str(error).splitlines() or [type(error).__name__])[0][:500]
+        parts.append(f"{type(error).__name__}: {_without_unsafe_advice(first)}")
+    return FalconError(f"The checkpoint {path} does not fit the CLIP model {name}: "
+                       + "; ".join(parts) + ".", _FIT_HINT)
+
+
 def _looks_like_path(s: str) -> bool:
     return os.sep in s or "/" in s or s.lower().endswith(_CKPT_SUFFIXES) or s.startswith("~")
 
@@ -249,12 +323,9 @@ def create_clip(spec: ClipSpec | str | None = None, device: str | torch.device |
                 OFFLINE_HINT,
             ) from e
         if source == "file":
-            raise FalconError(
-                f"The checkpoint {arg} does not fit the CLIP model {name}: {type(e).__name__}: {first}",
-                "Choose the model name the checkpoint was trained with, and save it as a plain "
-                "state dict (`torch.save(model.state_dict(), path)`).",
-            ) from e
-        raise FalconError(f"Could not build the CLIP model {name}: {type(e).__name__}: {first}") from e
+            raise _checkpoint_problem(name, arg, e, device) from e
+        raise FalconError(f"Could not build the CLIP model {name}: {type(e).__name__}: "
+                          f"{_without_unsafe_advice(first)}") from e
     try:
         with hub_offline_guard() if is_hub else contextlib.nullcontext():
             tokenizer = open_clip.get_tokenizer(name)
