@@ -35,10 +35,10 @@ behind (its temp file is removed), :attr:`DiskCache.problem` says what is wrong 
 (reported once), and the value is kept in memory for the rest of the process, so results are
 still computed and returned; they are just not kept for the next run.
 
-The namespaces ``datasets`` (downloaded probe sets, see :mod:`falcon_core.data.probes`) and
-``quarantine`` live under the same root but hold no cache entries: :meth:`DiskCache.entries`,
-:meth:`size_bytes` and :meth:`clear` without a namespace leave them alone (name one explicitly to
-include it).
+The namespaces ``datasets`` (downloaded probe sets, see :mod:`falcon_core.data.probes`),
+``quarantine`` and ``workspaces`` (the app's opaque workspace ids) live under the same root but
+hold no cache entries: :meth:`DiskCache.entries`, :meth:`size_bytes` and :meth:`clear` without a
+namespace leave them alone (name one explicitly to include it).
 """
 
 from __future__ import annotations
@@ -82,7 +82,9 @@ __all__ = [
 #: 2: every file carries a checksum trailer.
 CACHE_FORMAT = 2
 QUARANTINE = "quarantine"
-RESERVED_NAMESPACES = ("datasets", QUARANTINE)
+#: Folders under the root that hold no cache entries: downloaded data sets, files that failed
+#: their check, and the app's list of workspaces chosen on this server (see ``ui/links.py``).
+RESERVED_NAMESPACES = ("datasets", QUARANTINE, "workspaces")
 TMP_MAX_AGE_S = 3600.0
 
 TRAILER_MAGIC = b"FALCONCK"
@@ -499,7 +501,7 @@ class DiskCache:
         except ValueError:
             rel = Path(path.name)
         dest = (self.root / QUARANTINE / rel.parent
-                / f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+                / f"{path.name}.{time.strftime('%Y%m%d-%H%M%S')}-{os.urandom(3).hex()}")
         try:
             st = path.stat()
         except OSError:

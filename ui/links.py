@@ -187,7 +187,7 @@ class WorkspaceRegistry:
         if config is None or self.id_for(config) != text:
             raise LinkError(
                 f"this server does not know the workspace {text}: the link was made on another "
-                "server, or its list of workspaces was deleted",
+                "server, or its list of workspaces was deleted.",
                 "Open the Setup page to choose the models and data (the demo world is shown).")
         return config
 
