@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -310,7 +311,9 @@ def _cmd_precompute(args) -> int:
         # why the others have no explanation: each reason once, with the features it concerns
         by_reason: dict[str, list[int]] = {}
         for f, msg in failed.items():
-            by_reason.setdefault(msg.split("\n")[0], []).append(f)
+            reason = re.sub(rf"\bfeature {f}\b", "the feature", msg.split("\n")[0])
+            reason = reason.replace(" for the feature:", ":")
+            by_reason.setdefault(reason, []).append(f)
         for msg, feats in by_reason.items():
             shown = ", ".join(map(str, feats[:10])) + (" ..." if len(feats) > 10 else "")
             print(f"  {len(feats)} without an explanation (features {shown}): {msg}")

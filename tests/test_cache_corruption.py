@@ -1,0 +1,131 @@
+"""For every namespace of the disk cache: a truncated file, garbage after a valid header, a valid
+file of the wrong shape (arrays) or of the wrong structure (JSON) is moved aside and recomputed,
+and the explanation is the same as on a clean run.
+
+One tiny world (random ResNet-18, tiny CLIP, 32 images + one unreadable, a caption file): the
+models are built once; each case gets a fresh Falcon over the same cache folder, so the damaged
+file is read from disk.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import falcon_core.cache as cache_mod
+from falcon_core.cache import TRAILER_SIZE, DiskCache
+from falcon_core.pipeline import Falcon
+from falcon_core.settings import FalconSettings
+from makers import make_tiny_world, tiny_config
+
+TOPK = FalconSettings(high_rule="topk", top_k=6)
+NAMESPACES = ["representations", "representation_errors", "text_embeddings", "cams",
+              "crop_embeddings", "image_embeddings", "explanations"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    w = make_tiny_world(tmp_path_factory.mktemp("corruption-world"))
+    (w["images"] / "circle" / "broken.png").write_bytes(b"\x89PNG not really")
+    cfg = tiny_config(w)
+    parts = dict(backbone=cfg.build_backbone(), clip=cfg.build_clip())
+    parts["probe"] = cfg.build_probe(parts["backbone"])
+    parts["vocabulary"] = cfg.build_vocabulary()
+    w["parts"] = parts
+    w["cache"] = w["base"] / "cache"
+    f = make(w)
+    # a feature whose explanation has counterfactual images (so image embeddings are cached)
+    w["feature"] = next(i for i in range(64)
+                        if len(f.select_low(i, f.select_high(i).indices).indices) > 0)
+    exp = f.explain(w["feature"])
+    w["clean"] = exp.to_json()
+    w["skipped"] = f.skipped_images
+    assert w["skipped"], "the broken image is recorded in representation_errors"
+    for ns in NAMESPACES:
+        assert files_of(w, ns), f"nothing cached in {ns}"
+    return w
+
+
+def make(w, notes=None) -> Falcon:
+    cache = DiskCache(w["cache"], on_notice=(notes.append if notes is not None else None))
+    return Falcon(**w["parts"], settings=TOPK, cache=cache)
+
+
+def files_of(w, ns):
+    d = w["cache"] / ns
+    return sorted(p for p in d.glob("*") if p.is_file() and p.suffix in (".npy", ".json")) \
+        if d.is_dir() else []
+
+
+def header_len(path) -> int:
+    with open(path, "rb") as f:
+        np.lib.format.read_magic(f)
+        np.lib.format.read_array_header_1_0(f)
+        return f.tell()
+
+
+def truncated(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+
+
+def garbage_after_header(path):
+    """The header (and the checksum trailer) intact, the data in between garbage."""
+    data = bytearray(path.read_bytes())
+    start = header_len(path) if path.suffix == ".npy" else 2
+    n = len(data) - TRAILER_SIZE - start
+    data[start:start + n] = np.random.default_rng(1).integers(0, 256, n, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+
+
+def wrong_shape_or_schema(path):
+    """A valid file with a correct checksum, but not what its namespace holds."""
+    if path.suffix == ".npy":
+        arr = np.load(path)
+        wrong = arr[:-1] if arr.shape[0] > 1 else np.concatenate([arr, arr])
+        cache_mod.atomic_write(path, lambda f: cache_mod._write_npy(f, wrong), checksum=True)
+    else:
+        data = json.loads(path.read_bytes()[:-TRAILER_SIZE])
+        wrong = [1] if isinstance(data, dict) and "features" not in data else \
+            {**data, "words": [{"text": 3, "score": "high"}]}
+        text = json.dumps(wrong).encode()
+        cache_mod.atomic_write(path, lambda f: f.write(text), checksum=True)
+
+
+def wrong_dtype(path):
+    if path.suffix != ".npy":
+        return wrong_shape_or_schema(path)
+    arr = np.load(path).astype(np.float64)
+    cache_mod.atomic_write(path, lambda f: cache_mod._write_npy(f, arr), checksum=True)
+
+
+@pytest.mark.parametrize("damage", [truncated, garbage_after_header, wrong_shape_or_schema,
+                                    wrong_dtype], ids=lambda d: d.__name__)
+@pytest.mark.parametrize("ns", NAMESPACES)
+def test_a_damaged_entry_is_recomputed_and_the_result_is_that_of_a_clean_run(world, ns, damage):
+    if ns != "explanations":  # the explanation must be recomputed for the damaged piece to be read
+        shutil.rmtree(world["cache"] / "explanations", ignore_errors=True)
+    shutil.rmtree(world["cache"] / "quarantine", ignore_errors=True)
+    damaged = files_of(world, ns)
+    for p in damaged:
+        damage(p)
+    notes: list[str] = []
+    f = make(world, notes)
+    exp = f.explain(world["feature"])
+    assert exp.to_json() == world["clean"]
+    assert f.skipped_images == world["skipped"]
+    # each damaged file: moved aside with a note of why, said once; a good file in its place
+    moved = sorted(p.name for p in (world["cache"] / "quarantine" / ns).glob("*")
+                   if not p.name.endswith(".txt"))
+    assert len(moved) == len(damaged), (moved, damaged)
+    assert len([n for n in notes if f"{ns}/" in n]) == len(damaged), notes
+    assert all("kept for a bug report" in n for n in notes)
+    for p in damaged:
+        assert p.is_file() and p.read_bytes()[-TRAILER_SIZE:][:8] == b"FALCONCK"
+    # and the next run reads them without a word
+    later: list[str] = []
+    assert make(world, later).explain(world["feature"]).to_json() == world["clean"]
+    assert later == []
