@@ -207,11 +207,11 @@ def test_a_tampered_registry_entry_does_not_resolve(tmp_path, data):
 
 
 def test_typed_paths_only_when_the_operator_allows_them():
-    assert not links.paths_allowed({}, None)  # Streamlit listens on every address by default
-    assert not links.paths_allowed({}, "0.0.0.0")
-    assert links.paths_allowed({}, "localhost") and links.paths_allowed({}, "127.0.0.1")
-    assert links.paths_allowed({links.ALLOW_PATHS_ENV: "1"}, "0.0.0.0")
-    assert not links.paths_allowed({links.ALLOW_PATHS_ENV: "0"}, "localhost")
+    assert not links.paths_allowed({})  # off by default: the server cannot tell who reaches it
+    assert not links.paths_allowed({links.ALLOW_PATHS_ENV: "0"})
+    assert not links.paths_allowed({links.ALLOW_PATHS_ENV: "maybe"})
+    assert links.paths_allowed({links.ALLOW_PATHS_ENV: "1"})
+    assert links.paths_allowed({links.ALLOW_PATHS_ENV: "true"})
 
 
 def test_candidates_list_only_what_is_under_the_roots(tmp_path, data):

@@ -18,9 +18,10 @@ settings' own table :data:`falcon_core.settings.LIMITS`); every text has a lengt
 is refused raises :class:`LinkError` (a :class:`~falcon_core.errors.FalconError`), which the
 decoder turns into an "Ignored ... in the link" notice.
 
-Typed paths on the Setup page are allowed when the operator says so (``FALCON_ALLOW_PATHS=1``), or
-when the server listens on the loopback address only (``--server.address localhost``): then no one
-else can reach it. Off otherwise — Streamlit listens on every address by default.
+Typed paths on the Setup page are allowed only when the operator says so
+(``FALCON_ALLOW_PATHS=1``, for a server no one else can reach). Off by default: Streamlit listens on
+every address unless told otherwise, and even one bound to localhost may sit behind a reverse proxy
+that serves it to others, so the server cannot tell on its own.
 
 Nothing here imports streamlit (the tests call it directly).
 """
@@ -119,17 +120,11 @@ def data_roots(env: Mapping[str, str] | None = None) -> list[Path]:
     return out
 
 
-def paths_allowed(env: Mapping[str, str] | None = None,
-                  server_address: Optional[str] = None) -> bool:
-    """Whether the Setup page takes typed paths: ``FALCON_ALLOW_PATHS=1``/``0`` decides; unset,
-    only a server that listens on the loopback address alone (no one else can reach it)."""
+def paths_allowed(env: Mapping[str, str] | None = None) -> bool:
+    """Whether the Setup page takes typed paths: only with ``FALCON_ALLOW_PATHS=1`` (see the
+    module docstring for why it is off by default)."""
     env = os.environ if env is None else env
-    flag = str(env.get(ALLOW_PATHS_ENV, "") or "").strip().lower()
-    if flag in ("1", "true", "yes", "on"):
-        return True
-    if flag in ("0", "false", "no", "off"):
-        return False
-    return str(server_address or "").strip().lower() in ("localhost", "127.0.0.1", "::1")
+    return str(env.get(ALLOW_PATHS_ENV, "") or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _inside(path: Path, roots: Iterable[Path]) -> bool:
@@ -219,11 +214,10 @@ class LinkPolicy:
 
     @classmethod
     def from_env(cls, cache_root: str | os.PathLike | None = None,
-                 server_address: Optional[str] = None,
                  env: Mapping[str, str] | None = None) -> "LinkPolicy":
         cache = DiskCache(cache_root or None)
         return cls(roots=data_roots(env), registry=WorkspaceRegistry(cache),
-                   allow_paths=paths_allowed(env, server_address))
+                   allow_paths=paths_allowed(env))
 
     # ---- one workspace field -------------------------------------------------------------
     def check_field(self, name: str, value: Any) -> Any:

@@ -1,4 +1,4 @@
-"""``python -m falcon_core.bench <benchmark> ...``: recovery | timings.
+"""``python -m falcon_core.bench <benchmark> ...``: recovery | timings | cache-verify.
 
 (The app's latency is measured next to the app: ``python -m benchmarks.app_latency``.)"""
 
@@ -7,11 +7,12 @@ import sys
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    names = {"recovery": "recovery", "timings": "timings"}
+    names = {"recovery": "recovery", "timings": "timings", "cache-verify": "cache_verify"}
     if not argv or argv[0] not in names:
-        print("usage: python -m falcon_core.bench {recovery,timings} [options]\n"
+        print("usage: python -m falcon_core.bench {recovery,timings,cache-verify} [options]\n"
               "  recovery     does FALCON recover the demo world's known concepts?\n"
               "  timings      seconds per stage of one explanation, cold and warm\n"
+              "  cache-verify what checking a cached file costs, against reading it\n"
               "(the app's latency: python -m benchmarks.app_latency)",
               file=sys.stderr)
         return 2
