@@ -255,7 +255,8 @@ def _settings_form() -> None:
                                                "topk": "Top-k per feature",
                                                "quantile": "Per-feature quantile"}.get)
             state.seed_widget("w:alpha_std:form", float(s.alpha_std))
-            alpha_std = c[0].number_input("k (α = mean + k·std)", *state.bounds("alpha_std"), step=0.5,
+            alpha_std = c[0].number_input("k (α = mean + k·std)", *state.bounds("alpha_std"),
+                                          step=0.5,
                                           key="w:alpha_std:form")
             state.seed_widget("w:top_k:form", int(s.top_k))
             top_k = c[1].number_input("Top-k", *state.bounds("top_k"), step=1,

@@ -139,3 +139,29 @@ def make_tiny_cnn(seed: int = 0, width: int = 32, num_classes: int = 2):
 
     torch.manual_seed(seed)
     return TinyCNN().eval()
+
+
+# ---- damaged cache files (the cache's checksum trailer is the last 32 bytes) --------------------
+
+def npy_header_len(path) -> int:
+    """Bytes of a .npy file's header (magic, version, header dict)."""
+    with open(path, "rb") as f:
+        np.lib.format.read_magic(f)
+        np.lib.format.read_array_header_1_0(f)
+        return f.tell()
+
+
+def truncate_file(path, keep: float = 0.5) -> None:
+    data = Path(path).read_bytes()
+    Path(path).write_bytes(data[: int(len(data) * keep)])
+
+
+def garbage_after_header(path, trailer: int = 32) -> None:
+    """Same size, the .npy header (or the first bytes of a JSON) and the checksum trailer intact;
+    only the data in between is random bytes."""
+    path = Path(path)
+    data = bytearray(path.read_bytes())
+    start = npy_header_len(path) if path.suffix == ".npy" else 2
+    n = len(data) - trailer - start
+    data[start:start + n] = np.random.default_rng(1).integers(0, 256, n, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))

@@ -19,7 +19,7 @@ import falcon_core.cache as cache_mod
 from falcon_core.cache import TRAILER_SIZE, DiskCache
 from falcon_core.pipeline import Falcon
 from falcon_core.settings import FalconSettings
-from makers import make_tiny_world, tiny_config
+from makers import garbage_after_header, make_tiny_world, tiny_config, truncate_file
 
 TOPK = FalconSettings(high_rule="topk", top_k=6)
 NAMESPACES = ["representations", "representation_errors", "text_embeddings", "cams",
@@ -60,25 +60,8 @@ def files_of(w, ns):
         if d.is_dir() else []
 
 
-def header_len(path) -> int:
-    with open(path, "rb") as f:
-        np.lib.format.read_magic(f)
-        np.lib.format.read_array_header_1_0(f)
-        return f.tell()
-
-
 def truncated(path):
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) * 2 // 3])
-
-
-def garbage_after_header(path):
-    """The header (and the checksum trailer) intact, the data in between garbage."""
-    data = bytearray(path.read_bytes())
-    start = header_len(path) if path.suffix == ".npy" else 2
-    n = len(data) - TRAILER_SIZE - start
-    data[start:start + n] = np.random.default_rng(1).integers(0, 256, n, dtype=np.uint8).tobytes()
-    path.write_bytes(bytes(data))
+    truncate_file(path, 2 / 3)
 
 
 def wrong_shape_or_schema(path):

@@ -14,7 +14,7 @@ import pytest
 
 import falcon_core.cache as cache_mod
 from falcon_core.cache import TRAILER_SIZE, DiskCache
-from makers import cache_snapshot
+from makers import cache_snapshot, garbage_after_header, truncate_file
 
 ARR = np.arange(6 * 5, dtype=np.float32).reshape(6, 5)
 
@@ -34,26 +34,8 @@ def quarantined(cache) -> list[str]:
     return sorted(p.name for p in q.rglob("*") if p.is_file()) if q.exists() else []
 
 
-def npy_header_len(path) -> int:
-    with open(path, "rb") as f:
-        np.lib.format.read_magic(f)
-        np.lib.format.read_array_header_1_0(f)
-        return f.tell()
-
-
 def truncate(path):
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-
-
-def garbage_after_header(path):
-    """Same size, same header and trailer: only the data in between is garbage."""
-    data = bytearray(path.read_bytes())
-    start = npy_header_len(path) if path.suffix == ".npy" else 1
-    rng = np.random.default_rng(0)
-    data[start:len(data) - TRAILER_SIZE] = rng.integers(0, 256, len(data) - TRAILER_SIZE - start,
-                                                        dtype=np.uint8).tobytes()
-    path.write_bytes(bytes(data))
+    truncate_file(path, 0.5)
 
 
 def plain_npy(path, arr):

@@ -42,7 +42,8 @@ def test_caption_file_cleaning(tmp_path):
            "a\tdog  on\t\tgrass\r\n"
            "bell\x00ring\x1b[0m here\n"
            + long + "\n"
-           ).encode("utf-8") + b"caf\xe9 bad bytes\n" + "a dog on grass\na dog on grass again\n".encode()
+           ).encode("utf-8") + b"caf\xe9 bad bytes\n" \
+        + "a dog on grass\na dog on grass again\n".encode()
     p = tmp_path / "caps.txt"
     p.write_bytes(raw)
     v = CaptionFile(p)

@@ -242,8 +242,8 @@ PARAMS = st.dictionaries(st.one_of(st.sampled_from(KEYS), st.text(max_size=10)),
                          st.one_of(VALUES, st.lists(VALUES, max_size=3)), max_size=8)
 
 
-@hsettings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                   HealthCheck.function_scoped_fixture])
+@hsettings(max_examples=400, deadline=None,
+           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(params=PARAMS)
 def test_fuzz_decode_never_raises_and_lets_through_only_allowed_values(tmp_path, params):
     pol = policy(tmp_path)
@@ -286,8 +286,8 @@ def test_fuzz_the_checkers_raise_only_the_projects_errors(name, value):
             pass
 
 
-@hsettings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                   HealthCheck.function_scoped_fixture])
+@hsettings(max_examples=200, deadline=None,
+           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(params=PARAMS, inside=st.sampled_from(["images", "images/cats", "captions.txt",
                                               "weights.pth", "escape.txt", "nothing", "..",
                                               "images/../../secret.txt", "\ud800"]),

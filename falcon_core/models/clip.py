@@ -194,8 +194,9 @@ def _checkpoint_problem(name: str, path: str, error: BaseException, device) -> F
             unexpected = list(getattr(incompatible, "unexpected_keys", []) or [])
         except RuntimeError as e:  # other shapes: name them, and compare the names directly
             sizes = [f"{k} ({a} in the file, {b} in the model)" for k, a, b in re.findall(
-                r"size mismatch for ([\w.]+): copying a param with shape torch\.Size\((\[[^\]]*\])\)"
-                r" from checkpoint, the shape in current model is torch\.Size\((\[[^\]]*\])\)",
+                r"size mismatch for ([\w.]+): copying a param with shape "
+                r"torch\.Size\((\[[^\]]*\])\) from checkpoint, the shape in current model is "
+                r"torch\.Size\((\[[^\]]*\])\)",
                 str(e))]
             if state is not None:
                 if state and all(k.startswith("module.") for k in state):
@@ -207,7 +208,8 @@ def _checkpoint_problem(name: str, path: str, error: BaseException, device) -> F
         pass
     parts = []
     if missing:
-        parts.append(f"{len(missing)} weights of the model are not in the file ({_key_list(missing)})")
+        parts.append(f"{len(missing)} weights of the model are not in the file "
+                     f"({_key_list(missing)})")
     if unexpected:
         parts.append(f"{len(unexpected)} weights in the file are not in the model "
                      f"({_key_list(unexpected)})")
