@@ -78,6 +78,20 @@ def wrong_shape_or_schema(path):
         cache_mod.atomic_write(path, lambda f: f.write(text), checksum=True)
 
 
+def wrong_width(path):
+    """A valid array with one column fewer (rows of another model)."""
+    if path.suffix != ".npy":
+        data = json.loads(path.read_bytes()[:-TRAILER_SIZE])
+        wrong = {"0": 1} if isinstance(data, dict) and "features" not in data else \
+            {**data, "version": 99}
+        text = json.dumps(wrong).encode()
+        cache_mod.atomic_write(path, lambda f: f.write(text), checksum=True)
+        return
+    arr = np.load(path)
+    wrong = np.ascontiguousarray(arr[..., :-1])
+    cache_mod.atomic_write(path, lambda f: cache_mod._write_npy(f, wrong), checksum=True)
+
+
 def wrong_dtype(path):
     if path.suffix != ".npy":
         return wrong_shape_or_schema(path)
@@ -86,7 +100,7 @@ def wrong_dtype(path):
 
 
 @pytest.mark.parametrize("damage", [truncated, garbage_after_header, wrong_shape_or_schema,
-                                    wrong_dtype], ids=lambda d: d.__name__)
+                                    wrong_width, wrong_dtype], ids=lambda d: d.__name__)
 @pytest.mark.parametrize("ns", NAMESPACES)
 def test_a_damaged_entry_is_recomputed_and_the_result_is_that_of_a_clean_run(world, ns, damage):
     if ns != "explanations":  # the explanation must be recomputed for the damaged piece to be read
