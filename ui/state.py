@@ -427,3 +427,78 @@ def policy() -> "links.LinkPolicy":
     if key not in _POLICIES:
         _POLICIES[key] = links.LinkPolicy.from_env(key[0] or None)
     return _POLICIES[key]
+
+
+def workspace() -> WorkspaceConfig:
+    """The current workspace (the demo world unless changed on the Setup page or in the URL)."""
+    ss = _ss()
+    try:
+        return workspace_from(ss.get("workspace"))
+    except (FalconError, TypeError):
+        ss["workspace"] = WorkspaceConfig.demo().to_dict()
+        return WorkspaceConfig.demo()
+
+
+def set_workspace(config: WorkspaceConfig) -> None:
+    ss = _ss()
+    ss["workspace"] = config.to_dict()
+    ss["sel"] = {}  # feature numbers of one model mean nothing for another
+    for key in list(ss.keys()):
+        if isinstance(key, str) and key.startswith("w:"):
+            del ss[key]
+
+
+def settings() -> FalconSettings:
+    """The current settings: the workspace's defaults + what was changed (sliders, URL)."""
+    ss = _ss()
+    base = base_settings(workspace())
+    try:
+        return settings_from(ss.get("settings"), base)
+    except FalconError:
+        ss["settings"] = {}
+        return base
+
+
+def set_settings(new: FalconSettings) -> None:
+    _ss()["settings"] = settings_overrides(new, base_settings(workspace()))
+
+
+def get(name: str, default: Any = None) -> Any:
+    """A selection entry (``feature``, ``features``, ``image``, ...)."""
+    return _ss().setdefault("sel", {}).get(name, default)
+
+
+def put(name: str, value: Any) -> None:
+    sel = _ss().setdefault("sel", {})
+    if value is None:
+        sel.pop(name, None)
+    else:
+        sel[name] = value
+
+
+def bounds(name: str) -> tuple[Any, Any]:
+    """The range of setting ``name`` (from the settings' one table, ``LIMITS``), typed like the
+    setting: what its slider or number box offers, and what a link may set."""
+    from falcon_core.settings import LIMITS
+
+    lim = LIMITS[name]
+    default = SETTINGS_FIELDS[name].default
+    if isinstance(default, int) and not isinstance(default, bool):
+        return int(lim.lo), int(lim.hi)
+    return float(lim.lo), float(lim.hi)
+
+
+def clamp_widget(key: str, lo: Any, hi: Any) -> None:
+    """Keep a slider's stored value inside its range (a range that moved since it was set)."""
+    ss = _ss()
+    if key in ss and isinstance(ss[key], (int, float)) and not isinstance(ss[key], bool):
+        v = ss[key]
+        if v != v or v < lo or v > hi:  # NaN, below or above
+            ss[key] = type(v)(lo if v != v or v < lo else hi)
+
+
+def seed_widget(key: str, value: Any) -> None:
+    """Give a widget its starting value through the session state (once)."""
+    ss = _ss()
+    if key not in ss:
+        ss[key] = value
