@@ -402,8 +402,10 @@ _FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
-def cache_problem(root: str | os.PathLike, error: OSError) -> FalconError:
-    """A message and what to do for a cache folder that cannot be written."""
+def cache_problem(root: str | os.PathLike, error: OSError, kept_in_memory: bool = True
+                  ) -> FalconError:
+    """A message and what to do for a cache folder that cannot be written (``kept_in_memory``:
+    the cache goes on without it, and the message says so)."""
     root = Path(root)
     cause = error.strerror or str(error) or type(error).__name__
     if root.exists() and not root.is_dir():
@@ -420,8 +422,9 @@ def cache_problem(root: str | os.PathLike, error: OSError) -> FalconError:
     else:
         what = f"The cache folder {root} cannot be used ({cause})."
         fix = "Set FALCON_CACHE (or --cache-dir) to a writable local folder."
-    return FalconError(what + " Results are computed but not kept: the next run computes them "
-                              "again.", fix)
+    if kept_in_memory:
+        what += " Results are computed but not kept: the next run computes them again."
+    return FalconError(what, fix)
 
 
 # ------------------------------------------------------------------------------------ the cache

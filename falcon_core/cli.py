@@ -367,8 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         root = Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_root()
         name = str(getattr(e, "filename", "") or "")
         if name and (name == str(root) or name.startswith(str(root) + "/")):
-            err = cache_problem(root, e)
-            print(f"error: {err.message.split(' Results are')[0]}", file=sys.stderr)
+            err = cache_problem(root, e, kept_in_memory=False)
+            print(f"error: {err.message}", file=sys.stderr)
             print(f"what to do: {err.hint}", file=sys.stderr)
         else:
             print(f"error: {e.strerror or e}" + (f": {name}" if name else ""), file=sys.stderr)

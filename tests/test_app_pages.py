@@ -197,7 +197,9 @@ def test_pair_page_compares_the_group_with_each_feature(demo):
 
 def test_pair_page_bad_input_gives_a_message(demo):
     at = run_page("pages/pairs_and_groups.py", {"features": f"1,{demo.num_features + 5}"})
-    only_expected_error(at, f"Feature {demo.num_features + 5} is out of range")
+    no_error(at)  # a feature the backbone does not have, in a link: a notice
+    assert any(f"Ignored 'features=1,{demo.num_features + 5}' in the link" in w and
+               f"not {demo.num_features + 5}" in w for w in texts(at.warning))
     at.text_input(key="w:features").set_value("3, x").run()
     only_expected_error(at, "whole number")
 
@@ -354,9 +356,15 @@ def test_failures_page_unknown_image_in_the_link(demo):
     hand = head_by_hand(demo)
     at = run_page("pages/failures.py", {"image": "99999999"})
     no_error(at)
-    assert any("Probe image 99999999 is not among the misclassified" in w
-               for w in texts(at.warning))
+    assert any("Ignored 'image=99999999' in the link: this workspace has "
+               f"{demo.falcon.num_images} images" in w for w in texts(at.warning))
     assert at.selectbox(key="w:image").value == int(hand.wrong[0])  # the first one instead
+    right = next(j for j in range(demo.falcon.num_images) if j not in set(hand.wrong.tolist()))
+    at = run_page("pages/failures.py", {"image": str(right)})  # an image classified right
+    no_error(at)
+    assert any(f"Probe image {right} is not among the misclassified" in w
+               for w in texts(at.warning))
+    assert at.selectbox(key="w:image").value == int(hand.wrong[0])
 
 
 def _png(image) -> bytes:

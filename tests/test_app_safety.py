@@ -201,3 +201,14 @@ def test_fuzz_links_never_give_a_traceback_in_the_app(params):
             not set(params) & {"backbone", "clip", "world", "seed", "probe_size", "layer"}:
         assert on_the_demo_world(at) or params.get("probe") == "demo" or \
             params.get("vocabulary") == "demo"
+
+
+def test_a_cache_folder_that_is_a_file_gets_a_message_not_a_traceback(monkeypatch, tmp_path):
+    root = tmp_path / "cache-file"
+    root.write_text("not a folder")
+    monkeypatch.setenv("FALCON_CACHE", str(root))
+    at = run()
+    no_traceback(at)
+    assert any(f"The cache folder {root} is a file, not a folder" in e for e in texts(at.error))
+    assert any("FALCON_CACHE" in i for i in texts(at.info))
+    assert not at.expander or all("bug report" not in str(x.label) for x in at.expander)

@@ -209,3 +209,16 @@ def test_clip_checkpoints_that_do_not_fit_name_their_keys(world, capsys, tmp_pat
     torch.save({"w": Payload()}, tmp_path / "pickle.pt")
     rc, out, err = run(world, capsys, "explain", F, clip_pretrained=tmp_path / "pickle.pt")
     assert rc == 2 and "refused for safety" in err and "weights_only" not in err
+
+
+def test_the_demo_world_with_a_cache_folder_that_is_a_file(capsys, tmp_path, monkeypatch):
+    """The demo world keeps its generated images under $FALCON_CACHE too: without a folder there
+    it cannot start, and says so (no traceback)."""
+    root = tmp_path / "cache-file"
+    root.write_text("not a folder")
+    monkeypatch.setenv("FALCON_CACHE", str(root))
+    rc = cli.main(["explain", "7", "--no-progress"])
+    out, err = capsys.readouterr()
+    assert rc == 2 and "Traceback" not in err
+    assert f"error: The cache folder {root} is a file, not a folder." in err
+    assert "what to do: Set FALCON_CACHE (or --cache-dir)" in err

@@ -312,3 +312,16 @@ def test_fuzz_with_a_data_root_only_paths_inside_it_come_through(tmp_path_factor
             path = str(v)[len("laion:"):] if str(v).startswith("laion:") else str(v)
             assert os.path.commonpath([os.path.realpath(path), real_root]) == real_root, (k, v)
             assert os.path.exists(path)
+
+
+def test_fields_that_may_be_unset_can_be_unset(tmp_path):
+    dec = state.decode({"class_names": "", "weights": "None", "clip_pretrained": "",
+                        "world": "", "layer": ""}, policy(tmp_path))
+    assert dec.problems == []
+    assert dec.workspace == {"class_names": None, "weights": None, "clip_pretrained": None,
+                             "world": None, "layer": None}
+    pol = policy(tmp_path)
+    for k, v in WorkspaceConfig(backbone="resnet18", weights="imagenet").to_dict().items():
+        assert pol.check_field(k, v) == v  # every field of a preset workspace passes as it is
+    for field in ("backbone", "clip", "probe", "vocabulary", "token_pool"):
+        assert state.decode({field: ""}, pol).problems  # these always have a value

@@ -101,6 +101,9 @@ CHOICES: dict[str, set[Any]] = {
 }
 
 
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(WorkspaceConfig)}
+
+
 def _show(values: Iterable[Any]) -> str:
     return ", ".join(sorted(str(v) for v in values if v is not None))
 
@@ -238,6 +241,8 @@ class LinkPolicy:
             text = text.strip()
             if text in ("", "None"):
                 text = None
+        if text is None and _DEFAULTS.get(name, "") is None:  # "not set": the preset default
+            return None
         if name == "layer":
             if text is not None and not _LAYER_RE.match(text):
                 raise LinkError("layer must be a module name such as layer4 or blocks.11.norm1.")

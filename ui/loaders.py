@@ -56,6 +56,16 @@ def falcon(config: WorkspaceConfig | None = None):
             return _falcon(state.config_key(config), cache_root())
     except FalconError as e:
         errors.show_falcon_error(e, "The workspace could not be opened")
+    except OSError as e:  # e.g. the demo world's files under a cache folder that is unusable
+        from falcon_core.cache import cache_problem, default_cache_root
+
+        root = Path(cache_root()) if cache_root() else default_cache_root()
+        name = str(getattr(e, "filename", "") or "")
+        if name == str(root) or name.startswith(str(root) + os.sep):
+            errors.show_falcon_error(cache_problem(root, e, kept_in_memory=False),
+                                     "The workspace could not be opened")
+        else:
+            errors.show_unexpected(e, "The workspace could not be opened")
     except Exception as e:  # noqa: BLE001
         errors.show_unexpected(e, "The workspace could not be opened")
     if config != WorkspaceConfig.demo():
