@@ -92,7 +92,7 @@ _TRAILER = struct.Struct("<8sQ16s")
 TRAILER_SIZE = _TRAILER.size
 #: Arrays are read (and hashed) in blocks of this many bytes: small enough to stay in the CPU
 #: cache between the read and the hash (see ``python -m falcon_core.bench cache-verify``).
-READ_BLOCK = 1 << 19
+READ_BLOCK = 1 << 18
 #: Writes go out in blocks of this many bytes (so a full disk interrupts a big write early).
 WRITE_BLOCK = 1 << 22
 #: Values kept in memory when the folder cannot be written (oldest dropped first beyond this).
