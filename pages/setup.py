@@ -88,9 +88,10 @@ def _workspace_form(current: WorkspaceConfig) -> None:
         _clear_setup_widgets()
         st.rerun()
     if open_clicked:
-        try:  # what the form gives is checked like a link (typed paths: when allowed)
+        try:  # checked like a link, except what the operator lets users type
+            typed = links.TYPED_FIELDS if policy.allow_paths else ()
             for k, v in new.to_dict().items():
-                if not (policy.allow_paths and k in links.PATH_FIELDS):
+                if k not in typed:
                     policy.check_field(k, v)
         except FalconError as e:
             errors.show_falcon_error(e, "This workspace cannot be opened")

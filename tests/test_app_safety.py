@@ -154,7 +154,7 @@ def test_a_typed_workspace_is_linked_by_an_opaque_id(tiny, monkeypatch, tmp_path
               "probe": len(at.selectbox(key="setup:probe").options) - 1, "vocabulary": 1}
     for group, i in choose.items():
         at.selectbox(key=f"setup:{group}").set_value(i).run()
-    at.text_input(key="setup:backbone:backbone").set_value("resnet18")
+    at.text_input(key="setup:backbone:backbone").set_value("timm:resnet18")  # typed, not a preset
     at.text_input(key="setup:backbone:weights").set_value(str(tiny["backbone"]))
     at.text_input(key="setup:clip:clip").set_value(str(tiny["clip_config"]))
     at.text_input(key="setup:clip:clip_pretrained").set_value(str(tiny["clip_ckpt"]))

@@ -147,7 +147,7 @@ def test_unreadable_images_are_never_in_T_or_L(mixed):
     assert len(everything.high) == int(valid.sum()) == 18
     assert not bad & {r.index for r in everything.high}
     # L as wide as it gets: every readable image outside T is low and similar enough
-    s = TOPK.replace(top_k=3, low_threshold=10.0, beta=-10.0, max_low_images=0)
+    s = TOPK.replace(top_k=3, low_threshold=10.0, beta=-1.0, max_low_images=0)
     exp = f.explain(2, s)
     low = {r.index for r in exp.low}
     assert low == set(np.flatnonzero(valid).tolist()) - {r.index for r in exp.high}
@@ -278,11 +278,11 @@ def test_no_highly_activating_image(falcon):
 
 
 @pytest.mark.parametrize("change, words", [
-    (dict(beta=1.5), ["none has a similarity ≥ β = 1.5"]),
+    (dict(beta=1.0), ["none has a similarity ≥ β = 1"]),  # β's highest value (LIMITS)
     (dict(low_threshold=-1.0), ["below ε = -1"]),
 ])
 def test_no_counterfactual_image(falcon, change, words):
-    # a feature with low images (so that beta = 1.5 is what leaves L empty)
+    # a feature with low images (so that beta = 1 is what leaves L empty)
     feat = next(f for f in range(64)
                 if falcon.select_low(f, falcon.select_high(f).indices).n_candidates > 0)
     root = falcon.cache.root

@@ -73,6 +73,8 @@ _SUFFIXES = {
 #: Fields whose values may be a path (a file, or a folder for the probe set / LAION shards).
 PATH_FIELDS = ("weights", "clip", "clip_pretrained", "probe", "vocabulary", "world",
                "class_names")
+#: What the Setup page takes as typed when the operator allows it: paths and model names.
+TYPED_FIELDS = PATH_FIELDS + ("backbone",)
 
 
 class LinkError(FalconError):
