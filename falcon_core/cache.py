@@ -22,8 +22,9 @@ final name, and ``*.tmp`` files are never read.
 JSON text or bytes) followed by a 32-byte trailer: ``FALCONCK``, the payload's length
 (uint64, little-endian) and the xxh3-128 digest of the payload. (numpy ignores bytes after an
 array, so a cached ``.npy`` still opens with ``np.load``.) A read checks the trailer, the length
-and the digest — an array is hashed block by block right after each block is read, while it is
-still in the CPU cache; a memory-mapped one is hashed through the mapping — and then what the
+and the digest — an array is hashed block by block right after each block is read (8 MB blocks:
+on a read from disk the kernel reads ahead meanwhile); a memory-mapped one is hashed through the
+mapping — and then what the
 caller expects: an array's shape and dtype, a JSON value's schema (``schema=``). A file that fails
 any check (truncated, garbage after a valid header, no trailer, the wrong shape, the wrong
 structure) is moved to ``<root>/quarantine/`` for a bug report, reported once
@@ -90,9 +91,10 @@ TMP_MAX_AGE_S = 3600.0
 TRAILER_MAGIC = b"FALCONCK"
 _TRAILER = struct.Struct("<8sQ16s")
 TRAILER_SIZE = _TRAILER.size
-#: Arrays are read (and hashed) in blocks of this many bytes: small enough to stay in the CPU
-#: cache between the read and the hash (see ``python -m falcon_core.bench cache-verify``).
-READ_BLOCK = 1 << 18
+#: Arrays are read (and hashed) in blocks of this many bytes: big enough that a read from disk
+#: streams (the kernel reads ahead while a block is hashed), small enough to be hashed from the
+#: CPU's last-level cache (``python -m falcon_core.bench cache-verify`` measures both cases).
+READ_BLOCK = 1 << 23
 #: Writes go out in blocks of this many bytes (so a full disk interrupts a big write early).
 WRITE_BLOCK = 1 << 22
 #: Values kept in memory when the folder cannot be written (oldest dropped first beyond this).
@@ -357,17 +359,48 @@ def _show_shape(expected: tuple) -> str:
                            for e in expected) + ")"
 
 
+def _check_trailer(trailer: bytes, n: int, digest: bytes) -> None:
+    magic, length, stored = _TRAILER.unpack(trailer)
+    if magic != TRAILER_MAGIC:
+        raise CacheCheckError("no checksum at its end (truncated, appended to, or not written "
+                              "by this version)")
+    if length != n:
+        raise CacheCheckError(f"its length does not match its checksum ({n} bytes, {length} "
+                              "expected: truncated?)")
+    if stored != digest:
+        raise CacheCheckError("checksum mismatch: the data was changed or damaged")
+
+
 def _read_npy(path: Path, mmap: bool, shape: Optional[tuple], dtype: Any) -> np.ndarray:
-    """A verified array: checksum, then the expected shape and dtype. Raises CacheCheckError."""
+    """A verified array: checksum, then the expected shape and dtype. Raises CacheCheckError.
+
+    The file is read front to back once (header, data, then the trailer that follows it), so a
+    read from disk streams; each block of data is hashed right after it is read."""
     with open(path, "rb", buffering=0) as f:
         size = os.fstat(f.fileno()).st_size
-        n, digest = _read_trailer(f, size)
-        f.seek(0)
-        head = f.read(min(n, _MAX_NPY_HEADER + 16))
+        if size < TRAILER_SIZE:
+            raise CacheCheckError(f"truncated: {size} bytes, shorter than its checksum")
+        head = f.read(min(size - TRAILER_SIZE, 4096))
+        if len(head) >= 10 and head[6:8] == b"\x01\x00":
+            need = 10 + int.from_bytes(head[8:10], "little")
+        elif len(head) >= 12 and head[6:8] == b"\x02\x00":
+            need = 12 + int.from_bytes(head[8:12], "little")
+        else:
+            need = len(head)
+        if need > size - TRAILER_SIZE:
+            raise CacheCheckError(f"truncated: {size} bytes, its header alone needs {need}")
+        if len(head) < need <= _MAX_NPY_HEADER:
+            head += f.read(need - len(head))
         arr_shape, arr_dtype, offset = _parse_npy_header(head)
         nbytes = int(np.prod(arr_shape, dtype=np.int64)) * arr_dtype.itemsize
-        if offset + nbytes != n:
-            raise CacheCheckError(f"its .npy header says {offset + nbytes} bytes but it holds {n}")
+        n = offset + nbytes
+        if size == n:
+            raise CacheCheckError("no checksum at its end (not written by this version, or "
+                                  "copied by hand)")
+        if size < n + TRAILER_SIZE:
+            raise CacheCheckError(f"truncated: {size} bytes, {n + TRAILER_SIZE} expected")
+        if size > n + TRAILER_SIZE:
+            raise CacheCheckError(f"{size} bytes, {n + TRAILER_SIZE} expected: appended to")
         if dtype is not None and arr_dtype != np.dtype(dtype):
             raise CacheCheckError(f"dtype {arr_dtype}, expected {np.dtype(dtype)}")
         if not shape_matches(arr_shape, shape):
@@ -375,24 +408,27 @@ def _read_npy(path: Path, mmap: bool, shape: Optional[tuple], dtype: Any) -> np.
         h = xxhash.xxh3_128(head[:offset])
         if nbytes == 0:
             out = np.empty(arr_shape, arr_dtype)  # an empty array cannot be memory-mapped
+            f.seek(offset)
         elif mmap:
             out = np.memmap(path, dtype=arr_dtype, mode="r", offset=offset, shape=arr_shape)
             flat = out.reshape(-1).view(np.uint8)
             for s in range(0, nbytes, 1 << 24):
                 h.update(flat[s:s + (1 << 24)])
+            f.seek(offset + nbytes)
         else:
             out = np.empty(arr_shape, arr_dtype)
             mv = memoryview(out.reshape(-1).view(np.uint8))
-            f.seek(offset)
-            pos = 0
-            while pos < nbytes:  # hash each block while it is still in the CPU cache
+            pos = min(len(head) - offset, nbytes)  # the first bytes came with the header
+            mv[:pos] = head[offset:offset + pos]
+            h.update(mv[:pos])
+            f.seek(offset + pos)
+            while pos < nbytes:  # hash each block right after it is read (still in the cache)
                 got = f.readinto(mv[pos:pos + READ_BLOCK])
                 if not got:
                     raise CacheCheckError("truncated while reading")
                 h.update(mv[pos:pos + got])
                 pos += got
-    if h.digest() != digest:
-        raise CacheCheckError("checksum mismatch: the data was changed or damaged")
+        _check_trailer(f.read(TRAILER_SIZE), n, h.digest())
     return out
 
 
