@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Iterable
 
 from .errors import FalconError
 from .stages.high_rules import RULES
@@ -27,20 +27,27 @@ HIGH_RULES = tuple(RULES.names())  # the registered rules for Stage 2's T (stage
 
 @dataclass(frozen=True)
 class Limit:
-    """The values one setting may take: a closed range ``[lo, hi]`` or a set of ``choices``.
+    """The values one setting may take: a closed range ``[lo, hi]`` or a set of ``choices`` (a
+    tuple, or a function that returns one: what a registry holds when the value is checked).
 
     ``what`` says what the setting is (one phrase: the command line's help and the hint of a
     refused value); ``none`` allows None (e.g. ε = "the authors' default")."""
 
     lo: float | None = None
     hi: float | None = None
-    choices: tuple[Any, ...] | None = None
+    choices: tuple[Any, ...] | Callable[[], Iterable[Any]] | None = None
     none: bool = False
     what: str = ""
 
+    def allowed(self) -> tuple[Any, ...] | None:
+        """The choices now (None for a range)."""
+        if self.choices is None or isinstance(self.choices, tuple):
+            return self.choices
+        return tuple(self.choices())
+
     def describe(self) -> str:
         if self.choices is not None:
-            return "one of " + ", ".join(_show(c) for c in self.choices)
+            return "one of " + ", ".join(_show(c) for c in self.allowed())
         text = f"between {_show(self.lo)} and {_show(self.hi)}"
         return text + (" (or none: the default)" if self.none else "")
 
@@ -58,7 +65,7 @@ LIMITS: dict[str, Limit] = {
                             what="L2-normalise each image's representation before thresholding "
                                  "(authors: on)"),
     "batch_size": Limit(1, 512, what="images per batch in Stage 1"),
-    "high_rule": Limit(choices=HIGH_RULES,
+    "high_rule": Limit(choices=RULES.names,
                        what="which images are highly activating: global (mean + k·std of the "
                             "normalised matrix, authors), topk (per feature), quantile (per "
                             "feature)"),
@@ -142,7 +149,7 @@ def check_setting(name: str, value: Any) -> Any:
         if not math.isfinite(value):
             raise refuse("is not a finite number")
     if limit is not None:
-        if limit.choices is not None and value not in limit.choices:
+        if limit.choices is not None and value not in limit.allowed():
             raise refuse("is not allowed")
         if limit.lo is not None and value < limit.lo or limit.hi is not None and value > limit.hi:
             raise refuse("is out of range")
