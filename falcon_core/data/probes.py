@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import os
 import pickle
 import re
@@ -65,6 +66,7 @@ __all__ = [
     "available_probes",
     "PROBES",
     "load_image_file",
+    "load_image_bytes",
     "to_rgb",
     "normalize_class_name",
 ]
@@ -175,8 +177,25 @@ def load_image_file(path: str | os.PathLike, max_side: Optional[int] = DEFAULT_M
         raise BadImageError(f"Cannot read image {name}: {e.strerror or e}", hint) from e
     if size == 0:
         raise BadImageError(f"Cannot read image {name}: the file is empty (0 bytes).", hint)
+    return _decode(path, name, hint, max_side, max_pixels,
+                   "Downscale the image before adding it to the probe set.")
+
+
+def load_image_bytes(data: bytes, name: str = "the image", max_side: Optional[int] = DEFAULT_MAX_SIDE,
+                     max_pixels: int = MAX_PIXELS,
+                     hint: str = "Use a JPEG, PNG, WebP or BMP image.") -> Image.Image:
+    """The bytes of one image file (an upload) as RGB, by the same rules as
+    :func:`load_image_file`; ``BadImageError`` (with ``hint``) if they are not an image."""
+    if not data:
+        raise BadImageError(f"Cannot read image {name}: the file is empty (0 bytes).", hint)
+    return _decode(io.BytesIO(data), name, hint, max_side, max_pixels, "Downscale the image first.")
+
+
+def _decode(source, name: str, hint: str, max_side: Optional[int], max_pixels: int,
+            big_hint: str) -> Image.Image:
+    """Decode ``source`` (a path or a file object) in full, by the module's rules."""
     try:
-        with Image.open(path) as im:
+        with Image.open(source) as im:
             w, h = im.size
             if w < 1 or h < 1:
                 raise BadImageError(f"Cannot read image {name}: it has no pixels ({w}x{h}).",
@@ -185,7 +204,7 @@ def load_image_file(path: str | os.PathLike, max_side: Optional[int] = DEFAULT_M
                 raise BadImageError(
                     f"Cannot read image {name}: it is {w}x{h} pixels, more than the limit of "
                     f"{max_pixels:,} pixels.",
-                    "Downscale the image before adding it to the probe set.")
+                    big_hint)
             if max_side and im.format == "JPEG" and max(w, h) > max_side:
                 scale = max_side / max(w, h)
                 im.draft(im.mode if im.mode in ("RGB", "L") else None,
@@ -209,7 +228,7 @@ def load_image_file(path: str | os.PathLike, max_side: Optional[int] = DEFAULT_M
         # (its threshold is set to MAX_PIXELS: warning above, error above twice that).
         raise BadImageError(f"Cannot read image {name}: it has more pixels than the limit of "
                             f"{max_pixels:,} ({e}).",
-                            "Downscale the image before adding it to the probe set.") from e
+                            big_hint) from e
     except Image.UnidentifiedImageError as e:
         raise BadImageError(f"Cannot read image {name}: not a recognised image file "
                             f"(corrupt, or not an image).", hint) from e
@@ -231,6 +250,7 @@ class ProbeSet:
         self.ids: list[str] = []
         self.labels: Optional[np.ndarray] = None
         self.class_names: Optional[list[str]] = None
+        self.class_ids: Optional[list[str]] = None  # what labels were matched by (None: names)
         self.bad_images: dict[str, str] = {}  # id -> reason, for images that failed in load()
 
     def __len__(self) -> int:
@@ -290,12 +310,15 @@ class ImageFolderProbe(ProbeSet):
     ".") are skipped. ``ids`` are the paths relative to ``root`` (with "/").
 
     Labels: when ``class_names_for_labels`` (e.g. the backbone's class names) is given, the
-    first-level subfolder name of each image is its class, matched case-insensitively with
-    spaces/underscores/hyphens folded (:func:`normalize_class_name`; the first of duplicate class
-    names wins). An ImageNet wnid folder (``n01440764``) maps through ``wnid_to_index`` when
-    given. Unmatched folders, and images directly in ``root``, get ``-1``. When no image matched,
-    ``labels`` is None. Without ``class_names_for_labels`` there are no labels (the folder names
-    are still listed in ``folder_classes`` and ``describe()``).
+    first-level subfolder name of each image is its class: matched first against
+    ``class_ids_for_labels`` (the classes' ids, e.g. ImageNet wnids such as ``n03126707``; case
+    ignored), then against the names, case-insensitively with spaces/underscores/hyphens folded
+    (:func:`normalize_class_name`). A name that several classes share (ImageNet's two "crane"
+    classes) matches none of them: such a folder is listed in ``ambiguous_folders`` (name the
+    folder by the class id instead). An ImageNet wnid folder also maps through ``wnid_to_index``
+    when given. Unmatched folders, and images directly in ``root``, get ``-1``. When no image
+    matched, ``labels`` is None. Without ``class_names_for_labels`` there are no labels (the
+    folder names are still listed in ``folder_classes`` and ``describe()``).
 
     ``fingerprint`` hashes every image's (relative path, size, mtime_ns), the loader version and
     ``max_side`` — not the root path, so a moved folder keeps its cache.
@@ -307,7 +330,8 @@ class ImageFolderProbe(ProbeSet):
                  class_names_for_labels: Optional[Sequence[str]] = None,
                  wnid_to_index: Optional[dict[str, int]] = None,
                  max_side: Optional[int] = DEFAULT_MAX_SIDE,
-                 max_pixels: int = MAX_PIXELS):
+                 max_pixels: int = MAX_PIXELS,
+                 class_ids_for_labels: Optional[Sequence[str]] = None):
         super().__init__()
         self.root = Path(root).expanduser()
         self.max_side = max_side
@@ -337,9 +361,15 @@ class ImageFolderProbe(ProbeSet):
         self.folder_classes = sorted({f for f in folders if f is not None})
         self.labels = None
         self.class_names = None
+        self.class_ids = None
         self.unmatched_folders: list[str] = []
+        self.ambiguous_folders: dict[str, list[str]] = {}  # folder -> the ids sharing its name
         if class_names_for_labels is not None:
-            self._assign_labels(list(class_names_for_labels), wnid_to_index or {})
+            names = list(class_names_for_labels)
+            ids = list(class_ids_for_labels) if class_ids_for_labels is not None else names
+            if len(ids) != len(names):
+                raise FalconError(f"{len(ids)} class ids for {len(names)} class names.")
+            self._assign_labels(names, ids, wnid_to_index or {})
         self._fingerprint: Optional[str] = None
 
     def _scan(self) -> tuple[list[Path], int]:
@@ -357,24 +387,33 @@ class ImageFolderProbe(ProbeSet):
         files.sort(key=lambda p: p.relative_to(self.root).as_posix())
         return files, skipped
 
-    def _assign_labels(self, class_names: list[str], wnid_to_index: dict[str, int]) -> None:
-        table: dict[str, int] = {}
+    def _assign_labels(self, class_names: list[str], class_ids: list[str],
+                       wnid_to_index: dict[str, int]) -> None:
+        by_id = {str(cid).casefold(): idx for idx, cid in enumerate(class_ids)}
+        by_name: dict[str, list[int]] = {}
         for idx, cname in enumerate(class_names):
-            table.setdefault(normalize_class_name(cname), idx)
+            by_name.setdefault(normalize_class_name(cname), []).append(idx)
         wnids = {str(k).lower(): int(v) for k, v in wnid_to_index.items()}
         folder_label: dict[str, int] = {}
         for folder in self.folder_classes:
             key = normalize_class_name(folder)
-            if key in table:
-                folder_label[folder] = table[key]
+            named = by_name.get(key, [])
+            if folder.casefold() in by_id:
+                folder_label[folder] = by_id[folder.casefold()]
+            elif len(named) == 1:
+                folder_label[folder] = named[0]
             elif _WNID_RE.match(folder.lower()) and folder.lower() in wnids:
                 folder_label[folder] = wnids[folder.lower()]
             else:
                 folder_label[folder] = -1
-                self.unmatched_folders.append(folder)
+                if len(named) > 1:
+                    self.ambiguous_folders[folder] = [str(class_ids[i]) for i in named]
+                else:
+                    self.unmatched_folders.append(folder)
         labels = np.array([folder_label.get(f, -1) if f is not None else -1
                            for f in self._folders], dtype=np.int64)
         self.class_names = list(class_names)
+        self.class_ids = list(class_ids)
         self.labels = labels if (labels >= 0).any() else None
 
     def path_of(self, i: int) -> Path:
@@ -403,6 +442,7 @@ class ImageFolderProbe(ProbeSet):
         d.update({"root": str(self.root), "skipped_files": self.skipped_files,
                   "folders": len(self.folder_classes),
                   "unmatched_folders": list(self.unmatched_folders),
+                  "ambiguous_folders": dict(self.ambiguous_folders),
                   "max_side": self.max_side})
         return d
 
@@ -634,7 +674,7 @@ def available_probes() -> list[str]:
 def create_probe(spec: str, **kw: Any) -> ProbeSet:
     """A probe set from a spec: a registered name (``cifar10`` / ``stl10`` / ``imagenette``, kw:
     root, split, download; ``demo``, kw: world, n, seed), or a folder path (kw:
-    class_names_for_labels, wnid_to_index, max_side). Keywords a kind does not read are ignored,
+    class_names_for_labels, class_ids_for_labels, wnid_to_index, max_side). Keywords a kind does not read are ignored,
     so a workspace can pass every kind the same ones."""
     if isinstance(spec, ProbeSet):
         return spec
@@ -647,8 +687,8 @@ def create_probe(spec: str, **kw: Any) -> ProbeSet:
         return PROBES.create(low, **kw)
     if spec.startswith("folder:"):
         spec = spec[len("folder:"):]
-    folder_kw = {k: kw[k] for k in ("class_names_for_labels", "wnid_to_index", "max_side",
-                                    "max_pixels") if k in kw}
+    folder_kw = {k: kw[k] for k in ("class_names_for_labels", "class_ids_for_labels",
+                                    "wnid_to_index", "max_side", "max_pixels") if k in kw}
     if "class_names" in kw and "class_names_for_labels" not in folder_kw:
         folder_kw["class_names_for_labels"] = kw["class_names"]
     path = Path(spec).expanduser()
