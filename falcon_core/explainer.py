@@ -40,6 +40,8 @@ from .stages import selection as selection_stage
 
 # Stored with each explanation so the app can show provenance; longer lists are cut.
 MAX_STORED_SCORES = 200
+# Kept concepts stored below the top-n cut (``Explanation.more_words``), per kind.
+MAX_MORE_CONCEPTS = MAX_STORED_SCORES
 
 
 class NoHighImagesError(FalconError):
@@ -299,6 +301,8 @@ class Explainer:
             notes=notes,
             all_word_scores=dict(concepts_stage.rank(t_words, MAX_STORED_SCORES)),
             all_phrase_scores=dict(concepts_stage.rank(t_phrases, MAX_STORED_SCORES)),
+            more_words=_kept(kept_w, l_words, s.top_words + MAX_MORE_CONCEPTS)[s.top_words:],
+            more_phrases=_kept(kept_p, l_phrases, s.top_phrases + MAX_MORE_CONCEPTS)[s.top_phrases:],
         )
 
 

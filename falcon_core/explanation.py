@@ -91,6 +91,10 @@ class Explanation:
     # Word Scores of every concept before the top-n cut (for provenance and the sliders).
     all_word_scores: dict[str, Number] = field(default_factory=dict)
     all_phrase_scores: dict[str, Number] = field(default_factory=dict)
+    # Kept concepts ranked below the top-n cut, best first (the Spurious concepts page lists
+    # them, so a concept the removal threshold lets back in is shown among the kept ones).
+    more_words: list[Concept] = field(default_factory=list)
+    more_phrases: list[Concept] = field(default_factory=list)
     version: int = FORMAT_VERSION
 
     __pydantic_config__ = _STRICT
@@ -168,17 +172,21 @@ class Explanation:
         writer.writerows(self.concept_rows())
         return buf.getvalue()
 
-    def provenance(self, concept: str, concept_sets: dict[str, set[str]] | None = None
-                   ) -> list[tuple[ImageRecord, CaptionMatch]]:
-        """The (T image, caption) pairs a concept came from.
+    def provenance(self, concept: str, concept_sets: dict[str, set[str]] | None = None,
+                   of: str = "high") -> list[tuple[ImageRecord, CaptionMatch]]:
+        """The (image, caption) pairs a concept came from: of the highly activating images T
+        (``of="high"``, its Word Score) or of the counterfactuals L (``of="low"``, its L score).
 
         A caption holds the concept when it is among the caption's extracted words or phrases
         (stored with each caption); ``concept_sets`` (caption text -> its concepts) overrides
-        them, and captions stored without concepts fall back to a whole-word test.
+        them, and captions stored without concepts fall back to a whole-word test (never a
+        substring: "star" is not in "starfish").
         """
+        if of not in ("high", "low"):
+            raise ValueError(f"of must be 'high' or 'low', not {of!r}")
         out = []
         needle = concept.lower()
-        for rec in self.high:
+        for rec in self.high if of == "high" else self.low:
             for cap in rec.captions:
                 if concept_sets is not None:
                     hit = needle in concept_sets.get(cap.text, set())

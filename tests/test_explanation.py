@@ -27,6 +27,29 @@ def test_provenance_uses_the_captions_concepts_not_substrings():
     assert exp.provenance("night") == [(exp.high[1], exp.high[1].captions[0])]
 
 
+def test_provenance_of_the_counterfactuals_is_the_same_rule():
+    """The L images a removed concept came from: whole concepts of the captions, as for T (the
+    Spurious concepts page used to match substrings)."""
+    exp = make()
+    starfish = CaptionMatch(5, "a starfish on sand", 0.6, words=["sand", "starfish"], phrases=[])
+    star = CaptionMatch(6, "a red star", 0.5, words=["red", "star"], phrases=["red star"])
+    exp.low = [ImageRecord(11, "c.png", 0.01, [starfish]), ImageRecord(12, "d.png", 0.0, [star])]
+    assert [(r.id, c.index) for r, c in exp.provenance("star", of="low")] == [("d.png", 6)]
+    assert [r.id for r, _ in exp.provenance("red star", of="low")] == ["d.png"]
+    assert [r.id for r, _ in exp.provenance("sand", of="low")] == ["c.png"]
+    assert exp.provenance("star") == []  # of="high" (the default): T's captions only
+
+
+def test_kept_concepts_below_the_cut_survive_the_round_trip():
+    exp = make()
+    exp.more_words = [Concept("wave", 0.1, 0.02)]
+    back = Explanation.from_json(exp.to_json())
+    assert back.more_words == [Concept("wave", 0.1, 0.02)] and back.more_phrases == []
+    old = json.loads(exp.to_json())
+    del old["more_words"], old["more_phrases"]  # an explanation cached before they existed
+    assert Explanation.from_dict(old).more_words == []
+
+
 def test_json_round_trip_and_csv():
     exp = make()
     data = json.loads(exp.to_json())
