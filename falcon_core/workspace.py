@@ -84,11 +84,13 @@ class WorkspaceConfig:
 
     def build_probe(self, backbone=None):
         """The probe set; a folder's class subfolders are read as labels of ``backbone``'s
-        classes."""
+        classes (by class id, e.g. an ImageNet wnid, or by a name no other class has)."""
         from .data.probes import create_probe
 
         class_names = getattr(backbone, "class_names", None) if backbone is not None else None
-        return create_probe(self.probe, class_names_for_labels=class_names, world=self.world,
+        class_ids = getattr(backbone, "class_ids", None) if backbone is not None else None
+        return create_probe(self.probe, class_names_for_labels=class_names,
+                            class_ids_for_labels=class_ids, world=self.world,
                             n=self.probe_size, seed=self.seed)
 
     def build_vocabulary(self):
