@@ -87,6 +87,31 @@ class Catalogue:
                                             min_images=s.group_min_images,
                                             min_size=s.group_min_size, valid=self.store.valid)
 
+    def groups_hint(self, settings: FalconSettings | None = None, most: int = 3
+                    ) -> list[dict[str, Any]]:
+        """When no group is discovered: the single setting changes that give some, as
+        ``[{"setting", "value", "groups"}]``, most groups first (empty when none helps).
+
+        Tried: a lower k in α = mean + k·std, a larger top-k, a lower quantile (whichever the
+        discovery reads), and fewer images per group.
+        """
+        s = settings or self.settings
+        tries: list[tuple[str, Any]] = []
+        for k in (s.alpha_std - 1, s.alpha_std - 2, s.alpha_std - 3):
+            if k > 0:
+                tries.append(("alpha_std", float(k)))
+        tries += [("top_k", s.top_k * 2), ("top_k", s.top_k * 5)]
+        tries += [("quantile", q) for q in (0.98, 0.95) if q < s.quantile]
+        tries += [("group_min_images", n) for n in (5, 3) if n < s.group_min_images]
+        found: dict[str, dict[str, Any]] = {}
+        for name, value in tries:
+            if name in found:
+                continue  # the gentlest change of each setting that gives a group
+            n = len(self.groups(s.replace(**{name: value})))
+            if n:
+                found[name] = {"setting": name, "value": value, "groups": n}
+        return sorted(found.values(), key=lambda h: -h["groups"])[:most]
+
     def coactivation(self, features: Sequence[int] | None = None,
                      settings: FalconSettings | None = None) -> np.ndarray:
         """The Jaccard index of the sets T (the settings' rule) of every two of ``features``, in

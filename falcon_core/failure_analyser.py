@@ -5,8 +5,12 @@ With the backbone's linear head ``U, b`` over the explained layer, the features 
 image both sides are shown, toward the predicted and toward the true class, each feature with its
 explanation (from the :class:`~falcon_core.explainer.Explainer`).
 
-The probe set's labels are matched to the head's classes by name (case, spaces and punctuation
-ignored), so a folder of class subfolders works with any classifier that names its classes.
+The probe set's labels are matched to the head's classes by class id (an ImageNet wnid, or the id
+given with ``--class-names id=name``), else by a name no other class has (case, spaces and
+punctuation ignored), so a folder of class subfolders works with any classifier that names its
+classes, and two classes with the same name ("crane", the bird and the machine) stay apart. Names
+that several classes share are shown with their id. Labels and class names are checked before
+Stage 1 is computed.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import numpy as np
 
 from .errors import FalconError
 from .explainer import Explainer
+from .models.classes import display_names
 from .representation_store import RepresentationStore
 from .settings import FalconSettings
 from .stages import failures as failures_stage
@@ -57,6 +62,23 @@ def _class_key(name) -> str:
     return "".join(ch for ch in str(name).lower() if ch.isalnum())
 
 
+def _match_classes(probe_ids, probe_names, head_ids, head_names) -> list[int]:
+    """For each probe class, the head class with the same id, else the one head class with the
+    same name (-1 when there is none, or when several head classes share the name)."""
+    by_id = {str(i).casefold(): n for n, i in enumerate(head_ids)}
+    by_name: dict[str, list[int]] = {}
+    for n, name in enumerate(head_names):
+        by_name.setdefault(_class_key(name), []).append(n)
+    out = []
+    for pid, pname in zip(probe_ids, probe_names):
+        if str(pid).casefold() in by_id:
+            out.append(by_id[str(pid).casefold()])
+        else:
+            named = by_name.get(_class_key(pname), [])
+            out.append(named[0] if len(named) == 1 else -1)
+    return out
+
+
 class FailureAnalyser:
     """Stage 9 over one representation store and explainer (see the module docstring)."""
 
@@ -79,10 +101,20 @@ class FailureAnalyser:
              else np.zeros(U.shape[0], dtype=np.float32))
         return U, b
 
+    def class_ids(self) -> list[str]:
+        """The head's class ids (what labels are matched by; the names where no ids are known)."""
+        ids = getattr(self.backbone, "class_ids", None) or getattr(self.backbone, "class_names",
+                                                                   None)
+        U, _ = self.head()
+        return list(ids) if ids else [f"class {i}" for i in range(U.shape[0])]
+
     def class_names(self) -> list[str]:
+        """The head's class names for display (a name several classes share gets its id)."""
         names = getattr(self.backbone, "class_names", None)
         U, _ = self.head()
-        return list(names) if names else [f"class {i}" for i in range(U.shape[0])]
+        if not names:
+            return [f"class {i}" for i in range(U.shape[0])]
+        return display_names(self.class_ids(), names)
 
     def labels(self) -> np.ndarray:
         """True labels of the probe images in the classifier's class indices (-1: unknown)."""
@@ -90,28 +122,34 @@ class FailureAnalyser:
             raise FalconError(
                 "The classifier's class names are unknown, so the probe set's labels cannot be "
                 "matched to its outputs.",
-                "Give them with the checkpoint (--class-names 'a,b,c' or a file, one a line).")
+                "Give them with the checkpoint (--class-names 'a,b,c', id=name pairs, or a file, "
+                "one a line).")
         labels = getattr(self.probe, "labels", None)
         if labels is None:
             raise FalconError("The probe set has no true labels.",
-                              "Use a labelled set: class subfolders, CIFAR-10, Imagenette, or the demo world.")
+                              "Use a labelled set: class subfolders named by class id or name, "
+                              "CIFAR-10, Imagenette, or the demo world.")
         labels = np.asarray(labels, dtype=np.int64)
         probe_names = getattr(self.probe, "class_names", None)
-        head_names = self.class_names()
-        if probe_names and list(probe_names) != head_names:
-            lookup = {_class_key(n): i for i, n in enumerate(head_names)}
-            mapping = np.array([lookup.get(_class_key(n), -1) for n in probe_names] + [-1])
+        probe_ids = getattr(self.probe, "class_ids", None) or probe_names
+        head_ids = self.class_ids()
+        if probe_names and list(probe_ids) != head_ids:
+            mapping = np.array(_match_classes(probe_ids, probe_names, head_ids,
+                                              list(self.backbone.class_names)) + [-1])
             labels = np.where(labels >= 0, mapping[np.clip(labels, 0, len(probe_names))], -1)
         if not (labels >= 0).any():
             raise FalconError("None of the probe set's labels match the classifier's classes.",
-                              "Name the class subfolders after the classifier's classes.")
+                              "Name the class subfolders after the classifier's class ids (e.g. "
+                              "ImageNet wnids) or names.")
         return labels
 
     def _known_labels(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """``(U, b, H, labels)`` with the labels of unreadable images set to -1 (unknown)."""
+        """``(U, b, H, labels)`` with the labels of unreadable images set to -1 (unknown). The
+        head, the class names and the labels are checked before Stage 1 is computed."""
         U, b = self.head()
+        labels = self.labels()
         H, valid = self.store.representations()
-        return U, b, H, np.where(valid, self.labels(), -1)
+        return U, b, H, np.where(valid, labels, -1)
 
     def failures(self) -> list[dict[str, Any]]:
         """Misclassified probe images with their true and predicted classes."""
@@ -121,6 +159,33 @@ class FailureAnalyser:
         return [{"index": int(i), "id": str(self.probe.ids[int(i)]), "true": int(labels[i]),
                  "true_name": names[int(labels[i])], "predicted": int(p),
                  "predicted_name": names[int(p)]} for i, p in zip(idx, preds)]
+
+    def summary(self, top: int = 5, k: int = 3) -> dict[str, Any]:
+        """Accuracy, the ``top`` most common confusions (true -> predicted class, with how many
+        images) and, for each, the ``k`` features that drive it: ranked by their mean
+        contribution ``h ∘ U_predicted`` over its images (Stage 9 summed over a confusion)."""
+        U, b, H, labels = self._known_labels()
+        H = np.nan_to_num(H)
+        known = labels >= 0
+        pred = failures_stage.predict(H, U, b)
+        names = self.class_names()
+        wrong = known & (pred != labels)
+        pairs: dict[tuple[int, int], list[int]] = {}
+        for i in np.flatnonzero(wrong):
+            pairs.setdefault((int(labels[i]), int(pred[i])), []).append(int(i))
+        ranked = sorted(pairs.items(), key=lambda kv: (-len(kv[1]), kv[0]))[: max(int(top), 0)]
+        confusions = []
+        for (t, p), rows in ranked:
+            mean_h = H[rows].astype(np.float64).mean(axis=0)
+            drivers = failures_stage.top_features(mean_h, U, p, k)
+            confusions.append({"true": t, "true_name": names[t], "predicted": p,
+                               "predicted_name": names[p], "count": len(rows),
+                               "images": rows,
+                               "drivers": [{"feature": f, "contribution": c} for f, c in drivers]})
+        n_known = int(known.sum())
+        return {"images": int(len(labels)), "labelled": n_known,
+                "accuracy": float((pred[known] == labels[known]).mean()) if n_known else float("nan"),
+                "misclassified": int(wrong.sum()), "confusions": confusions}
 
     def accuracy(self) -> float:
         U, b, H, labels = self._known_labels()
@@ -138,13 +203,13 @@ class FailureAnalyser:
             if index is None or not 0 <= int(index) < self.store.num_images:
                 raise FalconError(f"Unknown probe image {index!r}: there are "
                                   f"{self.store.num_images}.")
+            if true_class is None:
+                true_class = int(self.labels()[int(index)])  # checked before Stage 1
             H, valid = self.store.representations()
             if not valid[int(index)]:
                 raise FalconError(f"Probe image {index} could not be read: "
                                   f"{self.store.skipped_images.get(int(index), 'unreadable')}.")
             h = H[int(index)]
-            if true_class is None:
-                true_class = int(self.labels()[int(index)])
             ident = str(self.probe.ids[int(index)])
         else:
             h = self.store.image_features(image)

@@ -117,11 +117,13 @@ class Falcon:
     failures = _delegate("failure_analyser", FailureAnalyser.failures)
     accuracy = _delegate("failure_analyser", FailureAnalyser.accuracy)
     explain_failure = _delegate("failure_analyser", FailureAnalyser.explain_failure)
+    failure_summary = _delegate("failure_analyser", FailureAnalyser.summary)
 
     # ---- many features at once: the catalogue ------------------------------------------------
     explained = _delegate("catalogue", Catalogue.explained)
     precompute = _delegate("catalogue", Catalogue.precompute)
     search = _delegate("catalogue", Catalogue.search)
     groups = _delegate("catalogue", Catalogue.groups)
+    groups_hint = _delegate("catalogue", Catalogue.groups_hint)
     coactivation = _delegate("catalogue", Catalogue.coactivation)
     status = _delegate("catalogue", Catalogue.status)

@@ -72,7 +72,9 @@ def validate_features(features: Sequence[int] | int, num_features: int) -> tuple
             f = g
         f = int(f)
         if f < 0 or f >= num_features:
-            raise FalconError(f"Feature {f} is out of range.", f"Pick features from 0 to {num_features - 1}; {rng}.")
+            raise FalconError(f"Feature {f} is out of range: this layer has {num_features} "
+                              f"features, numbered 0 to {num_features - 1}.",
+                              "Pick a feature number in that range.")
         out.append(f)
     if len(set(out)) != len(out):
         dup = sorted({f for f in out if out.count(f) > 1})
