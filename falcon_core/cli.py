@@ -1,4 +1,4 @@
-"""Command line: ``python -m falcon_core explain|groups|failures|precompute|info``.
+"""Command line: ``python -m falcon_core explain|groups|failures|precompute|info|report``.
 
 Runs the same pipeline as the app, without a browser. With no workspace flags it uses the offline
 demo world.
@@ -16,15 +16,20 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import FalconError
+from .report import groups_hint_text, input_notes
 from .settings import HIGH_RULES, LIMITS, FalconSettings
 from .workspace import WorkspaceConfig
+
+STARTED = time.perf_counter()  # when the command started (main() sets it again)
 
 WORKSPACE_HELP = {
     "backbone": "demo, resnet18, resnet50, or timm:<model name>",
     "weights": "imagenet, random, or a checkpoint file (state dict)",
     "layer": "module to explain (default: the pooled output before the head)",
     "token_pool": "ViT features: cls token or mean of patch tokens",
-    "class_names": "classes of a checkpoint's head, in order: 'a,b,c' or a file with one a line",
+    "class_names": "classes of a checkpoint's head, in order: 'a,b,c', id=name pairs "
+                   "('n02012849=crane,n03126707=crane'), or a file, one a line (name, id=name, "
+                   "or ImageNet's 'n01440764 tench, ...'); labels are matched by id",
     "clip": "demo or an open_clip model name (e.g. ViT-B-32)",
     "clip_pretrained": "open_clip pretrained tag (e.g. openai) or a local checkpoint file",
     "probe": "demo, cifar10, stl10, imagenette, or an image folder",
@@ -107,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "through the features that drove the wrong prediction.")
     p.add_argument("--image", type=int, default=None, help="probe image index to explain")
     p.add_argument("--top", type=int, default=3, help="features per side")
-    p.add_argument("--limit", type=int, default=20, help="list at most this many failures")
+    p.add_argument("--limit", type=int, default=20,
+                   help="list at most this many failures (0: all)")
     _common(p)
 
     p = sub.add_parser("precompute", help="explain many features ahead (resumable)")
@@ -116,6 +122,19 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     p = sub.add_parser("info", help="describe the workspace and what is cached")
+    _common(p)
+
+    p = sub.add_parser("report", help="write a self-contained HTML report to hand out",
+                       description="One HTML file (images inlined, no network) with the "
+                                   "workspace, every feature explained so far sorted by "
+                                   "coherence, the discovered groups and the failure summary.")
+    p.add_argument("--out", required=True, help="the HTML file to write, e.g. model.html")
+    p.add_argument("--images", type=int, default=6, help="highly activating images per feature")
+    p.add_argument("--image-px", type=int, default=128,
+                   help="longest side of each picture in the file, in pixels")
+    p.add_argument("--no-explain", action="store_true",
+                   help="use only cached explanations (by default the features that drive the "
+                        "most common failures and the largest groups are explained first)")
     _common(p)
     return parser
 
@@ -151,8 +170,9 @@ def _falcon(args):
     return falcon
 
 
-def _save(path: str, text: str) -> int:
-    """Write an export (atomically); on failure say why and what to do. Returns the exit code."""
+def _save(path: str, text: str, what: str = "the result") -> int:
+    """Write an export (atomically) and say where it went (the full path); on failure say why
+    and what to do. Returns the exit code."""
     from .cache import atomic_write
 
     out = Path(path).expanduser()
@@ -176,7 +196,7 @@ def _save(path: str, text: str) -> int:
         print("what to do: give --out a path you can write to (and a disk with room). "
               "The result is printed above.", file=sys.stderr)
         return 2
-    print(f"saved {out}", file=sys.stderr)
+    print(f"saved {what} to {_where(out)}", file=sys.stderr)
     return 0
 
 
@@ -184,7 +204,9 @@ def _fmt(x: float) -> str:
     return "nan" if x != x else f"{x:.3f}"
 
 
-def format_explanation(exp) -> str:
+def format_explanation(exp, input_notes: Sequence[str] = ()) -> str:
+    """The explanation as the command line's table; ``input_notes``: what to know about the
+    inputs (unreadable images, what the vocabulary's cleaning dropped), as the JSON has them."""
     lines = [f"FALCON explanation of {exp.label}",
              f"  high images: {exp.high_selection['description']}",
              f"  counterfactuals: {exp.low_selection['description']}",
@@ -209,29 +231,45 @@ def format_explanation(exp) -> str:
                      f"{' (whole image)' if r.box_fallback else ''}  {caps[:80]}")
     if len(exp.high) > 10:
         lines.append(f"    ... and {len(exp.high) - 10} more")
-    for note in exp.notes:
+    for note in list(exp.notes) + list(input_notes):
         lines.append(f"  note: {note}")
     return "\n".join(lines)
 
 
+def _where(path: Path) -> str:
+    return str(path.resolve())
+
+
 def _cmd_explain(args) -> int:
     falcon = _falcon(args)
-    t0 = time.perf_counter()
-    exp = falcon.explain(args.features if len(args.features) > 1 else args.features[0])
-    elapsed = time.perf_counter() - t0
+    loaded = time.perf_counter()
+    features = args.features if len(args.features) > 1 else args.features[0]
+    exp = falcon.cached_explanation(features)
+    cached = exp is not None
+    if exp is None:
+        exp = falcon.explain(features)
+    done = time.perf_counter()
+    note = sys.stderr if args.json else sys.stdout
     if args.json:
         print(exp.to_json())
     else:
-        print(format_explanation(exp))
-        print(f"\n  ({elapsed:.1f} s)")
+        print(format_explanation(exp, input_notes(falcon)))
+    total = done - STARTED
+    if cached:
+        print(f"\n  (from the cache: {done - loaded:.2f} s; {total:.1f} s in all, "
+              f"{loaded - STARTED:.1f} s of it loading the models and data)", file=note)
+    else:
+        print(f"\n  (explained in {done - loaded:.1f} s; {total:.1f} s in all, with "
+              f"{loaded - STARTED:.1f} s loading the models and data)", file=note)
     sys.stdout.flush()
     if args.timings:
         for stage, sec in sorted(falcon.timings.items()):
             print(f"  {stage:<32} {sec:8.2f} s", file=sys.stderr)
-        print(f"  {'total':<32} {elapsed:8.2f} s", file=sys.stderr)
+        print(f"  {'total':<32} {done - loaded:8.2f} s", file=sys.stderr)
     if args.out:  # after printing: a path that cannot be written loses nothing
-        text = exp.to_csv() if Path(args.out).suffix.lower() == ".csv" else exp.to_json()
-        return _save(args.out, text)
+        csv = Path(args.out).suffix.lower() == ".csv"
+        return _save(args.out, exp.to_csv() if csv else exp.to_json(),
+                     "the concepts (CSV)" if csv else "the explanation (JSON)")
     return 0
 
 
@@ -254,11 +292,15 @@ def _cmd_groups(args) -> int:
                 row["error"] = err
         rows.append(row)
     if args.json:
-        print(json.dumps({"rule": rule, "alpha": falcon.alpha, "total": len(groups),
-                          "groups": rows}, indent=2))
+        out = {"rule": rule, "alpha": falcon.alpha, "total": len(groups), "groups": rows}
+        if not groups:
+            out["hint"] = falcon.groups_hint()
+        print(json.dumps(out, indent=2))
         return 0
     print(f"{len(groups)} groups with at least {falcon.settings.group_min_images} images "
           f"(signatures: {rule}); showing {len(rows)}")
+    if not groups:
+        print("  " + groups_hint_text(falcon.groups_hint(), falcon.settings))
     for row in rows:
         extra = ""
         if "coherence" in row:
@@ -272,27 +314,40 @@ def _cmd_failures(args) -> int:
     falcon = _falcon(args)
     if args.image is None:
         fails = falcon.failures()
+        shown = fails if args.limit <= 0 else fails[: args.limit]
         if args.json:
-            print(json.dumps({"accuracy": falcon.accuracy(), "failures": fails[: args.limit],
+            print(json.dumps({"accuracy": falcon.accuracy(), "failures": shown,
                               "total": len(fails)}, indent=2))
             return 0
-        print(f"accuracy {falcon.accuracy():.3f}; {len(fails)} misclassified probe images")
-        for f in fails[: args.limit]:
+        print(f"accuracy {falcon.accuracy():.3f}; {len(fails)} misclassified probe images"
+              + (f"; showing {len(shown)} of {len(fails)} (--limit N for more, --limit 0 for all)"
+                 if len(shown) < len(fails) else ""))
+        for f in shown:
             print(f"  {f['index']:>6}  {f['id']:<24} true {f['true_name']:<16} "
                   f"predicted {f['predicted_name']}")
+        if fails:
+            print(f"\n  why one was misclassified: failures --image {fails[0]['index']}")
         return 0
     fx = falcon.explain_failure(args.image, k=args.top)
     if args.json:
         print(json.dumps(fx.to_dict(), indent=2))
         return 0
-    print(f"image {fx.index} ({fx.id}): true {fx.true_name}, predicted {fx.predicted_name}")
-    for title, side in (("toward the prediction", fx.toward_predicted),
-                        ("toward the true class", fx.toward_true)):
+    correct = fx.true_class >= 0 and fx.true_class == fx.predicted_class
+    verdict = ("correctly classified" if correct else
+               "misclassified" if fx.true_class >= 0 else "true class unknown")
+    print(f"image {fx.index} ({fx.id}): true {fx.true_name}, predicted {fx.predicted_name}: "
+          f"{verdict}")
+    sides = [("toward the prediction", fx.toward_predicted)]
+    if not correct:
+        sides.append(("toward the true class", fx.toward_true))
+    for title, side in sides:
         print(f"\n  features {title}:")
         for it in side:
             exp = it["explanation"]
             words = ", ".join(c.text for c in exp.words[:6]) if exp else f"({it['error']})"
             print(f"    feature {it['feature']:>5}  contribution {it['contribution']:+.3f}  {words}")
+    if correct:
+        print("\n  (the classifier gets this image right; `failures` lists the ones it gets wrong)")
     return 0
 
 
@@ -344,11 +399,36 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _cmd_report(args) -> int:
+    from .report import ReportOptions, write_report
+
+    if args.images < 0 or not 16 <= args.image_px <= 1024:
+        raise FalconError("--images must be 0 or more and --image-px between 16 and 1024.")
+    falcon = _falcon(args)
+    opts = ReportOptions(images=args.images, image_px=args.image_px,
+                         explain_missing=not args.no_explain)
+    result = write_report(falcon, args.out, options=opts)
+    out = Path(args.out)
+    if args.json:
+        print(json.dumps({"path": _where(out), "bytes": result.size_bytes,
+                          "features": result.features, "pictures": result.pictures}, indent=2))
+    else:
+        print(f"wrote the report to {_where(out)} ({result.size_bytes / 1e6:.2f} MB: "
+              f"{result.features} of {falcon.num_features} features explained so far, "
+              f"{result.pictures} pictures)")
+        if result.features < falcon.num_features:
+            print("  to include every feature: python -m falcon_core precompute, then report "
+                  "again")
+    return 0
+
+
 COMMANDS = {"explain": _cmd_explain, "groups": _cmd_groups, "failures": _cmd_failures,
-            "precompute": _cmd_precompute, "info": _cmd_info}
+            "precompute": _cmd_precompute, "info": _cmd_info, "report": _cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    global STARTED
+    STARTED = time.perf_counter()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
