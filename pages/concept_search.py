@@ -7,17 +7,18 @@ from ui import errors, loaders, shell, state, views
 
 
 def main() -> None:
-    st.title("Concept search")
-    st.caption("Type a word (e.g. a colour, an object, a texture) to find the features whose "
-               "concepts contain it, best score first. Only features explained so far are "
-               "searched: explore features, or run the precompute on the Setup page to explain "
-               "them all.")
-    opened = views.open_page("word")
+    opened = views.open_page(
+        "Concept search",
+        "Type a word (e.g. a colour, an object, a texture) to find the features whose "
+        "concepts contain it, best score first. Only features explained so far are "
+        "searched: explore features, or run the precompute on the Setup page to explain "
+        "them all.",
+        "word")
     if opened is None:
         return
-    fb, settings = opened
-    table = loaders.feature_table(fb, settings)
-    st.caption(f"{len(table)} of {fb.num_features} features explained so far with these settings.")
+    falcon, settings = opened
+    table = loaders.feature_table(falcon, settings)
+    st.caption(f"{len(table)} of {falcon.num_features} features explained so far with these settings.")
     state.seed_widget(state.widget_key("word"), state.get("word") or "")
     word = st.text_input("Word or phrase", key=state.widget_key("word"),
                          placeholder="e.g. dog, striped, red car")
@@ -39,7 +40,7 @@ def main() -> None:
                 "page.")
         st.page_link("pages/setup.py", label="Go to Setup", icon=":material/settings:")
         return
-    hits = errors.call(fb.search, word, settings, what="Search failed")
+    hits = errors.call(falcon.search, word, settings, what="Search failed")
     if hits is None:
         return
     if not hits:

@@ -1,16 +1,14 @@
 """Failures: why a classifier got an image wrong, in terms of its features' concepts."""
 
-import io
+import json
 
 import streamlit as st
-from PIL import Image, UnidentifiedImageError
 
+from falcon_core.data.probes import load_image_bytes
 from ui import charts, errors, loaders, shell, state, views
 
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 
-
-def _side(fb, items, title: str, settings, key: str, colour: str) -> None:
+def _side(falcon, items, title: str, settings, key: str, colour: str) -> None:
     st.markdown(f"#### {title}")
     if not items:
         st.info("Nothing to show on this side.")
@@ -30,49 +28,37 @@ def _side(fb, items, title: str, settings, key: str, colour: str) -> None:
             if exp.spurious_words:
                 st.caption("Removed as spurious: "
                            + ", ".join(c.text for c in exp.spurious_words[:6]))
-            pairs = loaders.annotated_high(fb, exp, settings, 4)
+            pairs = loaders.annotated_high(falcon, exp, settings, 4)
             st.image([p[1] for p in pairs], caption=[f"#{r.index}" for r in exp.high[:4]],
                      width=90)
             st.page_link("pages/feature_explorer.py", label=f"Open feature {f}", icon=":material/search:",
                          query_params={"feature": str(f)})
 
 
-def _read_upload(upload) -> Image.Image | None:
-    data = upload.getvalue()
-    if not data:
-        st.error("The uploaded file is empty.")
-        st.info("**What to do:** upload a JPEG or PNG image.")
-        return None
-    if len(data) > MAX_UPLOAD_BYTES:
-        st.error("The uploaded file is too large (over 20 MB).")
-        st.info("**What to do:** upload a smaller image.")
-        return None
-    try:
-        im = Image.open(io.BytesIO(data))
-        im.load()
-        return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
-        st.error(f"“{upload.name}” is not an image that can be read.")
-        st.info("**What to do:** upload a JPEG or PNG image.")
-        return None
+def _read_upload(upload):
+    """The uploaded picture as RGB (the library's image rules), or None after saying why not.
+    Its size is bounded by the server (``server.maxUploadSize`` in .streamlit/config.toml)."""
+    return errors.call(load_image_bytes, upload.getvalue(), f"“{upload.name}”",
+                       what="The upload cannot be used")
 
 
 def main() -> None:
-    st.title("Failures")
-    st.caption("For a backbone with a linear classifier head: which features pushed a "
-               "misclassified image toward the predicted class, and which toward the true class, "
-               "each with its concepts — so you can see which (possibly spurious) concepts "
-               "caused the error.")
-    opened = views.open_page("image")
+    opened = views.open_page(
+        "Failures",
+        "For a backbone with a linear classifier head: which features pushed a "
+        "misclassified image toward the predicted class, and which toward the true class, "
+        "each with its concepts — so you can see which (possibly spurious) concepts "
+        "caused the error.",
+        "image")
     if opened is None:
         return
-    fb, settings = opened
-    fails = errors.call(loaders.failures, fb, what="Misclassified images cannot be listed")
+    falcon, settings = opened
+    fails = errors.call(loaders.failures, falcon, what="Misclassified images cannot be listed")
     if fails is None:
         return
-    acc = errors.attempt(fb.accuracy)[0]
+    acc = errors.or_none(falcon.accuracy)
     c = st.columns(3)
-    c[0].metric("Probe images", fb.num_images)
+    c[0].metric("Probe images", falcon.num_images)
     c[1].metric("Misclassified", len(fails))
     if acc is not None:
         c[2].metric("Accuracy", f"{acc:.1%}")
@@ -83,7 +69,8 @@ def main() -> None:
     if source == "Upload an image":
         upload = st.file_uploader("Image", type=["png", "jpg", "jpeg", "webp", "bmp"],
                                   key="fail_upload")
-        names = errors.attempt(fb.class_names)[0] or []
+        state.put("image", None)  # an upload is not a probe image: the link must not say one
+        names = errors.or_none(falcon.class_names) or []
         true = st.selectbox("Its true class (optional)", options=list(range(len(names))),
                             index=None, format_func=lambda i: names[i], key="fail_true",
                             placeholder="Unknown")
@@ -93,7 +80,7 @@ def main() -> None:
         image = _read_upload(upload)
         if image is None:
             return
-        fx = loaders.with_progress(fb, "Explaining the decision…", fb.explain_failure, k=k,
+        fx = loaders.with_progress(falcon, "Explaining the decision…", falcon.explain_failure, k=k,
                                    image=image, true_class=true, settings=settings,
                                    what="The image could not be explained")
         shown = image
@@ -119,10 +106,10 @@ def main() -> None:
             format_func=lambda i: f"#{i} {by_index[i]['id']}: true {by_index[i]['true_name']}"
                                   f" → predicted {by_index[i]['predicted_name']}")
         state.put("image", int(index))
-        fx = loaders.with_progress(fb, "Explaining the decision…", fb.explain_failure,
+        fx = loaders.with_progress(falcon, "Explaining the decision…", falcon.explain_failure,
                                    int(index), k=k, settings=settings,
                                    what=f"Image {index} could not be explained")
-        shown = loaders.view(fb, int(index))
+        shown = loaders.view(falcon, int(index))
     if fx is None:
         return
 
@@ -134,18 +121,18 @@ def main() -> None:
         if fx.true_class >= 0 and fx.true_class == fx.predicted_class:
             st.success("This image is classified correctly.")
         st.download_button("Download this failure explanation (JSON)",
-                           __import__("json").dumps(fx.to_dict(), indent=2),
+                           json.dumps(fx.to_dict(), indent=2),
                            file_name=f"falcon_failure_{fx.index}.json",
                            mime="application/json", key="dl_failure")
     a, b = st.columns(2)
     with a:
-        _side(fb, fx.toward_predicted, f"Toward the predicted class: {fx.predicted_name}",
+        _side(falcon, fx.toward_predicted, f"Toward the predicted class: {fx.predicted_name}",
               settings, "pred", charts.REMOVED_COLOUR)
     with b:
         if fx.true_class < 0:
             st.info("Choose the true class to see the features that pushed toward it.")
         else:
-            _side(fb, fx.toward_true, f"Toward the true class: {fx.true_name}", settings,
+            _side(falcon, fx.toward_true, f"Toward the true class: {fx.true_name}", settings,
                   "true", "#2ca02c")
 
 

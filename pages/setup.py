@@ -5,20 +5,12 @@ import time
 import pandas as pd
 import streamlit as st
 
-from falcon_core.errors import FalconError, OfflineError
+from falcon_core.cache import human_bytes
+from falcon_core.errors import FalconError
 from falcon_core.settings import HIGH_RULES, FalconSettings
 from falcon_core.workspace import WorkspaceConfig
 from ui import errors, links, loaders, presets, shell, state, views
-from ui.progress import EtaTracker, format_seconds
-
-
-def _human(n: float) -> str:
-    try:
-        from falcon_core.cache import human_bytes
-
-        return human_bytes(n)
-    except Exception:  # noqa: BLE001
-        return f"{n / 1e6:.1f} MB"
+from ui.progress import format_seconds, progress_bar
 
 
 def _workspace_form(current: WorkspaceConfig) -> None:
@@ -96,18 +88,7 @@ def _workspace_form(current: WorkspaceConfig) -> None:
         except FalconError as e:
             errors.show_falcon_error(e, "This workspace cannot be opened")
             return
-        try:
-            with st.spinner("Loading the models and data (the first time may take a while)…"):
-                loaders._falcon(state.config_key(new), loaders.cache_root())
-        except OfflineError as e:
-            errors.show_falcon_error(e, "Cannot download what this workspace needs")
-            return
-        except FalconError as e:
-            errors.show_falcon_error(e, "This workspace cannot be opened")
-            return
-        except Exception as e:  # noqa: BLE001
-            errors.show_unexpected(e, "This workspace cannot be opened")
-            return
+    if open_clicked and loaders.falcon(new, offer_demo=False) is not None:
         state.set_workspace(new)
         st.rerun()
 
@@ -149,8 +130,8 @@ def _clear_setup_widgets() -> None:
             del st.session_state[key]
 
 
-def _status(fb) -> dict | None:
-    status = errors.call(fb.status, what="What is computed cannot be listed")
+def _status(falcon) -> dict | None:
+    status = errors.call(falcon.status, what="What is computed cannot be listed")
     if status is None:
         return None
     st.markdown("### What is already computed")
@@ -158,86 +139,86 @@ def _status(fb) -> dict | None:
     c[0].metric("Representations (Stage 1)", "done" if status["representations"] else "not yet")
     c[1].metric("Features explained", f"{status['explained_features']} / "
                                       f"{status['num_features']}")
-    c[2].metric("Probe images", fb.num_images)
-    c[3].metric("Cache size", _human(status["cache_bytes"]))
+    c[2].metric("Probe images", falcon.num_images)
+    c[3].metric("Cache size", human_bytes(status["cache_bytes"]))
     st.caption(f"Cache folder: `{status['cache_root']}` (set FALCON_CACHE to move it). "
                "Explanations computed with other settings are kept too.")
     with st.expander("Cache contents and workspace details"):
-        entries = errors.attempt(fb.cache.entries)[0] or []
+        entries = falcon.cache.entries()
         if entries:
             df = pd.DataFrame(entries)
             agg = df.groupby("namespace").agg(entries=("key", "count"),
                                               size=("size_bytes", "sum"),
                                               unfinished=("complete", lambda s: int((~s).sum())))
-            agg["size"] = agg["size"].map(_human)
+            agg["size"] = agg["size"].map(human_bytes)
             st.dataframe(agg.reset_index(), hide_index=True)
-        desc = errors.attempt(fb.describe)[0]
+        desc = errors.or_none(falcon.describe)
         if desc:
             st.json(desc, expanded=False)
     return status
 
 
-def _precompute(fb, settings: FalconSettings, status: dict) -> None:
+def _precompute(falcon, settings: FalconSettings, status: dict) -> None:
     st.markdown("### Precompute explanations")
     st.caption("Explains many features at once so the feature list, the concept search and the "
                "coherence ranking cover them. Each explanation is saved as soon as it is done: "
                "you can leave this page (or stop) at any time and resume later.")
-    r = fb.num_features
+    r = falcon.num_features
     c1, c2 = st.columns(2)
     state.seed_widget("pre_first", 0)
     state.seed_widget("pre_count", min(r, 64))
     first = int(c1.number_input("From feature", 0, r - 1, step=1, key="pre_first"))
     count = int(c2.number_input("How many features", 1, r, step=1, key="pre_count"))
     feats = list(range(first, min(r, first + count)))
-    done = set(loaders.feature_table(fb, settings)["feature"].tolist())
+    done = set(loaders.feature_table(falcon, settings)["feature"].tolist())
     todo = [f for f in feats if f not in done]
     st.caption(f"{len(feats) - len(todo)} of these {len(feats)} are already explained; "
                f"{len(todo)} to go.")
     if not st.button("Start / resume the precompute", type="primary", key="pre_start",
                      disabled=not todo):
         return
-    bar = st.progress(0.0, text="Starting (representations and text embeddings first)…")
-    stage_line = st.empty()
-    tracker = EtaTracker()
-    counts = {"ok": 0, "none": 0}
     t0 = time.monotonic()
-    last = [0.0]
-
-    def target(d: int, t: int, stage: str) -> None:
-        now = time.monotonic()
-        if now - last[0] < 0.2 and not (t and d >= t):
-            return
-        last[0] = now
-        frac, text = tracker.update(d, t, stage)
-        if stage == "features":
-            bar.progress(frac, text=f"Explained {text}")
-        else:
-            stage_line.caption(f"Working on: {text}")
-
-    def on_feature(f, exp, err) -> None:
-        counts["ok" if exp is not None else "none"] += 1
-
-    router = getattr(fb, "progress", None)
-    try:
-        if hasattr(router, "route"):
-            with router.route(target):
-                result = fb.precompute(todo, settings, on_feature=on_feature)
-        else:
-            result = fb.precompute(todo, settings, on_feature=on_feature)
-    except FalconError as e:
-        errors.show_falcon_error(e, "The precompute stopped")
+    with progress_bar(falcon, "Explained", main_stage="features"):
+        result = errors.call(falcon.precompute, todo, settings, what="The precompute stopped")
+    if result is None:
         return
-    except Exception as e:  # noqa: BLE001
-        errors.show_unexpected(e, "The precompute stopped")
-        return
-    bar.progress(1.0, text=f"Done in {format_seconds(time.monotonic() - t0)}.")
-    stage_line.empty()
     no_exp = {f: m for f, m in result.items() if m}
-    st.success(f"Explained {len(result) - len(no_exp)} features.")
+    st.success(f"Explained {len(result) - len(no_exp)} features in "
+               f"{format_seconds(time.monotonic() - t0)}.")
     if no_exp:
         with st.expander(f"{len(no_exp)} features have no explanation (why)"):
             st.dataframe(pd.DataFrame([{"feature": f, "reason": m} for f, m in no_exp.items()]),
                          hide_index=True)
+
+
+RULE_LABELS = {"global": "Global α = mean + k·std (authors)", "topk": "Top-k per feature",
+               "quantile": "Per-feature quantile"}
+# (setting, column, widget, label, widget options): the method settings form, in order
+SETTINGS_FORM = [  # (setting, column, widget, label, options); ranges: the settings' LIMITS
+    ("high_rule", 0, "select", "Highly activating images", {}),
+    ("alpha_std", 0, "number", "k (α = mean + k·std)", dict(step=0.5)),
+    ("top_k", 1, "number", "Top-k", dict(step=1)),
+    ("quantile", 1, "number", "Quantile", dict(step=0.005, format="%.4f")),
+    ("cam_threshold", 2, "slider", "GradCAM mask threshold", dict(step=0.05)),
+    ("captions_per_image", 2, "number", "Captions per image", dict(step=1)),
+    ("top_words", 0, "number", "Top words", dict(step=1)),
+    ("top_phrases", 1, "number", "Top phrases", dict(step=1)),
+    ("coherence_threshold", 2, "slider", "Interpretable if coherence >", dict(step=0.01)),
+    ("normalize_rows", 0, "checkbox", "Row-normalise the representations (authors)", {}),
+    ("contrast", 1, "checkbox", "Remove spurious concepts (contrast step)", {}),
+]
+
+
+def _setting_widget(column, name: str, kind: str, label: str, options: dict, value):
+    key = f"w:{name}:form"
+    state.seed_widget(key, value)
+    if kind == "select":
+        return column.selectbox(label, list(HIGH_RULES), key=key, format_func=RULE_LABELS.get)
+    if kind == "checkbox":
+        return column.checkbox(label, key=key)
+    widget = column.slider if kind == "slider" else column.number_input
+    low, high = state.bounds(name)
+    return widget(label, low, high, key=key, **options)
 
 
 def _settings_form() -> None:
@@ -249,54 +230,12 @@ def _settings_form() -> None:
                      + note):
         with st.form("settings_form"):
             c = st.columns(3)
-            state.seed_widget("w:high_rule:form", s.high_rule)
-            rule = c[0].selectbox("Highly activating images", list(HIGH_RULES),
-                                  key="w:high_rule:form",
-                                  format_func={"global": "Global α = mean + k·std (authors)",
-                                               "topk": "Top-k per feature",
-                                               "quantile": "Per-feature quantile"}.get)
-            state.seed_widget("w:alpha_std:form", float(s.alpha_std))
-            alpha_std = c[0].number_input("k (α = mean + k·std)", *state.bounds("alpha_std"),
-                                          step=0.5,
-                                          key="w:alpha_std:form")
-            state.seed_widget("w:top_k:form", int(s.top_k))
-            top_k = c[1].number_input("Top-k", *state.bounds("top_k"), step=1,
-                                   key="w:top_k:form")
-            state.seed_widget("w:quantile:form", float(s.quantile))
-            quantile = c[1].number_input("Quantile", *state.bounds("quantile"), step=0.005,
-                                         format="%.4f",
-                                         key="w:quantile:form")
-            state.seed_widget("w:cam_threshold:form", float(s.cam_threshold))
-            cam = c[2].slider("GradCAM mask threshold", *state.bounds("cam_threshold"), step=0.05,
-                              key="w:cam_threshold:form")
-            state.seed_widget("w:captions_per_image:form", int(s.captions_per_image))
-            caps = c[2].number_input("Captions per image", *state.bounds("captions_per_image"),
-                                     step=1,
-                                     key="w:captions_per_image:form")
-            state.seed_widget("w:top_words:form", int(s.top_words))
-            top_words = c[0].number_input("Top words", *state.bounds("top_words"), step=1,
-                                           key="w:top_words:form")
-            state.seed_widget("w:top_phrases:form", int(s.top_phrases))
-            top_phrases = c[1].number_input("Top phrases", *state.bounds("top_phrases"), step=1,
-                                            key="w:top_phrases:form")
-            state.seed_widget("w:coherence_threshold:form", float(s.coherence_threshold))
-            coh = c[2].slider("Interpretable if coherence >", *state.bounds("coherence_threshold"),
-                              step=0.01,
-                              key="w:coherence_threshold:form")
-            state.seed_widget("w:normalize_rows:form", bool(s.normalize_rows))
-            norm = c[0].checkbox("Row-normalise the representations (authors)",
-                                 key="w:normalize_rows:form")
-            state.seed_widget("w:contrast:form", bool(s.contrast))
-            contrast = c[1].checkbox("Remove spurious concepts (contrast step)",
-                                     key="w:contrast:form")
+            values = {name: _setting_widget(c[col], name, kind, label, opts, getattr(s, name))
+                      for name, col, kind, label, opts in SETTINGS_FORM}
             applied = st.form_submit_button("Apply settings")
         if applied:
             try:
-                new = s.replace(high_rule=rule, alpha_std=float(alpha_std), top_k=int(top_k),
-                                quantile=float(quantile), cam_threshold=float(cam),
-                                captions_per_image=int(caps), top_words=int(top_words),
-                                top_phrases=int(top_phrases), coherence_threshold=float(coh),
-                                normalize_rows=bool(norm), contrast=bool(contrast))
+                new = s.replace(**{k: type(getattr(s, k))(v) for k, v in values.items()})
             except FalconError as e:
                 errors.show_falcon_error(e, "These settings cannot be used")
                 return
@@ -320,16 +259,16 @@ def main() -> None:
     st.info(f"**Current workspace:** {loaders.describe_workspace(current)}", icon=":material/folder_open:")
     _workspace_form(current)
     _settings_form()
-    fb = loaders.falcon(current)
-    if fb is None:
+    falcon = loaders.falcon(current)
+    if falcon is None:
         return
-    views.show_cache_notices(fb)
-    for note in (getattr(fb.vocabulary, "report", None) or {}).get("notes", []):
+    views.show_cache_notices(falcon)
+    for note in (getattr(falcon.vocabulary, "report", None) or {}).get("notes", []):
         st.warning(note, icon=":material/text_snippet:")
-    status = _status(fb)
+    status = _status(falcon)
     if status is None:
         return
-    _precompute(fb, state.settings(), status)
+    _precompute(falcon, state.settings(), status)
 
 
 shell.page(main)

@@ -124,12 +124,16 @@ def test_explorer_shows_a_features_concepts_images_and_exports(demo):
 
 
 def test_explorer_bad_feature_number_gives_a_message(demo):
+    """?feature=N+1000: a link value out of range is a notice, the range said once (not three
+    times), and the page shows its default."""
     bad = demo.num_features + 1000
     at = run_page(first={"feature": str(bad)})
-    no_error(at)  # a link value out of range is a notice, and the page shows its default
+    no_error(at)
     msg = " ".join(texts(at.warning))
     assert f"Ignored 'feature={bad}' in the link" in msg
     assert f"{demo.num_features} features (0 to {demo.num_features - 1}), not {bad}" in msg
+    said = " ".join(texts(at.error) + texts(at.info) + texts(at.warning) + texts(at.caption))
+    assert said.count(f"0 to {demo.num_features - 1}") == 1, said
     assert at.number_input(key="w:feature").value != bad
 
 
@@ -493,3 +497,120 @@ def test_setup_offline_download_says_so_plainly(demo, monkeypatch):
     assert any("download" in e.lower() for e in texts(at.error))
     assert any("demo world" in i or "local" in i for i in texts(at.info))
     assert "offline demo world" in " ".join(texts(at.sidebar.caption))
+
+# ---- what a first visit tripped on ----------------------------------------------------------------
+
+def shown_table(element):
+    """What a st.dataframe shows: the styler's display values when it has them."""
+    import pyarrow as pa
+
+    arrow = element.proto.arrow_data
+    if arrow.HasField("styler") and arrow.styler.display_values:
+        return pa.ipc.open_stream(arrow.styler.display_values).read_all().to_pandas()
+    return element.value
+
+
+def test_feature_list_counts_the_feature_just_explained(demo):
+    """The list's label used to be one step behind (0 while a feature was on screen)."""
+    fb = demo.falcon
+    fresh = next(f for f in range(demo.num_features) if fb.cached_explanation(f) is None)
+    before = len(fb.explained())
+    at = run_page(first={"feature": str(fresh)})
+    no_error(at)
+    assert any(s.startswith(f"Feature {fresh}:") for s in texts(at.subheader))
+    label = at.selectbox(key="w:feature:list").label
+    assert f"one of the {before + 1} features explained so far" in label, label
+    assert any(o.startswith(f"{fresh} · ") for o in at.selectbox(key="w:feature:list").options)
+
+
+def test_spurious_page_names_its_feature(demo):
+    f = demo.features[0]
+    at = run_page("pages/spurious_concepts.py", {"feature": str(f)})
+    no_error(at)
+    assert any(s.startswith(f"Feature {f}:") for s in texts(at.subheader))
+    assert at.number_input(key="w:feature").value == f
+
+
+def test_spurious_lists_lose_no_concept_when_the_threshold_moves(demo):
+    """Raising the removal threshold moves concepts from "Removed" to "Kept" (the kept list
+    used to be cut at the top 8, so they vanished from both); each removed concept lists the
+    L images whose captions hold it as a whole concept."""
+    f = demo.features[0]
+    at = run_page("pages/spurious_concepts.py", {"feature": str(f)})
+    no_error(at)
+
+    def lists():
+        kept = set(at.dataframe[0].value["concept"])
+        removed = set(at.dataframe[1].value["concept"]) if len(at.dataframe) > 1 else set()
+        return kept, removed
+
+    kept1, removed1 = lists()
+    assert removed1, "the test needs a feature with removed concepts"
+    exp = demo.falcon.cached_explanation(f)
+    for c in exp.spurious_words + exp.spurious_phrases:
+        n = sum(any(c.text in cap.words or c.text in cap.phrases for cap in rec.captions)
+                for rec in exp.low)
+        assert any(e.label.startswith(f"“{c.text}”") and f"captions of {n} L image" in e.label
+                   for e in at.expander), c.text
+    at.slider(key="w:spurious_threshold").set_value(0.5).run()
+    no_error(at)
+    kept2, removed2 = lists()
+    back = removed1 - removed2
+    assert back, "a higher threshold should let some concepts back"
+    assert back <= kept2
+    assert (kept1 | removed1) <= (kept2 | removed2), "a concept vanished from both lists"
+
+
+def test_upload_mode_drops_the_probe_image_from_the_link(demo):
+    fails = demo.falcon.failures()
+    at = run_page("pages/failures.py", {"image": str(fails[0]["index"])})
+    no_error(at)
+    assert at.query_params.get("image") == str(fails[0]["index"])
+    at.radio(key="fail_source").set_value("Upload an image").run()
+    no_error(at)
+    assert "image" not in at.query_params
+
+
+def test_pairs_table_shows_a_dash_not_none_and_says_so(demo):
+    a, b = demo.pair
+    at = run_page("pages/pairs_and_groups.py", {"features": f"{a},{b}"})
+    no_error(at)
+    shown = shown_table(at.dataframe[0])
+    cells = [str(v) for v in shown.drop(columns=["concept"]).to_numpy().ravel()]
+    assert not [c for c in cells if c in ("None", "nan", "NaN", "<NA>")], cells
+    assert "–" in cells  # some concept is missing from some explanation
+    assert any(c.startswith("–: the concept is not among") for c in texts(at.caption))
+    assert at.dataframe[0].value["group"].dtype.kind == "f"  # numbers stay sortable
+
+
+def test_no_group_says_what_to_change(demo):
+    a, b = demo.pair
+    at = run_page("pages/pairs_and_groups.py", {"features": f"{a},{b}",
+                                                "group_min_images": "4000"})
+    no_error(at)
+    hints = [i for i in texts(at.info) if "No set of two or more features is high" in i]
+    assert hints and ("To find some, change one setting" in hints[0]
+                      or "No single setting change gives a group" in hints[0])
+
+
+def test_a_bug_inside_the_page_shows_as_a_bug_with_its_details(demo, monkeypatch):
+    """``ui/errors.attempt`` swallowed every exception; now only expected problems are, and a
+    bug in a call the page makes is shown as one, with the details for a report."""
+    from falcon_core.pipeline import Falcon
+
+    def broken(self, *args, **kwargs):
+        raise KeyError("injected bug")
+
+    monkeypatch.setattr(Falcon, "alpha_for", broken)
+    at = run_page(first={"feature": str(demo.features[0])})
+    assert not at.exception
+    assert any("KeyError" in e and "injected bug" in e for e in texts(at.error))
+    assert any(e.label == "Details for a bug report" for e in at.expander)
+
+
+def test_report_button_in_the_sidebar(demo):
+    at = run_page()
+    no_error(at)
+    buttons = [b for b in at.sidebar.get("download_button")]
+    assert [b.label for b in buttons] == ["Download the report (HTML)"]
+    assert any("features explained so far" in c for c in texts(at.sidebar.caption))

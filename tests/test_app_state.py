@@ -172,7 +172,51 @@ def test_overlay_box_crop_and_grid():
     assert g.size[0] == 6 + 2 * 56
     assert images.png_bytes(g)[:8] == b"\x89PNG\r\n\x1a\n"
     assert images.grid([], []).size[0] > 0
-    assert images.colormap(np.array([[0.0, 1.0]])).shape == (1, 2, 3)
+
+
+def test_cam_overlay_is_grad_cams_own():
+    """The heatmap blend is pytorch-grad-cam's show_cam_on_image (jet, the image weighted
+    1 - alpha), not a colour map of our own."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (8, 12, 3), dtype=np.uint8)
+    im = Image.fromarray(pixels)
+    cam = rng.random((8, 12)).astype(np.float32)
+    want = show_cam_on_image(pixels.astype(np.float32) / 255.0, cam, use_rgb=True,
+                             image_weight=0.55)
+    assert np.array_equal(np.asarray(images.overlay(im, cam, alpha=0.45)), want)
+    # a CAM of another size is resized to the image first; no CAM: the image itself
+    assert images.overlay(im, np.ones((3, 3), np.float32)).size == im.size
+    assert np.array_equal(np.asarray(images.overlay(im, None)), pixels)
+
+
+def test_histogram_shows_every_bar_and_labels_lines_in_the_legend():
+    """The tallest bar fits under the top of the log axis, ticks are powers of ten (not
+    "2, 100, 5, 2, 10"), and α, ε and the T threshold are named in the legend, not written
+    over the bars."""
+    values = np.r_[np.zeros(1500), np.linspace(0.0, 1.0, 500), np.nan]
+    h = charts.histogram(values, 0.5, 0.1, high_threshold=0.3, high_label="T threshold (topk)")
+    counts = np.asarray(h.data[0].y)
+    assert counts.max() == 1500 + 9  # the first bin: the zeros and linspace's first values
+    lo, hi = h.layout.yaxis.range
+    assert h.layout.yaxis.type == "log" and hi >= np.log10(counts.max()) + 0.1 and lo < 0
+    assert list(h.layout.yaxis.ticktext) == ["1", "10", "100", "1000", "10000"]
+    assert len(h.layout.annotations) == 0
+    names = [t.name for t in h.data if t.showlegend is not False]
+    assert names == ["α = 0.5 (global)", "T threshold (topk)", "ε = 0.1"]
+    assert len(h.layout.shapes) == 3  # the three lines
+    assert h.layout.legend.y < 0  # under the plot, clear of the title
+
+
+def test_removal_threshold_is_a_legend_entry_not_a_label_under_the_legend():
+    from falcon_core.explanation import Concept
+
+    cs = [Concept("dog", 0.3, 0.12), Concept("grass", 0.2, 0.15)]
+    fig = charts.concept_bars(cs, "Removed", threshold=0.1)
+    assert len(fig.layout.annotations) == 0
+    assert "removal threshold 0.1" in [t.name for t in fig.data]
+    assert [s.x0 for s in fig.layout.shapes] == [0.1]
 
 
 def test_charts_build():
@@ -180,10 +224,10 @@ def test_charts_build():
 
     cs = [Concept("dog", 0.3, 0.02), Concept("grass", 0.2, 0.15)]
     fig = charts.concept_bars(cs, "Words", threshold=0.1)
-    assert [t.name for t in fig.data] == ["T score (high images)", "L score (counterfactuals)"]
+    assert [t.name for t in fig.data][:2] == ["T score (high images)", "L score (counterfactuals)"]
     assert list(fig.data[0].customdata) == ["grass", "dog"]  # best on top
     h = charts.histogram(np.r_[np.random.default_rng(0).random(100), np.nan], 0.5, 0.1)
-    assert len(h.layout.shapes) == 2
+    assert len(h.layout.shapes) == 2 and sum(np.asarray(h.data[0].y)) == 100
     m = charts.coactivation_heatmap(np.eye(3), [4, 5, 6])
     assert list(m.data[0].x) == ["4", "5", "6"]
     c = charts.contributions([{"feature": 3, "contribution": 1.5}], "t")

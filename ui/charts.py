@@ -12,12 +12,20 @@ L_COLOUR = "#ff7f0e"
 REMOVED_COLOUR = "#d62728"
 
 
+def _legend_line(fig: go.Figure, name: str, colour: str, dash: str) -> None:
+    """A legend entry for a reference line drawn with ``add_vline`` (lines carry no label over
+    the data: a label on the plot covers bars and collides with the legend)."""
+    fig.add_scatter(x=[None], y=[None], mode="lines", name=name, hoverinfo="skip",
+                    line=dict(color=colour, dash=dash, width=2))
+
+
 def concept_bars(concepts: Sequence, title: str, show_l: bool = True,
                  threshold: float | None = None, colour: str = T_COLOUR) -> go.Figure:
     """Horizontal bars of concepts (best on top): T score and, as a second series, L score.
 
     ``concepts``: objects with ``text``, ``score`` and ``l_score`` (falcon_core Concept).
-    Each bar's ``customdata`` is the concept text, so a click selects it.
+    Each bar's ``customdata`` is the concept text, so a click selects it. ``threshold``: the
+    removal threshold, a dashed line named in the legend.
     """
     items = list(concepts)[::-1]
     texts = [c.text for c in items]
@@ -30,9 +38,8 @@ def concept_bars(concepts: Sequence, title: str, show_l: bool = True,
                     name="L score (counterfactuals)", marker_color=L_COLOUR, customdata=texts,
                     hovertemplate="%{y}<br>L score %{x:.3f}<extra></extra>")
     if threshold is not None:
-        fig.add_vline(x=threshold, line_dash="dash", line_color=REMOVED_COLOUR,
-                      annotation_text=f"removal threshold {threshold:g}",
-                      annotation_position="top")
+        fig.add_vline(x=threshold, line_dash="dash", line_color=REMOVED_COLOUR)
+        _legend_line(fig, f"removal threshold {threshold:g}", REMOVED_COLOUR, "dash")
     fig.update_layout(title=dict(text=title, y=0.98, yanchor="top"), barmode="group",
                       height=max(240, 90 + 34 * len(items)),
                       margin=dict(l=10, r=10, t=70, b=10), clickmode="event+select",
@@ -41,27 +48,45 @@ def concept_bars(concepts: Sequence, title: str, show_l: bool = True,
     return fig
 
 
+def log_ticks(top: float) -> list[int]:
+    """Powers of ten from 1 up to the first one at or above ``top`` (a log axis' ticks)."""
+    ticks = [1]
+    while ticks[-1] < top:
+        ticks.append(ticks[-1] * 10)
+    return ticks
+
+
 def histogram(values: np.ndarray, alpha: float | None, epsilon: float | None,
               title: str = "Activation histogram", high_threshold: float | None = None,
-              high_label: str | None = None) -> go.Figure:
-    """Histogram of one feature's (normalised) activations with α and ε marked."""
+              high_label: str | None = None, bins: int = 60) -> go.Figure:
+    """Histogram of one feature's (normalised) activations with α, ε and the rule's threshold
+    for T as lines named in the legend. Counts on a log axis ticked at powers of ten, with room
+    above the tallest bar."""
     values = np.asarray(values, dtype=np.float64)
     values = values[np.isfinite(values)]
+    counts, edges = np.histogram(values, bins=bins) if len(values) else (np.zeros(0), [0.0, 1.0])
     fig = go.Figure()
-    fig.add_histogram(x=values, nbinsx=60, marker_color="#7f7f7f", name="images")
-    if alpha is not None and np.isfinite(alpha):
-        fig.add_vline(x=alpha, line_color="#2ca02c", line_dash="dash",
-                      annotation_text=f"α = {alpha:.3g} (global)", annotation_position="top right")
-    if high_threshold is not None and np.isfinite(high_threshold) and high_threshold != alpha:
-        fig.add_vline(x=high_threshold, line_color="#1f77b4", line_dash="dot",
-                      annotation_text=high_label or f"T threshold {high_threshold:.3g}",
-                      annotation_position="bottom right")
-    if epsilon is not None and np.isfinite(epsilon):
-        fig.add_vline(x=epsilon, line_color="#d62728", line_dash="dash",
-                      annotation_text=f"ε = {epsilon:.3g}", annotation_position="top left")
-    fig.update_layout(title=title, height=280, margin=dict(l=10, r=10, t=40, b=10),
-                      xaxis_title="normalised activation", yaxis_title="images", yaxis_type="log",
-                      showlegend=False)
+    fig.add_bar(x=(np.asarray(edges[:-1]) + np.asarray(edges[1:])) / 2, y=counts,
+                width=float(edges[1] - edges[0]), marker_color="#7f7f7f", name="images",
+                showlegend=False,
+                hovertemplate="activation %{x:.3f}<br>%{y} images<extra></extra>")
+    lines = [(alpha, "#2ca02c", "dash", f"α = {alpha:.3g} (global)" if alpha is not None else ""),
+             (high_threshold if high_threshold != alpha else None, "#1f77b4", "dot",
+              high_label or (f"T threshold {high_threshold:.3g}" if high_threshold is not None
+                             else "")),
+             (epsilon, "#d62728", "dash", f"ε = {epsilon:.3g}" if epsilon is not None else "")]
+    for x, colour, dash, name in lines:
+        if x is not None and np.isfinite(x):
+            fig.add_vline(x=x, line_color=colour, line_dash=dash)
+            _legend_line(fig, name, colour, dash)
+    top = float(counts.max()) if len(counts) and counts.max() > 0 else 1.0
+    ticks = log_ticks(top)
+    fig.update_layout(
+        title=title, height=300, margin=dict(l=10, r=10, t=40, b=10),
+        xaxis_title="normalised activation", bargap=0,
+        yaxis=dict(title="images", type="log", range=[-0.1, np.log10(top) + 0.25],
+                   tickvals=ticks, ticktext=[str(t) for t in ticks]),
+        legend=dict(orientation="h", yanchor="top", y=-0.25, x=0))
     return fig
 
 

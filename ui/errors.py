@@ -1,5 +1,11 @@
-"""Every call into the library from a page goes through :func:`call`: a problem with the input
-becomes a message and what to do, never a traceback as the page's main content."""
+"""How a page shows what went wrong.
+
+* :func:`call`: a call into the library whose failure the page reports where it happened: a
+  problem with the input (``FalconError``) becomes its message and what to do; anything else is a
+  bug, shown as one (a short summary, the details folded away for a report).
+* :func:`or_none`: a call whose expected failure (``FalconError``) only means "show less"; a bug
+  is not swallowed: it reaches the page's frame (``shell.frame``), which shows it like ``call``.
+"""
 
 from __future__ import annotations
 
@@ -57,9 +63,11 @@ def call(fn: Callable[..., Any], *args: Any, what: str | None = None, **kwargs: 
     return FAILED
 
 
-def attempt(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, BaseException | None]:
-    """``(result, None)`` or ``(None, error)`` without showing anything (the caller decides)."""
+def or_none(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``, or None when it raises a :class:`FalconError` (an expected
+    problem, e.g. no classifier head: the caller shows less). Anything else is a bug and is
+    raised: the page's frame shows it as one, with its details for a report."""
     try:
-        return fn(*args, **kwargs), None
-    except Exception as e:  # noqa: BLE001
-        return None, e
+        return fn(*args, **kwargs)
+    except FalconError:
+        return None

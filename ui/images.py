@@ -1,4 +1,4 @@
-"""Pictures for the app: GradCAM overlays, crop boxes, crops and PNG grids (PIL + numpy only)."""
+"""Pictures for the app: GradCAM overlays (pytorch-grad-cam's), crop boxes, crops and PNG grids."""
 
 from __future__ import annotations
 
@@ -8,46 +8,31 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-# "jet"-like colour map: control points (position, r, g, b)
-_JET = np.array([
-    [0.00, 0.0, 0.0, 0.5],
-    [0.11, 0.0, 0.0, 1.0],
-    [0.35, 0.0, 1.0, 1.0],
-    [0.50, 0.5, 1.0, 0.5],
-    [0.65, 1.0, 1.0, 0.0],
-    [0.89, 1.0, 0.0, 0.0],
-    [1.00, 0.5, 0.0, 0.0],
-])
-
 BOX_COLOUR = (255, 255, 255)
 BOX_SHADOW = (0, 0, 0)
 FALLBACK_COLOUR = (255, 170, 0)
 
 
-def colormap(values: np.ndarray) -> np.ndarray:
-    """(H, W) values in [0, 1] -> (H, W, 3) uint8 colours."""
-    v = np.clip(np.nan_to_num(np.asarray(values, dtype=np.float32)), 0.0, 1.0)
-    rgb = [np.interp(v, _JET[:, 0], _JET[:, c]) for c in (1, 2, 3)]
-    return (np.stack(rgb, axis=-1) * 255).astype(np.uint8)
-
-
 def _resize_cam(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    cam = np.asarray(cam, dtype=np.float32)
+    cam = np.clip(np.nan_to_num(np.asarray(cam, dtype=np.float32)), 0.0, 1.0)
     if cam.shape[::-1] == tuple(size):
         return cam
-    im = Image.fromarray(np.clip(cam, 0, 1).astype(np.float32), mode="F")
-    return np.asarray(im.resize(size, Image.BILINEAR), dtype=np.float32)
+    im = Image.fromarray(cam, mode="F")
+    return np.clip(np.asarray(im.resize(size, Image.BILINEAR), dtype=np.float32), 0.0, 1.0)
 
 
 def overlay(image: Image.Image, cam: np.ndarray | None, alpha: float = 0.45) -> Image.Image:
-    """The image with the CAM blended on top as a colour map (the image itself when no CAM)."""
+    """The image with the CAM on top as a jet heatmap: pytorch-grad-cam's ``show_cam_on_image``
+    (``alpha``: the heatmap's weight). The image itself when there is no CAM."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
     image = image.convert("RGB")
     if cam is None:
         return image.copy()
-    heat = colormap(_resize_cam(cam, image.size))
-    base = np.asarray(image, dtype=np.float32)
-    mixed = (1 - alpha) * base + alpha * heat.astype(np.float32)
-    return Image.fromarray(np.clip(mixed, 0, 255).astype(np.uint8))
+    rgb = np.asarray(image, dtype=np.float32) / 255.0
+    mixed = show_cam_on_image(rgb, _resize_cam(cam, image.size), use_rgb=True,
+                              image_weight=1.0 - alpha)
+    return Image.fromarray(mixed)
 
 
 def draw_box(image: Image.Image, box: Sequence[int] | None, fallback: bool = False,

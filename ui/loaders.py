@@ -4,6 +4,7 @@ tables and pictures (``st.cache_data``); explanations themselves live in Falcon'
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -30,6 +31,45 @@ def _falcon(config_items: tuple, cache_dir: str):
     return Falcon.from_config(config, progress=ProgressRouter(), cache_dir=cache_dir or None)
 
 
+_run = threading.local()  # this script run's opened Falcon (per session thread)
+
+
+def opened():
+    """The current workspace's Falcon if this script run opened it (else None); the frame resets
+    it at the start of each run."""
+    return getattr(_run, "opened", None)
+
+
+def forget_opened() -> None:
+    _run.opened = None
+
+
+def _open(config: WorkspaceConfig):
+    with st.spinner(f"Opening {describe_workspace(config)}… (the first time builds it)"):
+        return _falcon(state.config_key(config), cache_root())
+
+
+def _open_or_say_why(config: WorkspaceConfig):
+    """The Falcon of ``config``, or None after saying why it cannot be opened."""
+    what = "The workspace could not be opened"
+    try:
+        return _open(config)
+    except FalconError as e:
+        errors.show_falcon_error(e, what)
+    except OSError as e:  # e.g. the demo world's files under a cache folder that is unusable
+        from falcon_core.cache import cache_problem, default_cache_root
+
+        root = Path(cache_root()) if cache_root() else default_cache_root()
+        name = str(getattr(e, "filename", "") or "")
+        if name == str(root) or name.startswith(str(root) + os.sep):
+            errors.show_falcon_error(cache_problem(root, e, kept_in_memory=False), what)
+        else:
+            errors.show_unexpected(e, what)
+    except Exception as e:  # noqa: BLE001 - a bug: shown as one, never a raw traceback
+        errors.show_unexpected(e, what)
+    return None
+
+
 def describe_workspace(config: WorkspaceConfig) -> str:
     """The workspace in words; a file or folder of the server shows by its name only (the page
     may be seen by anyone with a link)."""
@@ -48,27 +88,16 @@ def describe_workspace(config: WorkspaceConfig) -> str:
     return ", ".join(parts)
 
 
-def falcon(config: WorkspaceConfig | None = None):
-    """The Falcon of the current workspace, or None after saying why it cannot be opened."""
+def falcon(config: WorkspaceConfig | None = None, offer_demo: bool = True):
+    """The Falcon of the current workspace (or of ``config``), or None after saying why it
+    cannot be opened (and, with ``offer_demo``, offering the demo world)."""
     config = config or state.workspace()
-    try:
-        with st.spinner(f"Opening {describe_workspace(config)}… (the first time builds it)"):
-            return _falcon(state.config_key(config), cache_root())
-    except FalconError as e:
-        errors.show_falcon_error(e, "The workspace could not be opened")
-    except OSError as e:  # e.g. the demo world's files under a cache folder that is unusable
-        from falcon_core.cache import cache_problem, default_cache_root
-
-        root = Path(cache_root()) if cache_root() else default_cache_root()
-        name = str(getattr(e, "filename", "") or "")
-        if name == str(root) or name.startswith(str(root) + os.sep):
-            errors.show_falcon_error(cache_problem(root, e, kept_in_memory=False),
-                                     "The workspace could not be opened")
-        else:
-            errors.show_unexpected(e, "The workspace could not be opened")
-    except Exception as e:  # noqa: BLE001
-        errors.show_unexpected(e, "The workspace could not be opened")
-    if config != WorkspaceConfig.demo():
+    opened = _open_or_say_why(config)
+    if opened is not None:
+        if config == state.workspace():
+            _run.opened = opened
+        return opened
+    if offer_demo and config != WorkspaceConfig.demo():
         st.info("You can go back to the offline demo world, which needs no download.")
         if st.button("Use the demo world", key="back_to_demo"):
             state.set_workspace(WorkspaceConfig.demo())
@@ -76,25 +105,25 @@ def falcon(config: WorkspaceConfig | None = None):
     return None
 
 
-def with_progress(fb, label: str, fn, *args, **kwargs):
+def with_progress(falcon, label: str, fn, *args, **kwargs):
     """``fn(*args, **kwargs)`` with the library's progress shown as a bar; errors shown."""
-    with progress_bar(fb, label):
+    with progress_bar(falcon, label):
         return errors.call(fn, *args, **kwargs)
 
 
-def explain(fb, features, settings: FalconSettings | None = None, what: str | None = None):
+def explain(falcon, features, settings: FalconSettings | None = None, what: str | None = None):
     """The explanation of a feature or group (from the disk cache when it exists)."""
     settings = settings or state.settings()
-    cached = errors.attempt(fb.cached_explanation, features, settings)[0]
+    cached = errors.or_none(falcon.cached_explanation, features, settings)
     if cached is not None:
         return cached
-    return with_progress(fb, "Explaining…", fb.explain, features, settings=settings, what=what)
+    return with_progress(falcon, "Explaining…", falcon.explain, features, settings=settings, what=what)
 
 
-def explanations_stamp(fb) -> int:
+def explanations_stamp(falcon) -> int:
     """Changes whenever an explanation is added to the disk cache (for st.cache_data keys)."""
     try:
-        return Path(fb.cache.root, "explanations").stat().st_mtime_ns
+        return Path(falcon.cache.root, "explanations").stat().st_mtime_ns
     except OSError:
         return 0
 
@@ -124,16 +153,16 @@ def _feature_table(_fb, config_items: tuple, settings_items: tuple, stamp: int):
     return df
 
 
-def feature_table(fb, settings: FalconSettings | None = None):
+def feature_table(falcon, settings: FalconSettings | None = None):
     """Features explained so far (with these settings), sorted by coherence, best first."""
     settings = settings or state.settings()
-    return _feature_table(fb, state.config_key(fb.config or state.workspace()),
-                          state.settings_key(settings), explanations_stamp(fb))
+    return _feature_table(falcon, state.config_key(falcon.config or state.workspace()),
+                          state.settings_key(settings), explanations_stamp(falcon))
 
 
-def busiest_feature(fb, settings: FalconSettings) -> int:
+def busiest_feature(falcon, settings: FalconSettings) -> int:
     """The feature with the most highly activating images (a good first feature to show)."""
-    stats = errors.attempt(fb.feature_stats, settings)[0]
+    stats = errors.or_none(falcon.feature_stats, settings)
     if stats is None:
         return 0
     return int(np.argmax(np.asarray(stats["n_high"])))
@@ -144,10 +173,10 @@ def _view(_fb, config_items: tuple, index: int):
     return _fb.view(index)
 
 
-def view(fb, index: int):
+def view(falcon, index: int):
     """Probe image ``index`` as the backbone sees it (a placeholder when unreadable)."""
     try:
-        return _view(fb, state.config_key(fb.config or state.workspace()), int(index))
+        return _view(falcon, state.config_key(falcon.config or state.workspace()), int(index))
     except Exception:  # noqa: BLE001 - an unreadable image must not break a grid
         return images.placeholder()
 
@@ -165,11 +194,11 @@ def _annotated_high(_fb, config_items: tuple, features: tuple, settings_items: t
     return out
 
 
-def annotated_high(fb, exp, settings: FalconSettings, n: int):
+def annotated_high(falcon, exp, settings: FalconSettings, n: int):
     """[(view with CAM + box, crop)] for the first ``n`` highly activating images of ``exp``."""
     records = tuple((r.index, tuple(r.box) if r.box else None, bool(r.box_fallback))
                     for r in exp.high[:n])
-    return _annotated_high(fb, state.config_key(fb.config or state.workspace()),
+    return _annotated_high(falcon, state.config_key(falcon.config or state.workspace()),
                            tuple(exp.features), state.settings_key(settings), records)
 
 
@@ -180,8 +209,8 @@ def _normalized_column(_fb, config_items: tuple, normalize: bool, feature: int) 
     return np.asarray(Hn[valid, feature], dtype=np.float32)
 
 
-def activations(fb, feature: int, settings: FalconSettings) -> np.ndarray:
-    return _normalized_column(fb, state.config_key(fb.config or state.workspace()),
+def activations(falcon, feature: int, settings: FalconSettings) -> np.ndarray:
+    return _normalized_column(falcon, state.config_key(falcon.config or state.workspace()),
                               bool(settings.normalize_rows), int(feature))
 
 
@@ -191,9 +220,9 @@ def _groups(_fb, config_items: tuple, settings_items: tuple):
     return [(tuple(int(f) for f in g.features), int(g.n_images)) for g in _fb.groups(settings)]
 
 
-def groups(fb, settings: FalconSettings) -> list[tuple[tuple[int, ...], int]]:
+def groups(falcon, settings: FalconSettings) -> list[tuple[tuple[int, ...], int]]:
     """Discovered groups as (features, number of images), largest first."""
-    out = _groups(fb, state.config_key(fb.config or state.workspace()),
+    out = _groups(falcon, state.config_key(falcon.config or state.workspace()),
                   state.settings_key(settings))
     return sorted(out, key=lambda g: (-g[1], g[0]))
 
@@ -203,8 +232,8 @@ def _failures(_fb, config_items: tuple):
     return _fb.failures()
 
 
-def failures(fb):
-    return _failures(fb, state.config_key(fb.config or state.workspace()))
+def failures(falcon):
+    return _failures(falcon, state.config_key(falcon.config or state.workspace()))
 
 
 def grid_png(pictures: Sequence, labels: Sequence[str], title: str, cols: int = 6) -> bytes:

@@ -67,21 +67,30 @@ class EtaTracker:
 
 
 @contextmanager
-def progress_bar(falcon, label: str = "Working…", min_interval: float = 0.15) -> Iterator[None]:
-    """Show the library's progress reports as a bar (removed when the work is done)."""
+def progress_bar(falcon, label: str = "Working…", main_stage: str | None = None,
+                 min_interval: float = 0.15) -> Iterator[None]:
+    """Show the library's progress reports as a bar with the time left (removed when the work
+    is done). With ``main_stage`` (e.g. ``"features"`` for a precompute) the bar follows that
+    stage only and the other stages (GradCAM, text embeddings, ...) go to a line under it."""
     import streamlit as st
 
     holder = st.empty()
-    bar = holder.progress(0.0, text=label)
+    with holder.container():
+        bar = st.progress(0.0, text=label)
+        line = st.empty()
     tracker = EtaTracker()
     last = [0.0]
 
     def target(done: int, total: int, stage: str) -> None:
         frac, text = tracker.update(done, total, stage)
         now = time.monotonic()
-        if now - last[0] >= min_interval or (total and done >= total):
-            last[0] = now
+        if now - last[0] < min_interval and not (total and done >= total):
+            return
+        last[0] = now
+        if main_stage is None or stage == main_stage:
             bar.progress(frac, text=f"{label} {text}")
+        else:
+            line.caption(f"Working on: {text}")
 
     router = getattr(falcon, "progress", None)
     try:

@@ -17,8 +17,9 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
-from . import errors, state
+from . import errors, loaders, state, views
 
 _local = threading.local()
 
@@ -28,8 +29,6 @@ def active() -> bool:
 
 
 def sidebar() -> None:
-    from . import loaders
-
     with st.sidebar:
         st.markdown("### FALCON")
         st.caption("Explains each feature of a vision model with words, from its highly "
@@ -37,8 +36,17 @@ def sidebar() -> None:
         st.caption(f"**Workspace:** {loaders.describe_workspace(state.workspace())}")
         try:
             st.page_link("pages/setup.py", label="Change models and data", icon=":material/settings:")
-        except Exception:  # noqa: BLE001 - page registry not ready (older multipage mode)
+        except StreamlitAPIException:  # the page registry is not ready (older multipage mode)
             pass
+
+
+def report() -> None:
+    """The report's download button at the end of the sidebar, once the page has opened the
+    workspace (nothing when it could not)."""
+    falcon = loaders.opened()
+    if falcon is not None:
+        with st.sidebar:
+            views.report_button(falcon, state.settings())
 
 
 @contextmanager
@@ -46,9 +54,11 @@ def frame() -> Iterator[None]:
     _local.depth = getattr(_local, "depth", 0) + 1
     try:
         state.begin_run()
+        loaders.forget_opened()
         sidebar()
         try:
             yield
+            report()
         except Exception as e:  # noqa: BLE001 - never a raw traceback as a page's content
             errors.show(e, "This page could not be shown")
         finally:
@@ -62,7 +72,7 @@ def _under_apptest() -> bool:
         from streamlit import config
 
         return bool(config.get_option("global.appTest"))
-    except Exception:  # noqa: BLE001
+    except RuntimeError:  # no such option in this Streamlit
         return False
 
 

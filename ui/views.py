@@ -3,7 +3,8 @@ image grids, exports."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 import streamlit as st
 
@@ -20,27 +21,29 @@ def show_url_problems() -> None:
         st.warning(p, icon=":material/link:")
 
 
-def open_page(*url_keys: str):
-    """What every page does first: claim its URL keys, warn about bad link values, load the
-    workspace, drop link values the workspace does not have (a feature or image number beyond
-    its range), and say what the cache had to say (a damaged file recomputed, a folder that
-    cannot be written). Returns ``(falcon, settings)``, or None when the workspace could not be
-    loaded (a message is already shown)."""
+def open_page(title: str, intro: str, *url_keys: str):
+    """What every page does first: its title and what it is for, claim its URL keys, warn about
+    bad link values, load the workspace, drop link values the workspace does not have (a feature
+    or image number beyond its range), and say what the cache had to say (a damaged file
+    recomputed, a folder that cannot be written). Returns ``(falcon, settings)``, or None when
+    the workspace could not be loaded (a message is already shown)."""
+    st.title(title)
+    st.caption(intro)
     state.url_keys(*url_keys)
     show_url_problems()
-    fb = loaders.falcon()
-    if fb is None:
+    falcon = loaders.falcon()
+    if falcon is None:
         return None
-    check_link_selection(fb)
-    show_cache_notices(fb)
-    return fb, state.settings()
+    check_link_selection(falcon)
+    show_cache_notices(falcon)
+    return falcon, state.settings()
 
 
-def check_link_selection(fb) -> None:
+def check_link_selection(falcon) -> None:
     """A feature or image number from the link that this workspace does not have: the same
     "Ignored ... in the link" notice as any other bad link value, and the page's default."""
-    limits = {"feature": ("feature", fb.num_features), "features": ("feature", fb.num_features),
-              "image": ("image", fb.num_images)}
+    limits = {"feature": ("feature", falcon.num_features),
+              "features": ("feature", falcon.num_features), "image": ("image", falcon.num_images)}
     for key, value in state.fresh_from_link().items():
         if key not in limits:
             continue
@@ -54,9 +57,9 @@ def check_link_selection(fb) -> None:
             st.session_state.pop(state.widget_key(key), None)
 
 
-def show_cache_notices(fb) -> None:
+def show_cache_notices(falcon) -> None:
     """What the disk cache reported (once per session each)."""
-    cache = getattr(fb, "cache", None)
+    cache = getattr(falcon, "cache", None)
     notices = list(getattr(cache, "notices", []) or [])
     seen = st.session_state.setdefault("_cache_notices_seen", set())
     for text in notices:
@@ -71,60 +74,67 @@ def feature_label(row: dict) -> str:
     return f"{row['feature']} · {coh_text} · {row.get('top concepts') or '(no concepts)'}"
 
 
-def feature_picker(fb, settings: FalconSettings, key: str = "feature",
-                   label: str = "Feature number") -> int:
-    """A number box plus a list of the features explained so far, best coherence first.
+@contextmanager
+def feature_picker(falcon, settings: FalconSettings, key: str = "feature",
+                   label: str = "Feature number") -> Iterator[int]:
+    """A number box, and beside it the list of the features explained so far (best coherence
+    first). Used as ``with views.feature_picker(falcon, settings) as feature: ...``: the list is
+    drawn when the block ends, so it counts the feature the block has just explained.
 
-    The chosen number is kept in the selection (and the URL) under ``key``; it is *not*
-    validated here (the caller shows a message for an unknown feature).
+    The chosen number is the selection (and the URL) under ``key``, and the box shows it on every
+    page that has one (a box of the same key on another page must not reset it). It is *not*
+    validated here (:func:`check_feature` says what is wrong with it).
     """
-    table = loaders.feature_table(fb, settings)
-    default = int(table["feature"].iloc[0]) if len(table) else loaders.busiest_feature(fb, settings)
+    wkey, list_key = state.widget_key(key), state.widget_key(key, "list")
     current = state.get(key)
     if current is None:
-        current = default
+        table = loaders.feature_table(falcon, settings)
+        current = (int(table["feature"].iloc[0]) if len(table)
+                   else loaders.busiest_feature(falcon, settings))
         state.put(key, current)
-    wkey = state.widget_key(key)
-    state.seed_widget(wkey, int(current))
+    st.session_state[wkey] = int(current)
 
-    def picked_from_list() -> None:
-        choice = st.session_state.get(state.widget_key(key, "list"))
+    def typed() -> None:
+        state.put(key, int(st.session_state[wkey]))
+        st.session_state[list_key] = None
+
+    def picked() -> None:
+        choice = st.session_state.get(list_key)
         if choice is not None:
-            st.session_state[wkey] = int(choice)
             state.put(key, int(choice))
 
     c1, c2 = st.columns([1, 3])
     with c1:
-        value = st.number_input(label, step=1, format="%d", key=wkey,
-                                help=f"0 to {fb.num_features - 1} for this backbone.")
-    with c2:
-        rows = {int(r["feature"]): r for r in table.to_dict("records")}
-        st.selectbox(
-            f"…or pick one of the {len(rows)} features explained so far (best coherence first)",
-            options=list(rows), index=None, key=state.widget_key(key, "list"),
-            format_func=lambda f: feature_label(rows[f]), on_change=picked_from_list,
-            placeholder="Type to search by number or concept" if rows else
-            "None yet: explain features here or run the precompute on the Setup page")
-    value = int(value)
-    state.put(key, value)
-    return value
-
-
-def check_feature(fb, feature: int) -> bool:
-    """Show a message (and what to do) for a feature number this backbone does not have."""
+        st.number_input(label, step=1, format="%d", key=wkey, on_change=typed,
+                        help=f"0 to {falcon.num_features - 1} for this backbone.")
+    slot = c2.empty()
     try:
-        fb.features(int(feature))
+        yield int(current)
+    finally:
+        table = loaders.feature_table(falcon, settings)
+        rows = {int(r["feature"]): r for r in table.to_dict("records")}
+        with slot:
+            st.selectbox(
+                f"…or pick one of the {len(rows)} features explained so far (best coherence "
+                "first)", options=list(rows), index=None, key=list_key,
+                format_func=lambda f: feature_label(rows[f]), on_change=picked,
+                placeholder="Type to search by number or concept" if rows else
+                "None yet: explain features here or run the precompute on the Setup page")
+
+
+def check_feature(falcon, feature: int) -> bool:
+    """Say (once) what is wrong with a feature number this backbone does not have."""
+    try:
+        falcon.features(int(feature))
         return True
     except FalconError as e:
-        st.error(e.message if e.message else str(e), icon=":material/warning:")
-        st.info(f"**What to do:** pick a feature between 0 and {fb.num_features - 1}"
-                + (f" ({e.hint})" if e.hint else "") + ".", icon=":material/lightbulb:")
+        errors.show_falcon_error(e)  # the message says the range once; the hint what to do
         return False
 
 
-def no_high_images(fb, features, settings: FalconSettings) -> bool:
+def no_high_images(falcon, features, settings: FalconSettings) -> bool:
     """When the rule leaves no highly activating image: say so, offer the top-k rule; True."""
-    high = errors.attempt(fb.select_high, features, settings)[0]
+    high = errors.or_none(falcon.select_high, features, settings)
     if high is None or len(high.indices) > 0:
         return False
     feats = [features] if isinstance(features, int) else list(features)
@@ -141,7 +151,40 @@ def no_high_images(fb, features, settings: FalconSettings) -> bool:
     return True
 
 
-def summary(exp, fb=None) -> None:
+def explained_feature(falcon, feature: int, settings: FalconSettings):
+    """The explanation of a chosen feature, or None after saying why there is none (a number
+    this backbone does not have, no highly activating image, an error)."""
+    if not check_feature(falcon, feature):
+        return None
+    if no_high_images(falcon, feature, settings):
+        return None
+    return loaders.explain(falcon, feature, settings,
+                           what=f"Feature {feature} could not be explained")
+
+
+def heading(exp, what: str = "") -> None:
+    """"Feature 7: stone, loose, rock" (or "Features 3 + 9: ..."): which explanation is shown."""
+    label = exp.label[0].upper() + exp.label[1:]
+    st.subheader(f"{label}: " + (what or ", ".join(exp.top_concepts(5)) or "no concepts kept"))
+
+
+def activation_histogram(falcon, exp, settings: FalconSettings) -> None:
+    """The explained feature's activations with α, ε and the rule's threshold for T."""
+    feature = exp.features[0]
+    hs = exp.high_selection
+    thr = hs.get("threshold")
+    fig = charts.histogram(loaders.activations(falcon, feature, settings),
+                           errors.or_none(falcon.alpha_for, settings),
+                           errors.or_none(falcon.low_threshold_for, settings),
+                           title=f"Activations of feature {feature}",
+                           high_threshold=thr if isinstance(thr, (int, float)) else None,
+                           high_label=f"T threshold ({hs.get('rule')})")
+    st.plotly_chart(fig, key="histogram", width="stretch")
+    st.caption("α: the global threshold for highly activating images; ε: the threshold for "
+               "lowly activating counterfactuals (counts on a log scale).")
+
+
+def summary(exp) -> None:
     hs, ls = exp.high_selection, exp.low_selection
     c = st.columns(4)
     coh = exp.coherence
@@ -226,7 +269,7 @@ def concept_charts(exp, key: str = "concept", show_l: bool = True,
     return chosen
 
 
-def provenance(fb, exp, concept: str | None, settings: FalconSettings) -> None:
+def provenance(falcon, exp, concept: str | None) -> None:
     """The highly activating images and captions a concept came from."""
     if not concept:
         st.caption("Click a bar (or choose a concept) to see the images and captions it came from.")
@@ -251,13 +294,8 @@ def provenance(fb, exp, concept: str | None, settings: FalconSettings) -> None:
             idx.append(rec.index)
     recs = {r.index: r for r in exp.high}
     shown = idx[:8]
-    pics = [images.crop(loaders.view(fb, i), recs[i].box) for i in shown]
+    pics = [images.crop(loaders.view(falcon, i), recs[i].box) for i in shown]
     st.image(pics, caption=[f"image {i}" for i in shown], width=110)
-
-
-def l_provenance(exp, concept: str) -> list[tuple[Any, Any]]:
-    needle = concept.lower()
-    return [(rec, cap) for rec in exp.low for cap in rec.captions if needle in cap.text.lower()]
 
 
 def image_grid(pictures: Sequence, captions: Sequence[str], cols: int = 6,
@@ -270,7 +308,7 @@ def image_grid(pictures: Sequence, captions: Sequence[str], cols: int = 6,
                 col.image(pic, caption=cap, width=width)
 
 
-def high_images(fb, exp, settings: FalconSettings, key: str = "high", n: int | None = None,
+def high_images(falcon, exp, settings: FalconSettings, key: str = "high", n: int | None = None,
                 show_crops: bool = True) -> None:
     """Highly activating images with the GradCAM heatmap and the crop box, then the crops."""
     if not exp.high:
@@ -279,7 +317,7 @@ def high_images(fb, exp, settings: FalconSettings, key: str = "high", n: int | N
     if n is None:
         n = st.slider("Images shown", 1, max(1, len(exp.high)),
                       min(N_IMAGES_DEFAULT, len(exp.high)), key=f"n_{key}")
-    pairs = loaders.annotated_high(fb, exp, settings, n)
+    pairs = loaders.annotated_high(falcon, exp, settings, n)
     caps = [f"#{r.index} · {r.activation:.3f}" + (" · whole (empty CAM)" if r.box_fallback else "")
             for r in exp.high[:n]]
     st.markdown(f"**Highly activating images** of {exp.label} (GradCAM heatmap, crop box; "
@@ -295,13 +333,13 @@ def high_images(fb, exp, settings: FalconSettings, key: str = "high", n: int | N
                        mime="image/png", key=f"dl_{key}_png")
 
 
-def low_images(fb, exp, key: str = "low") -> None:
+def low_images(falcon, exp, key: str = "low") -> None:
     """The lowly activating counterfactual images L (encoded whole)."""
     if not exp.low:
         st.info("No lowly activating counterfactual image: "
                 + (exp.low_selection.get("description") or "") + " Nothing was removed.")
         return
-    pics = [loaders.view(fb, r.index) for r in exp.low]
+    pics = [loaders.view(falcon, r.index) for r in exp.low]
     caps = [f"#{r.index} · sim {r.similarity:.2f}" if r.similarity is not None else f"#{r.index}"
             for r in exp.low]
     st.markdown(f"**Lowly activating counterfactuals (L)** — they share the other features' "
@@ -328,3 +366,23 @@ def concept_table(items: Sequence, status: str) -> Any:
     return pd.DataFrame([{"concept": c.text, "T score": round(c.score, 4),
                           "L score": round(c.l_score, 4), "status": status} for c in items],
                         columns=["concept", "T score", "L score", "status"])
+
+
+def report_button(falcon, settings: FalconSettings) -> None:
+    """"Download the report": one self-contained HTML file of the workspace, built when the
+    button is clicked from what is explained so far (nothing new is computed)."""
+    from falcon_core.report import ReportOptions, build_report
+
+    n = len(loaders.feature_table(falcon, settings))
+
+    def html() -> bytes:
+        opts = ReportOptions(explain_missing=False)
+        return build_report(falcon, settings, opts).html.encode("utf-8")
+
+    name = str(falcon.describe()["backbone"].get("name") or "model").replace("/", "_")
+    st.download_button("Download the report (HTML)", html, file_name=f"falcon_report_{name}.html",
+                       mime="text/html", key="dl_report", icon=":material/description:",
+                       on_click="ignore")
+    st.caption(f"One file that opens offline in any browser: the workspace, the {n} of "
+               f"{falcon.num_features} features explained so far, the groups and the failures. "
+               "The precompute on the Setup page explains them all.")

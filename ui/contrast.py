@@ -1,0 +1,119 @@
+"""The Spurious concepts page's pieces: the contrast sliders (ε, β, the removal threshold, how
+many L images), the kept and removed lists, and the counterfactuals that removed each concept."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from falcon_core.errors import FalconError
+from falcon_core.settings import FalconSettings
+
+from . import errors, loaders, state
+
+CONTRAST = ("low_threshold", "beta", "spurious_threshold", "max_low_images")
+
+
+def sliders(falcon, settings: FalconSettings) -> FalconSettings:
+    """ε, β, the removal threshold and the number of L images; returns the new settings."""
+    alpha = errors.or_none(falcon.alpha_for, settings)
+    default_eps = errors.or_none(falcon.low_threshold_for, settings.replace(low_threshold=None))
+    default_eps = float(default_eps) if default_eps is not None else 0.0
+    hi = float(alpha) if alpha is not None and alpha > default_eps else default_eps * 4 + 1e-3
+    lo = min(0.0, default_eps)
+    # every slider's range is the settings' own (ε: the data's range, inside the setting's)
+    eps_lo, eps_hi = state.bounds("low_threshold")
+    lo, hi = max(lo, eps_lo), min(max(hi, lo + 1e-3), eps_hi)
+    eps = settings.low_threshold
+    ranges = {name: state.bounds(name) for name in ("beta", "spurious_threshold",
+                                                    "max_low_images")}
+    ranges["low_threshold"] = (lo, hi)
+    for key, value in ((state.widget_key("low_threshold", "auto"), eps is None),
+                       (state.widget_key("low_threshold"),
+                        float(min(max(eps if eps is not None else default_eps, lo), hi))),
+                       (state.widget_key("beta"), float(settings.beta)),
+                       (state.widget_key("spurious_threshold"), float(settings.spurious_threshold)),
+                       (state.widget_key("max_low_images"), int(settings.max_low_images))):
+        state.seed_widget(key, value)
+    for name, (a, b) in ranges.items():
+        state.clamp_widget(state.widget_key(name), a, b)
+
+    c = st.columns(4)
+    with c[0]:
+        auto = st.toggle("ε = global mean (authors)", key=state.widget_key("low_threshold", "auto"))
+        eps_value = st.slider("ε: “low” means below", lo, hi, step=(hi - lo) / 200 or 1e-4,
+                              key=state.widget_key("low_threshold"), disabled=auto,
+                              format="%.4f",
+                              help=f"Authors: the global mean of the normalised matrix "
+                                   f"({default_eps:.4f}).")
+    with c[1]:
+        beta = st.slider("β: similarity to the high images' other features", *ranges["beta"],
+                         step=0.01, key=state.widget_key("beta"),
+                         help="Counterfactuals must share the other features (h·h^μ ≥ β). "
+                              "Authors: 0.3.")
+    with c[2]:
+        thr = st.slider("Removal threshold (L score ≥)", *ranges["spurious_threshold"],
+                        step=0.01,
+                        key=state.widget_key("spurious_threshold"),
+                        help="A concept whose Word Score on the counterfactuals reaches this is "
+                             "removed as spurious. Authors: 0.1.")
+    with c[3]:
+        n_low = st.slider("How many L images (at most)", *ranges["max_low_images"], step=1,
+                          key=state.widget_key("max_low_images"),
+                          help="Authors: 10. (To skip the contrast step, turn it off in the "
+                               "method settings on the Setup page.)")
+    try:
+        return settings.replace(low_threshold=None if auto else float(eps_value),
+                                beta=float(beta), spurious_threshold=float(thr),
+                                max_low_images=int(n_low))
+    except FalconError as e:
+        errors.show_falcon_error(e)
+        return settings
+
+
+def reset() -> None:
+    """Back to the workspace's contrast settings (a button's callback)."""
+    over = dict(st.session_state.get("settings", {}))
+    for k in CONTRAST:
+        over.pop(k, None)
+    st.session_state["settings"] = over
+    for key in list(st.session_state.keys()):
+        if isinstance(key, str) and key.startswith("w:") and key[2:].split(":")[0] in CONTRAST:
+            del st.session_state[key]
+
+
+def _rows(items, status: str) -> list[dict]:
+    return [{"concept": c.text, "T score": round(c.score, 4), "L score": round(c.l_score, 4),
+             "status": status} for c in items]
+
+
+def kept_and_removed(exp) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every kept concept (those below the top-n cut too, so a concept the threshold lets back
+    in shows up here) and every removed one, as tables."""
+    n_w, n_p = exp.settings.get("top_words", 8), exp.settings.get("top_phrases", 8)
+    cols = ["concept", "T score", "L score", "status"]
+    kept = pd.DataFrame(_rows(exp.words, "kept word") + _rows(exp.phrases, "kept phrase")
+                        + _rows(exp.more_words, f"kept word, below the top {n_w}")
+                        + _rows(exp.more_phrases, f"kept phrase, below the top {n_p}"),
+                        columns=cols)
+    removed = pd.DataFrame(_rows(exp.spurious_words, "removed word")
+                           + _rows(exp.spurious_phrases, "removed phrase"), columns=cols)
+    return kept, removed
+
+
+def removed_sources(falcon, exp) -> None:
+    """For each removed concept: the counterfactual images (L) whose captions hold it."""
+    for c in exp.spurious_words + exp.spurious_phrases:
+        pairs = exp.provenance(c.text, of="low")
+        idx = list(dict.fromkeys(rec.index for rec, _ in pairs))
+        with st.expander(f"“{c.text}” — T {c.score:.3f}, L {c.l_score:.3f}, "
+                         f"in the captions of {len(idx)} L image(s)"):
+            if pairs:
+                st.dataframe(pd.DataFrame([{"L image": rec.index, "caption": cap.text,
+                                            "similarity": round(cap.score, 4)}
+                                           for rec, cap in pairs]),
+                             hide_index=True, width="stretch")
+                st.image([loaders.view(falcon, i) for i in idx[:8]],
+                         caption=[f"#{i}" for i in idx[:8]], width=110)
+            else:
+                st.caption("No stored caption of an L image holds it as written.")
