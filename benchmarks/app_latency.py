@@ -58,15 +58,18 @@ def free_port() -> int:
 
 def start_app(port: int, cache_dir: str | None = None, log_path: str | None = None,
               root: Path = ROOT) -> subprocess.Popen:
-    """``streamlit run app.py`` on ``port`` (headless), with FALCON_CACHE=cache_dir if given."""
+    """``streamlit run app.py`` on ``port`` (headless), with FALCON_CACHE=cache_dir if given.
+
+    Run from the project folder with nothing but the port and address on the command line, as a
+    user starts it: every other server setting (the file watcher among them) comes from the
+    project's ``.streamlit/config.toml``."""
     env = dict(os.environ)
     if cache_dir:
         env["FALCON_CACHE"] = str(cache_dir)
     env.setdefault("HF_HUB_OFFLINE", "1")
-    cmd = [sys.executable, "-m", "streamlit", "run", str(root / "app.py"),
+    cmd = [sys.executable, "-m", "streamlit", "run", "app.py",
            "--server.headless", "true", "--server.port", str(port),
-           "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-           "--server.fileWatcherType", "none", "--server.runOnSave", "false"]
+           "--server.address", "127.0.0.1"]
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
     return subprocess.Popen(cmd, cwd=str(root), env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
@@ -87,6 +90,21 @@ def wait_healthy(port: int, proc: subprocess.Popen | None = None, timeout: float
             pass
         time.sleep(0.25)
     raise TimeoutError(f"streamlit did not answer on {url} within {timeout:.0f} s")
+
+
+def inotify_watches(pid: int) -> int:
+    """How many inotify watches the process holds (Linux: /proc/<pid>/fdinfo)."""
+    n = 0
+    fd_dir = Path(f"/proc/{pid}/fd")
+    for fd in fd_dir.iterdir():
+        try:
+            if os.readlink(fd) != "anon_inode:inotify":
+                continue
+            info = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
+        except OSError:
+            continue
+        n += sum(line.startswith("inotify wd:") for line in info.splitlines())
+    return n
 
 
 def stop_app(proc: subprocess.Popen) -> None:
@@ -163,8 +181,8 @@ def demo_features(n: int = 4, cache_dir: str | None = None, falcon: Any = None) 
     """Features of the demo world that have highly activating images, most images first."""
     import numpy as np
 
-    fb = _demo(cache_dir, falcon)
-    stats = fb.feature_stats()
+    falcon = _demo(cache_dir, falcon)
+    stats = falcon.feature_stats()
     order = np.argsort(-np.asarray(stats["n_high"]), kind="stable")
     return [int(f) for f in order if stats["n_high"][f] >= 2][:n]
 
@@ -173,9 +191,9 @@ def demo_pair(cache_dir: str | None = None, falcon: Any = None) -> list[int]:
     """The two demo features most often highly active together (their group has images)."""
     import numpy as np
 
-    fb = _demo(cache_dir, falcon)
-    feats = demo_features(48, falcon=fb)
-    M = np.array(fb.coactivation(feats), dtype=np.float64)
+    falcon = _demo(cache_dir, falcon)
+    feats = demo_features(48, falcon=falcon)
+    M = np.array(falcon.coactivation(feats), dtype=np.float64)
     np.fill_diagonal(M, -1.0)
     i, j = np.unravel_index(int(np.argmax(M)), M.shape)
     return sorted([int(feats[i]), int(feats[j])])
@@ -186,8 +204,8 @@ def _features_elsewhere(n: int) -> tuple[list[int], list[int]]:
     stays cold."""
     tmp = tempfile.mkdtemp(prefix="falcon-bench-probe-")
     try:
-        fb = _demo(tmp)
-        return demo_features(n, falcon=fb), demo_pair(falcon=fb)
+        falcon = _demo(tmp)
+        return demo_features(n, falcon=falcon), demo_pair(falcon=falcon)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

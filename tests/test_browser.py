@@ -10,7 +10,10 @@ to test-artifacts/ (git-ignored) as the test's artefacts.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -30,22 +33,23 @@ def features():
     """Two demo features with highly activating images, explained once through the library."""
     from falcon_core import Falcon, WorkspaceConfig
 
-    fb = Falcon.from_config(WorkspaceConfig.demo())  # FALCON_CACHE: tests/conftest.py
-    feats = bench.demo_pair(falcon=fb)  # a pair whose group has highly activating images
+    falcon = Falcon.from_config(WorkspaceConfig.demo())  # FALCON_CACHE: tests/conftest.py
+    feats = bench.demo_pair(falcon=falcon)  # a pair whose group has highly activating images
     for f in feats:
-        fb.explain(f)
+        falcon.explain(f)
     return feats
 
 
 @pytest.fixture(scope="module")
 def server(features):
+    """``streamlit run app.py`` from the project folder, as a user starts it."""
     port = bench.free_port()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    proc = bench.start_app(port, os.environ.get("FALCON_CACHE"),
-                           log_path=str(ARTIFACTS / "streamlit.log"))
+    log = ARTIFACTS / "streamlit.log"
+    proc = bench.start_app(port, os.environ.get("FALCON_CACHE"), log_path=str(log))
     try:
         bench.wait_healthy(port, proc, timeout=180)
-        yield port
+        yield SimpleNamespace(port=port, proc=proc, log=log)
     finally:
         bench.stop_app(proc)
 
@@ -61,6 +65,7 @@ def browser():
 
 def test_feature_page_then_a_pair_in_the_browser(server, browser, features):
     f, g = features
+    server = server.port
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -111,7 +116,7 @@ def test_a_hostile_link_is_refused_by_the_served_app(server, browser, page_name,
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     try:
-        page.goto(bench.url(server, page_name, params))
+        page.goto(bench.url(server.port, page_name, params))
         page.get_by_text(notice).first.wait_for(timeout=TIMEOUT_MS)
         bench.wait_idle(page, TIMEOUT_MS)
         body = page.inner_text("body")
@@ -125,3 +130,110 @@ def test_a_hostile_link_is_refused_by_the_served_app(server, browser, page_name,
         assert not errors, errors
     finally:
         page.close()
+
+
+def test_spurious_link_opens_the_same_feature(server, browser, features):
+    """The explorer's "Inspect the spurious concepts" link (href spurious_concepts?feature=N)
+    used to land on feature 0: the number box of the same key on the other page reset it."""
+    from falcon_core import Falcon, WorkspaceConfig
+
+    falcon = Falcon.from_config(WorkspaceConfig.demo())
+    f = next(x for x in features if falcon.cached_explanation(x).spurious_words)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(bench.url(server.port, "feature_explorer", {"feature": f}))
+        bench.wait_explained(page, f, TIMEOUT_MS)
+        bench.wait_idle(page, TIMEOUT_MS)
+        link = page.get_by_role("link", name="Inspect the spurious concepts")
+        assert link.get_attribute("href").endswith(f"spurious_concepts?feature={f}")
+        link.click()
+        page.get_by_role("heading", name=f"Feature {f}:").first.wait_for(timeout=TIMEOUT_MS)
+        bench.wait_idle(page, TIMEOUT_MS)
+        assert page.url.endswith(f"spurious_concepts?feature={f}")
+        box = page.locator('[data-testid="stNumberInput"] input').first
+        assert box.input_value() == str(f)
+        assert page.get_by_role("heading", name="Spurious concepts").count() >= 1
+    finally:
+        page.close()
+
+
+def test_the_server_watches_no_folder(server):
+    """The project's .streamlit/config.toml: no recursive inotify watch of the project folder
+    (with a .venv inside it, thousands of folders: "Inotify queue overflowed")."""
+    assert bench.inotify_watches(server.proc.pid) == 0
+    assert "Inotify" not in server.log.read_text(errors="replace")
+
+
+def check_report_offline(browser, path: Path, words: list[str]) -> None:
+    """Open a report file in Chromium: every picture decodes, ``words`` are on the page, and no
+    request other than the file itself is made (any other is refused and recorded)."""
+    context = browser.new_context()
+    requests: list[str] = []
+
+    def route(r):
+        requests.append(r.request.url)
+        if r.request.url == path.resolve().as_uri():
+            r.continue_()
+        else:
+            r.abort()
+
+    context.route("**/*", route)
+    page = context.new_page()
+    page.on("request", lambda r: requests.append(r.url))
+    try:
+        page.goto(path.resolve().as_uri())
+        pictures = page.evaluate("""async () => {
+            const els = [...document.querySelectorAll('.pic')];
+            const urls = [...new Set(els.map(e => getComputedStyle(e).backgroundImage))];
+            const widths = await Promise.all(urls.map(u => new Promise(done => {
+                const m = u.match(/^url\\("(data:image\\/jpeg;base64,[^"]+)"\\)$/);
+                if (!m) return done(0);
+                const im = new Image();
+                im.onload = () => done(im.naturalWidth); im.onerror = () => done(0);
+                im.src = m[1];
+            })));
+            return {shown: els.length, distinct: urls.length, widths: widths};
+        }""")
+        assert pictures["shown"] > 0 and pictures["distinct"] > 0
+        assert all(w > 0 for w in pictures["widths"]), pictures
+        text = page.inner_text("body")
+        for w in words:
+            assert w in text, w
+        assert {u for u in requests if not u.startswith("data:")} == {path.resolve().as_uri()}
+        bench.screenshot(page, ARTIFACTS / f"{path.stem}.png")
+    finally:
+        context.close()
+
+
+def test_report_from_the_app_opens_offline(server, browser, features):
+    from falcon_core import Falcon, WorkspaceConfig
+
+    falcon = Falcon.from_config(WorkspaceConfig.demo())
+    words = [c.text for f in features for c in falcon.cached_explanation(f).words[:3]]
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(bench.url(server.port, "feature_explorer", {"feature": features[0]}))
+        bench.wait_explained(page, features[0], TIMEOUT_MS)
+        bench.wait_idle(page, TIMEOUT_MS)
+        with page.expect_download(timeout=TIMEOUT_MS) as info:
+            page.get_by_role("button", name="Download the report (HTML)").click()
+        path = ARTIFACTS / "report_from_app.html"
+        info.value.save_as(str(path))
+    finally:
+        page.close()
+    assert path.read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+    check_report_offline(browser, path, words + [f"Feature {f}:" for f in features])
+
+
+def test_report_from_the_command_line_opens_offline(browser, features):
+    from falcon_core import Falcon, WorkspaceConfig
+
+    path = ARTIFACTS / "report_from_cli.html"
+    res = subprocess.run([sys.executable, "-m", "falcon_core", "report", "--out", str(path),
+                          "--no-explain", "--no-progress"], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parents[1], timeout=900)
+    assert res.returncode == 0, res.stderr
+    assert f"wrote the report to {path.resolve()}" in res.stdout
+    falcon = Falcon.from_config(WorkspaceConfig.demo())
+    removed = [c.text for f in features for c in falcon.cached_explanation(f).spurious_words[:2]]
+    check_report_offline(browser, path, removed + ["Accuracy", "Discovered groups"])
