@@ -238,12 +238,27 @@ def _histogram_svg(values: Sequence[float], threshold: float, bins: int = 20) ->
         bars.append(f'<rect x="{x:.1f}" y="{H - pad - h:.1f}" width="{(W - 2 * pad) / bins - 1:.1f}" '
                     f'height="{h:.1f}"><title>{c} feature(s)</title></rect>')
     tx = pad + (threshold - lo) / (hi - lo) * (W - 2 * pad)
+    right = tx > W / 2  # the label on the side of the line with room
     return (f'<svg class="hist" width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img" '
             f'aria-label="Coherence of the explained features">{"".join(bars)}'
             f'<line x1="{tx:.1f}" x2="{tx:.1f}" y1="{pad / 2}" y2="{H - pad}" class="thr"/>'
-            f'<text x="{tx + 3:.1f}" y="{pad}" class="lab">interpretable &gt; {threshold:g}</text>'
+            f'<text x="{tx - 3 if right else tx + 3:.1f}" y="{pad}" class="lab" '
+            f'text-anchor="{"end" if right else "start"}">interpretable: &gt; {threshold:g}</text>'
             f'<text x="{pad}" y="{H - 3}" class="lab">{lo:g}</text>'
+            f'<text x="{W / 2:.0f}" y="{H - 3}" class="lab" text-anchor="middle">coherence '
+            f'(features: {top} in the tallest bar)</text>'
             f'<text x="{W - pad}" y="{H - 3}" class="lab" text-anchor="end">{hi:g}</text></svg>')
+
+
+def _shown(value: Any) -> str:
+    """A value for the reader: a file or folder path by its name (the report is handed out; the
+    machine's paths mean nothing to its reader)."""
+    text = str(value)
+    if text.startswith(("/", "~")) or (len(text) > 2 and text[1] == ":" and text[2] in "\\/"):
+        return Path(text).name or text
+    if text.startswith("laion:"):
+        return "laion:" + (Path(text[6:]).name or text[6:])
+    return text
 
 
 def _kv_table(rows: Sequence[tuple[str, Any]]) -> str:
@@ -254,17 +269,17 @@ def _kv_table(rows: Sequence[tuple[str, Any]]) -> str:
 def _workspace_section(falcon, settings: FalconSettings, notes: list[str]) -> str:
     d = falcon.describe()
     b, c, p, v = d["backbone"], d["clip"], d["probe"], d["vocabulary"]
-    rows = [("Backbone", f"{b.get('name')} ({b.get('weights')})"),
+    rows = [("Backbone", f"{_shown(b.get('name'))} ({_shown(b.get('weights'))})"),
             ("Explained layer", f"{b.get('layer')}: {b.get('pooling')}; "
                                 f"{b.get('num_features')} features"),
             ("Classifier head", b.get("head") or "none"),
-            ("CLIP", f"{c.get('name')} ({c.get('pretrained')})"),
-            ("Probe set", p.get("description") or p.get("root") or p.get("kind")),
+            ("CLIP", f"{_shown(c.get('name'))} ({_shown(c.get('pretrained'))})"),
+            ("Probe set", _shown(p.get("description") or p.get("root") or p.get("kind"))),
             ("Probe images", f"{falcon.num_images} ({len(falcon.skipped_images)} unreadable)"),
-            ("Vocabulary", f"{v.get('name')}: {v.get('count')} captions")]
+            ("Vocabulary", f"{_shown(v.get('name'))}: {v.get('count')} captions")]
     defaults = FalconSettings()
-    srows = [(k, f"{val}" + ("" if getattr(defaults, k) == val else
-                             f"  (authors: {getattr(defaults, k)})"))
+    srows = [(k, _shown(val) + ("" if getattr(defaults, k) == val else
+                                f"  (authors: {getattr(defaults, k)})"))
              for k, val in settings.to_dict().items()]
     note_html = "".join(f"<li>{_e(n)}</li>" for n in notes)
     return ('<section id="workspace"><h2>Workspace</h2>' + _kv_table(rows)

@@ -183,7 +183,8 @@ def _precompute(falcon, settings: FalconSettings, status: dict) -> None:
     if result is None:
         return
     no_exp = {f: m for f, m in result.items() if m}
-    st.success(f"Explained {len(result) - len(no_exp)} features in "
+    n = len(result) - len(no_exp)
+    st.success(f"Explained {n} feature{'' if n == 1 else 's'} in "
                f"{format_seconds(time.monotonic() - t0)}.")
     if no_exp:
         with st.expander(f"{len(no_exp)} features have no explanation (why)"):

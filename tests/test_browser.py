@@ -157,10 +157,18 @@ def test_spurious_link_opens_the_same_feature(server, browser, features):
         page.close()
 
 
-def test_the_server_watches_no_folder(server):
-    """The project's .streamlit/config.toml: no recursive inotify watch of the project folder
-    (with a .venv inside it, thousands of folders: "Inotify queue overflowed")."""
-    assert bench.inotify_watches(server.proc.pid) == 0
+def test_the_server_watches_no_folder(server, browser, features):
+    """The project's .streamlit/config.toml: while a session is open, no inotify watch of the
+    project folder (watchdog's is recursive: with a .venv inside the folder, thousands of
+    folders and "Inotify queue overflowed" in the log)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(bench.url(server.port, "feature_explorer", {"feature": features[0]}))
+        bench.wait_explained(page, features[0], TIMEOUT_MS)
+        bench.wait_idle(page, TIMEOUT_MS)
+        assert bench.inotify_watches(server.proc.pid) == 0
+    finally:
+        page.close()
     assert "Inotify" not in server.log.read_text(errors="replace")
 
 

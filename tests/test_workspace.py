@@ -64,7 +64,8 @@ def test_the_demo_world_is_built_through_the_registries(registered):
     assert spec.name == "demo" and kw == {"world": "my-world.json"}
     (spec,), kw = registered["clip"]
     assert spec.name == "demo" and kw == {"world": "my-world.json"}
-    assert registered["probe"][1] == {"class_names_for_labels": None, "world": "my-world.json",
+    assert registered["probe"][1] == {"class_names_for_labels": None,
+                                      "class_ids_for_labels": None, "world": "my-world.json",
                                       "n": 2, "seed": 3}
     assert registered["vocabulary"][1] == {"world": "my-world.json"}
     # the workspace's default settings come from the backbone preset's registration

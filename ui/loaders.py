@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 import streamlit as st
 
-from falcon_core.errors import FalconError
+from falcon_core.errors import FalconError, OfflineError
 from falcon_core.settings import FalconSettings
 from falcon_core.workspace import WorkspaceConfig
 
@@ -50,10 +50,15 @@ def _open(config: WorkspaceConfig):
 
 
 def _open_or_say_why(config: WorkspaceConfig):
-    """The Falcon of ``config``, or None after saying why it cannot be opened."""
+    """The Falcon of ``config``, or None after saying why it cannot be opened. What is expected
+    (bad input, no network, an unusable cache folder) is a message; anything else (a third-party
+    loader's own error on a user's model) is shown as a bug, with its details, and the caller
+    still offers the way back to the demo world."""
     what = "The workspace could not be opened"
     try:
         return _open(config)
+    except OfflineError as e:
+        errors.show_falcon_error(e, "Cannot download what this workspace needs")
     except FalconError as e:
         errors.show_falcon_error(e, what)
     except OSError as e:  # e.g. the demo world's files under a cache folder that is unusable
@@ -65,7 +70,7 @@ def _open_or_say_why(config: WorkspaceConfig):
             errors.show_falcon_error(cache_problem(root, e, kept_in_memory=False), what)
         else:
             errors.show_unexpected(e, what)
-    except Exception as e:  # noqa: BLE001 - a bug: shown as one, never a raw traceback
+    except Exception as e:  # noqa: BLE001 - see above: shown as a bug, never a raw traceback
         errors.show_unexpected(e, what)
     return None
 
