@@ -182,7 +182,7 @@ def view(falcon, index: int):
     """Probe image ``index`` as the backbone sees it (a placeholder when unreadable)."""
     try:
         return _view(falcon, state.config_key(falcon.config or state.workspace()), int(index))
-    except Exception:  # noqa: BLE001 - an unreadable image must not break a grid
+    except FalconError:  # an unreadable image (BadImageError) must not break a grid
         return images.placeholder()
 
 

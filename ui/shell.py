@@ -106,7 +106,7 @@ def page(main: Callable[[], None]) -> None:
     _local.reran = False
     try:
         st.set_page_config(page_title="FALCON", page_icon=":material/flight:", layout="wide")
-    except Exception:  # noqa: BLE001 - already set
+    except StreamlitAPIException:  # already set
         pass
     with frame():
         main()
