@@ -161,9 +161,23 @@ def choose_feature(page: Any, feature: int) -> None:
     box.press("Enter")
 
 
-def screenshot(page: Any, path: Path) -> Path:
+def screenshot(page: Any, path: Path, max_height: int = 4000) -> Path:
+    """The whole page as one PNG. Streamlit scrolls inside its main container, not the
+    document, so the viewport is made as tall as that container's content (at most
+    ``max_height``) for the picture, then put back."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(path), full_page=True)
+    size = page.viewport_size
+    tall = page.evaluate("""() => Math.max(0, ...[...document.querySelectorAll(
+        '[data-testid="stMain"], [data-testid="stAppViewContainer"], section.main')]
+        .map(e => e.scrollHeight))""")
+    if size and tall > size["height"]:
+        page.set_viewport_size({"width": size["width"], "height": min(int(tall), max_height)})
+        time.sleep(0.5)  # let the charts lay themselves out again
+    try:
+        page.screenshot(path=str(path), full_page=True)
+    finally:
+        if size:
+            page.set_viewport_size(size)
     return path
 
 
@@ -293,7 +307,7 @@ def report_screenshot(page: Any, path: Path) -> Path:
         page.get_by_role("button", name="Download the report (HTML)").click()
     html = path.with_suffix(".html")
     info.value.save_as(str(html))
-    report = page.context.new_page()
+    report = page.context.browser.new_page()
     try:
         report.set_viewport_size({"width": 1200, "height": 1500})
         report.goto(html.resolve().as_uri())

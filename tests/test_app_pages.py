@@ -7,6 +7,7 @@ session one fresh FALCON_CACHE); the app's Falcon is shared by all AppTest runs 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -503,16 +504,6 @@ def test_setup_offline_download_says_so_plainly(demo, monkeypatch):
 
 # ---- what a first visit tripped on ----------------------------------------------------------------
 
-def shown_table(element):
-    """What a st.dataframe shows: the styler's display values when it has them."""
-    import pyarrow as pa
-
-    arrow = element.proto.arrow_data
-    if arrow.HasField("styler") and arrow.styler.display_values:
-        return pa.ipc.open_stream(arrow.styler.display_values).read_all().to_pandas()
-    return element.value
-
-
 def test_feature_list_counts_the_feature_just_explained(demo):
     """The list's label used to be one step behind (0 while a feature was on screen)."""
     fb = demo.falcon
@@ -575,15 +566,20 @@ def test_upload_mode_drops_the_probe_image_from_the_link(demo):
 
 
 def test_pairs_table_shows_a_dash_not_none_and_says_so(demo):
+    """The grid draws a missing number as "None" (a Styler's na_rep does not reach it): the
+    cells hold the text shown, a dash where a concept is missing, as the caption says."""
     a, b = demo.pair
     at = run_page("pages/pairs_and_groups.py", {"features": f"{a},{b}"})
     no_error(at)
-    shown = shown_table(at.dataframe[0])
-    cells = [str(v) for v in shown.drop(columns=["concept"]).to_numpy().ravel()]
-    assert not [c for c in cells if c in ("None", "nan", "NaN", "<NA>")], cells
+    table = at.dataframe[0].value
+    assert not at.dataframe[0].proto.arrow_data.HasField("styler")
+    cells = table.drop(columns=["concept"]).to_numpy().ravel().tolist()
+    assert all(isinstance(c, str) for c in cells), cells
     assert "–" in cells  # some concept is missing from some explanation
+    assert all(c == "–" or re.fullmatch(r"\d\.\d{3}", c) for c in cells), cells
+    scores = [float(c) for c in table["group"] if c != "–"]
+    assert scores == sorted(scores, reverse=True)
     assert any(c.startswith("–: the concept is not among") for c in texts(at.caption))
-    assert at.dataframe[0].value["group"].dtype.kind == "f"  # numbers stay sortable
 
 
 def test_no_group_says_what_to_change(demo):

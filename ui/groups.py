@@ -17,6 +17,7 @@ from falcon_core.settings import FalconSettings
 from . import charts, errors, loaders, state
 
 HEATMAP_MAX = 48  # features shown in the co-activation heatmap
+EMPTY = "–"  # a concept missing from an explanation, in the comparison table
 GROUP_KEY = "w:group"  # the discovered-group list
 FEATURES_KEY = state.widget_key("features")
 SETTING_NAMES = {"alpha_std": "k in α = mean + k·std", "top_k": "Top-k",
@@ -189,9 +190,11 @@ def singles(falcon, feats: list[int], settings: FalconSettings) -> dict[int, Any
             for f in feats}
 
 
-def concept_table(group_exp, single: dict[int, Any]) -> Any:
-    """The group's kept words against each feature's own Word Scores; a dash where a concept is
-    not among that explanation's kept words (a styled table: the numbers stay sortable)."""
+def concept_table(group_exp, single: dict[int, Any]) -> pd.DataFrame:
+    """The group's kept words against each feature's own Word Scores, best for the group first;
+    a dash where a concept is not among that explanation's kept words. The scores are text with
+    three decimals (the grid shows a missing number as "None", whatever a Styler says), which
+    still sorts as the numbers do."""
     rows: dict[str, dict] = {}
     for c in group_exp.words:
         rows.setdefault(c.text, {"concept": c.text})["group"] = c.score
@@ -201,10 +204,9 @@ def concept_table(group_exp, single: dict[int, Any]) -> Any:
     cols = ["concept", "group"] + [f"feature {f}" for f in single]
     table = pd.DataFrame(list(rows.values())).reindex(columns=cols)
     table = table.sort_values("group", ascending=False, na_position="last")
-    return table.style.format(precision=3, na_rep=EMPTY)
-
-
-EMPTY = "–"
+    for col in cols[1:]:
+        table[col] = [EMPTY if v != v else f"{v:.3f}" for v in table[col]]
+    return table
 
 
 def overlap(group_exp, single: dict[int, Any]) -> tuple[pd.DataFrame, str | None, str]:

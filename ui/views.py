@@ -1,5 +1,5 @@
-"""Pieces of pages shared by several pages: the feature picker, concept charts, provenance,
-image grids, exports."""
+"""Pieces of pages shared by several pages: the page opening, the feature picker, headings,
+concept charts, provenance, image grids, the activation histogram, exports, the report button."""
 
 from __future__ import annotations
 
