@@ -108,7 +108,7 @@ class _Pictures:
         """The image ``size`` px tall, with the crop box (in the view's pixels) on top."""
         try:
             name, w, h, vw, vh = self._get(index)
-        except Exception:  # noqa: BLE001 - an unreadable image must not lose the report
+        except FalconError:  # an unreadable probe image (BadImageError) must not lose the report
             return f'<figure class="pic missing" title="unreadable">?<figcaption>{_e(caption)}</figcaption></figure>'
         W = max(1, round(size * w / h))
         over = ""
@@ -124,7 +124,7 @@ class _Pictures:
         """The crop box of the image, ``size`` px on its longer side."""
         try:
             name, w, h, vw, vh = self._get(index)
-        except Exception:  # noqa: BLE001
+        except FalconError:
             return f'<figure class="pic missing">?<figcaption>{_e(caption)}</figcaption></figure>'
         x0, y0, x1, y1 = (int(v) for v in (box or (0, 0, vw, vh)))
         bw, bh = max(1, x1 - x0), max(1, y1 - y0)
@@ -444,7 +444,9 @@ def build_report(falcon, settings: FalconSettings | None = None,
 def write_report(falcon, path: str | Path, settings: FalconSettings | None = None,
                  options: ReportOptions | None = None,
                  progress: Progress | None = None) -> ReportResult:
-    """Build the report and write it to ``path`` (atomically: a temporary file, then renamed)."""
+    """Build the report and write it to ``path`` (atomically: the cache's ``atomic_write``)."""
+    from .cache import atomic_write
+
     path = Path(path)
     if path.is_dir():
         raise FalconError(f"{path} is a folder.", "Give a file name, e.g. model.html.")
@@ -452,11 +454,9 @@ def write_report(falcon, path: str | Path, settings: FalconSettings | None = Non
         raise FalconError(f"The folder {path.parent} does not exist.",
                           "Create it first, or write the report elsewhere.")
     result = build_report(falcon, settings, options, progress)
-    tmp = path.with_name(f".{path.name}.tmp")
+    data = result.html.encode("utf-8")
     try:
-        tmp.write_text(result.html, encoding="utf-8")
-        tmp.replace(path)
+        atomic_write(path, lambda f: f.write(data))
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise FalconError(f"Cannot write the report to {path}: {e.strerror or e}.") from e
     return result

@@ -107,3 +107,34 @@ def test_write_report_is_atomic_and_says_what_is_wrong(demo, tmp_path):
     result = write_report(demo, out, options=ReportOptions(explain_missing=False, images=2))
     assert out.read_text(encoding="utf-8") == result.html
     assert [p.name for p in tmp_path.iterdir()] == ["r.html"]
+
+
+def test_an_image_that_cannot_be_read_any_more_loses_nothing_else(demo, monkeypatch):
+    """A probe image damaged after Stage 1 (the library raises BadImageError): a placeholder in
+    its place, every other picture and concept still there; a bug is not hidden."""
+    from falcon_core.errors import BadImageError
+
+    done = demo.explained()
+    f = next(iter(done))
+    bad = done[f].high[0].index
+    real_view = demo.view
+
+    def view(i):
+        if int(i) == bad:
+            raise BadImageError(f"Cannot read image {i}: truncated")
+        return real_view(i)
+
+    monkeypatch.setattr(demo, "view", view)
+    result = build_report(demo, options=ReportOptions(explain_missing=False))
+    card = result.html.split(f'id="f{f}">', 1)[1].split("</section>", 1)[0]
+    assert card.count('class="pic missing"') >= 2  # the image and its crop
+    assert card.count("<figure>") >= 1 or len(done[f].high) == 1
+    for c in done[f].words:
+        assert html.escape(c.text) in card
+
+    def broken(i):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(demo, "view", broken)
+    with pytest.raises(ZeroDivisionError):
+        build_report(demo, options=ReportOptions(explain_missing=False))

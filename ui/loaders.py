@@ -24,7 +24,7 @@ def cache_root() -> str:
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _falcon(config_items: tuple, cache_dir: str):
+def _build_falcon(config_items: tuple, cache_dir: str):
     from falcon_core.pipeline import Falcon
 
     config = WorkspaceConfig.from_dict(dict(config_items))
@@ -46,7 +46,7 @@ def forget_opened() -> None:
 
 def _open(config: WorkspaceConfig):
     with st.spinner(f"Opening {describe_workspace(config)}… (the first time builds it)"):
-        return _falcon(state.config_key(config), cache_root())
+        return _build_falcon(state.config_key(config), cache_root())
 
 
 def _open_or_say_why(config: WorkspaceConfig):
@@ -134,12 +134,12 @@ def explanations_stamp(falcon) -> int:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _feature_table(_fb, config_items: tuple, settings_items: tuple, stamp: int):
+def _feature_table(_falcon, config_items: tuple, settings_items: tuple, stamp: int):
     import pandas as pd
 
     settings = FalconSettings(**dict(settings_items))
-    done = _fb.explained(settings)
-    stats = _fb.feature_stats(settings)
+    done = _falcon.explained(settings)
+    stats = _falcon.feature_stats(settings)
     rows = []
     for f, exp in done.items():
         coh = exp.coherence
@@ -174,8 +174,8 @@ def busiest_feature(falcon, settings: FalconSettings) -> int:
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
-def _view(_fb, config_items: tuple, index: int):
-    return _fb.view(index)
+def _view(_falcon, config_items: tuple, index: int):
+    return _falcon.view(index)
 
 
 def view(falcon, index: int):
@@ -187,13 +187,13 @@ def view(falcon, index: int):
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _annotated_high(_fb, config_items: tuple, features: tuple, settings_items: tuple,
+def _annotated_high(_falcon, config_items: tuple, features: tuple, settings_items: tuple,
                     records: tuple) -> list[tuple[Any, Any]]:
     settings = FalconSettings(**dict(settings_items))
-    cams = _fb.cams(list(features), settings)
+    cams = _falcon.cams(list(features), settings)
     out = []
     for index, box, fallback in records:
-        im = view(_fb, index)
+        im = view(_falcon, index)
         cam = cams.get(int(index))
         out.append((images.annotated(im, cam, box, fallback), images.crop(im, box)))
     return out
@@ -208,9 +208,9 @@ def annotated_high(falcon, exp, settings: FalconSettings, n: int):
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _normalized_column(_fb, config_items: tuple, normalize: bool, feature: int) -> np.ndarray:
-    Hn = _fb.normalized(normalize)
-    _, valid = _fb.representations()
+def _normalized_column(_falcon, config_items: tuple, normalize: bool, feature: int) -> np.ndarray:
+    Hn = _falcon.normalized(normalize)
+    _, valid = _falcon.representations()
     return np.asarray(Hn[valid, feature], dtype=np.float32)
 
 
@@ -220,9 +220,9 @@ def activations(falcon, feature: int, settings: FalconSettings) -> np.ndarray:
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _groups(_fb, config_items: tuple, settings_items: tuple):
+def _groups(_falcon, config_items: tuple, settings_items: tuple):
     settings = FalconSettings(**dict(settings_items))
-    return [(tuple(int(f) for f in g.features), int(g.n_images)) for g in _fb.groups(settings)]
+    return [(tuple(int(f) for f in g.features), int(g.n_images)) for g in _falcon.groups(settings)]
 
 
 def groups(falcon, settings: FalconSettings) -> list[tuple[tuple[int, ...], int]]:
@@ -233,8 +233,8 @@ def groups(falcon, settings: FalconSettings) -> list[tuple[tuple[int, ...], int]
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _failures(_fb, config_items: tuple):
-    return _fb.failures()
+def _failures(_falcon, config_items: tuple):
+    return _falcon.failures()
 
 
 def failures(falcon):

@@ -163,7 +163,7 @@ def base_settings(workspace: WorkspaceConfig | Mapping[str, Any] | None = None) 
     if fn is not None:
         try:
             return fn()
-        except Exception:  # noqa: BLE001
+        except FalconError:  # a preset's settings out of range: the authors' instead
             pass
     return _DEFAULT_SETTINGS
 
