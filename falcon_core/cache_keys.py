@@ -15,6 +15,9 @@ crop_embeddings       the cams key, the CAM threshold, CLIP model
 image_embeddings      probe set, the backbone's view of the images, CLIP model, the images
 explanations          :func:`explanation_inputs` (models, data, concept extraction), the
                       features, every setting but the result-neutral ones
+caption_text          one LAION metadata file (name, size, modification time), the format
+caption_index         the text embeddings (CLIP model and vocabulary), the index kind and
+                      every build parameter
 ====================  ===================================================================
 
 Settings that only change how fast a result is computed (:data:`RESULT_NEUTRAL_SETTINGS`) are left
@@ -31,6 +34,9 @@ from .cache import DiskCache, hash_json
 PIPELINE_VERSION = 2
 # Settings that change how fast a result is computed, never the result itself.
 RESULT_NEUTRAL_SETTINGS = ("batch_size",)
+# Settings whose default gives the results keys meant before the setting existed: left out of
+# the key at that value (exact caption search is the brute force), part of it otherwise.
+DEFAULT_NEUTRAL_SETTINGS = {"caption_index": "exact"}
 
 
 def representations(backbone: str, probe: str) -> str:
@@ -69,6 +75,19 @@ def image_embeddings(probe: str, backbone: str, clip: str, images: Sequence[int]
                          images=[int(i) for i in images])
 
 
+def caption_text(metadata_file: str, version: int) -> str:
+    """The caption column of one LAION metadata file (:class:`~.data.vocabulary.CaptionText`):
+    the file's fingerprint (name, size, modification time) and the entry's format version."""
+    return DiskCache.key("caption_text", metadata=metadata_file, version=int(version))
+
+
+def caption_index(embeddings: str, kind: str, params: dict[str, Any]) -> str:
+    """A search index over a vocabulary's text embeddings (:mod:`.caption_index`):
+    ``embeddings`` says which (the text-embeddings key, or the vocabulary's fingerprint for
+    precomputed LAION embeddings), ``kind`` and ``params`` how it was built."""
+    return DiskCache.key("caption_index", embeddings=embeddings, kind=kind, params=params)
+
+
 def explanation_inputs(backbone, clip, probe, vocabulary, concepts: dict[str, Any]
                        ) -> dict[str, Any]:
     """What an explanation depends on besides its features and settings (stored with it):
@@ -87,8 +106,10 @@ def explanation_inputs(backbone, clip, probe, vocabulary, concepts: dict[str, An
 
 
 def explanation(inputs: dict[str, Any], features: Sequence[int], settings: dict[str, Any]) -> str:
-    """An explanation: :func:`explanation_inputs`, the features, and every setting except
-    :data:`RESULT_NEUTRAL_SETTINGS`."""
-    determining = {k: v for k, v in settings.items() if k not in RESULT_NEUTRAL_SETTINGS}
+    """An explanation: :func:`explanation_inputs` (with the caption index's fingerprint when the
+    search is approximate), the features, and every setting except
+    :data:`RESULT_NEUTRAL_SETTINGS` (and :data:`DEFAULT_NEUTRAL_SETTINGS` at their default)."""
+    determining = {k: v for k, v in settings.items() if k not in RESULT_NEUTRAL_SETTINGS
+                   and not (k in DEFAULT_NEUTRAL_SETTINGS and v == DEFAULT_NEUTRAL_SETTINGS[k])}
     return DiskCache.key("explanations", inputs=inputs, features=[int(f) for f in features],
                          settings=determining)

@@ -52,6 +52,12 @@ def _add_workspace_args(p: argparse.ArgumentParser) -> None:
                        help=WORKSPACE_HELP.get(f.name))
     g.add_argument("--cache-dir", default=None,
                    help="cache folder (default: $FALCON_CACHE or ~/.cache/falcon)")
+    g.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="where Stage 1, text embeddings, the precompute and index parts run: "
+                        "in this process (default) or on Ray")
+    g.add_argument("--ray-address", default=None,
+                   help="Ray cluster to use with --engine ray (default: $RAY_ADDRESS, else a "
+                        "local Ray on this machine's cores)")
 
 
 def _add_settings_args(p: argparse.ArgumentParser) -> None:
@@ -69,6 +75,9 @@ def _add_settings_args(p: argparse.ArgumentParser) -> None:
                            action=argparse.BooleanOptionalAction, help=help_text)
         elif f.name == "high_rule":
             g.add_argument("--rule", _flag(f.name), dest=f"set_{f.name}", choices=HIGH_RULES,
+                           default=None, help=help_text)
+        elif f.name == "caption_index":
+            g.add_argument(_flag(f.name), dest=f"set_{f.name}", choices=LIMITS["caption_index"].allowed(),
                            default=None, help=help_text)
         elif f.name == "low_threshold":
             g.add_argument("--epsilon", _flag(f.name), dest=f"set_{f.name}", type=float,
@@ -136,6 +145,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="use only cached explanations (by default the features that drive the "
                         "most common failures and the largest groups are explained first)")
     _common(p)
+
+    p = sub.add_parser("index", help="build the IVF-PQ caption index of a vocabulary (LAION)",
+                       description="Build (or finish building: it resumes) the IVF-PQ index that "
+                                   "--caption-index ivfpq searches, once per CLIP model and "
+                                   "vocabulary. Zero means: chosen from the vocabulary's size.")
+    p.add_argument("action", choices=("build",))
+    p.add_argument("--nlist", type=int, default=0, help="inverted lists (0: ~sqrt(rows))")
+    p.add_argument("--m", type=int, default=64, help="PQ bytes a caption (divides the width)")
+    p.add_argument("--no-opq", action="store_true", help="no OPQ rotation before PQ")
+    p.add_argument("--train-rows", type=int, default=0, help="rows sampled to train")
+    p.add_argument("--part-rows", type=int, default=1_000_000,
+                   help="rows added per part (the unit of resuming and of Ray tasks)")
+    p.add_argument("--nprobe", type=int, default=0, help="lists visited per query (0: nlist/16)")
+    p.add_argument("--rerank", type=int, default=0,
+                   help="candidates per query scored exactly (0: the default)")
+    _common(p)
     return parser
 
 
@@ -154,13 +179,20 @@ def _note(text: str) -> None:
     print(f"note: {text}", file=sys.stderr)
 
 
+def _engine(args):
+    from .engines import create_engine
+
+    return create_engine(getattr(args, "engine", "local"), getattr(args, "ray_address", None))
+
+
 def _falcon(args):
     from .pipeline import Falcon
     from .progress import null_progress, tqdm_progress
 
     progress = null_progress if args.no_progress else tqdm_progress()
     falcon = Falcon.from_config(_workspace(args), settings=_settings(args),
-                                cache_dir=args.cache_dir, progress=progress)
+                                cache_dir=args.cache_dir, progress=progress,
+                                engine=_engine(args))
     # damaged cache files moved aside, a cache folder that cannot be written: said once each
     falcon.cache.on_notice = _note
     for text in falcon.cache.notices:
@@ -353,7 +385,7 @@ def _cmd_failures(args) -> int:
 
 def _cmd_precompute(args) -> int:
     falcon = _falcon(args)
-    result = falcon.precompute(args.features)
+    result = falcon.engine.precompute(falcon, args.features)
     ok = sum(v is None for v in result.values())
     failed = {k: v for k, v in result.items() if v}
     if args.json:
@@ -422,8 +454,42 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_index(args) -> int:
+    from . import caption_index as ci
+    from .cache import DiskCache
+    from .data.vocabulary import text_embeddings
+    from .progress import null_progress, tqdm_progress
+
+    progress = null_progress if args.no_progress else tqdm_progress()
+    ws = _workspace(args)
+    clip, vocab = ws.build_clip(), ws.build_vocabulary()
+    cache = DiskCache(args.cache_dir)
+    engine = _engine(args)
+    if hasattr(vocab, "use_cache"):
+        vocab.use_cache(cache)
+    t0 = time.perf_counter()
+    A = text_embeddings(vocab, clip, cache, progress=progress,
+                        engine=None if engine.name == "local" else engine, config=ws)
+    params = ci.IVFPQParams(nlist=args.nlist, m=args.m, opq=not args.no_opq,
+                            train_rows=args.train_rows, part_rows=args.part_rows,
+                            nprobe=args.nprobe, rerank=args.rerank or ci.IVFPQParams.rerank)
+    index = ci.build_ivfpq(A, cache, ci.embeddings_id(vocab, clip, A.shape[1]), params,
+                           progress=progress, engine=None if engine.name == "local" else engine)
+    info = {**index.describe(), "seconds": round(time.perf_counter() - t0, 1),
+            "disk_bytes": ci.index_disk_bytes(index)}
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(f"IVF-PQ index of {info['rows']} captions: nlist {info['nlist']}, m {info['m']}, "
+              f"nprobe {info['nprobe']}, rerank {info['rerank']}; "
+              f"{info['disk_bytes'] / 1e6:.1f} MB on disk, {info['seconds']} s; {info['path']}")
+        print("search it with --caption-index ivfpq")
+    return 0
+
+
 COMMANDS = {"explain": _cmd_explain, "groups": _cmd_groups, "failures": _cmd_failures,
-            "precompute": _cmd_precompute, "info": _cmd_info, "report": _cmd_report}
+            "precompute": _cmd_precompute, "info": _cmd_info, "report": _cmd_report,
+            "index": _cmd_index}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -65,6 +65,10 @@ class Explainer:
         self.settings = settings
         self.progress = progress
         self._A = None
+        self.engine = None  # where the text embeddings are computed (falcon_core.engines)
+        self._indexes: dict[str, Any] = {}
+        if hasattr(vocabulary, "use_cache"):  # LAION caption text entries live in our cache
+            vocabulary.use_cache(cache)
         self._extractor = extractor  # the default (spaCy) one is loaded when first needed
         # Seconds spent per stage by this object (cache hits are cheap and show as such).
         self.timings: dict[str, float] = {}
@@ -93,13 +97,26 @@ class Explainer:
 
     # ---- inputs of the stages --------------------------------------------------------------
     def text_embeddings(self):
-        """``A``: the vocabulary's CLIP text embeddings (cached on disk, memory-mapped)."""
+        """``A``: the vocabulary's CLIP text embeddings (cached on disk, read block by block)."""
         if self._A is None:
             from .data.vocabulary import text_embeddings
 
             self._A = text_embeddings(self.vocabulary, self.clip, self.cache,
-                                      progress=lambda d, t, s: self.progress(d, t, "text embeddings"))
+                                      progress=lambda d, t, s: self.progress(d, t, "text embeddings"),
+                                      engine=self.engine, config=self.store.config)
         return self._A
+
+    def caption_index(self, settings: FalconSettings | None = None):
+        """The search index of Stage 4 that ``settings.caption_index`` names
+        (:mod:`falcon_core.caption_index`; ``exact`` needs nothing built)."""
+        from . import caption_index as ci
+
+        kind = (settings or self.settings).caption_index
+        if kind not in self._indexes:
+            A = self.text_embeddings()
+            self._indexes[kind] = ci.open_index(
+                kind, A, self.cache, ci.embeddings_id(self.vocabulary, self.clip, A.shape[1]))
+        return self._indexes[kind]
 
     @property
     def extractor(self) -> concepts_stage.ConceptExtractor:
@@ -191,7 +208,10 @@ class Explainer:
     # ---- the explanation ---------------------------------------------------------------------
     def explanation_key(self, features, settings: FalconSettings | None = None) -> str:
         s = settings or self.settings
-        return cache_keys.explanation(self.inputs, self.store.features(features), s.to_dict())
+        inputs = self.inputs
+        if s.caption_index != "exact":  # approximate search: the index is an input too
+            inputs = {**inputs, "caption_index": self.caption_index(s).fingerprint}
+        return cache_keys.explanation(inputs, self.store.features(features), s.to_dict())
 
     def cached_explanation(self, features, settings: FalconSettings | None = None
                            ) -> Explanation | None:
@@ -247,22 +267,20 @@ class Explainer:
         with self.timed("4 text embeddings"):
             self.text_embeddings()
 
-        # Stages 4-5 on T
-        with self.timed("4-5 captions and Word Scores"):
-            t_matches, t_words, t_phrases = score_captions(
-                B, self.text_embeddings(), self.vocabulary, self.extractor, s.captions_per_image)
-
-        # Stage 6: counterfactuals
+        # Stage 6's counterfactual images, so that T and L go through one caption search
         with self.timed("6 counterfactuals"):
             low = self.select_low(feats, high.indices, s)
-            if len(low.indices) == 0:
-                notes.append(low.description + " Nothing was removed as spurious.")
-                l_matches, l_words, l_phrases = [], {}, {}
-            else:
-                BL = self._whole_embeddings(low.indices)
-                l_matches, l_words, l_phrases = score_captions(
-                    BL, self.text_embeddings(), self.vocabulary, self.extractor,
-                    s.captions_per_image)
+            BL = self._whole_embeddings(low.indices) if len(low.indices) else None
+        if BL is None:
+            notes.append(low.description + " Nothing was removed as spurious.")
+
+        # Stages 4-5 on T (and on L for Stage 6): one search of the vocabulary for both
+        with self.timed("4-5 captions and Word Scores"):
+            sets = [B] if BL is None else [B, BL]
+            scored = score_caption_sets(sets, self.caption_index(s), self.vocabulary,
+                                        self.extractor, s.captions_per_image)
+        t_matches, t_words, t_phrases = scored[0]
+        l_matches, l_words, l_phrases = scored[1] if BL is not None else ([], {}, {})
         if s.contrast:
             kept_w, removed_w = contrast_stage.split_spurious(t_words, l_words, s.spurious_threshold)
             kept_p, removed_p = contrast_stage.split_spurious(t_phrases, l_phrases,
@@ -309,22 +327,42 @@ class Explainer:
 def score_captions(B: np.ndarray, A, vocabulary, extractor: concepts_stage.ConceptExtractor,
                    k: int) -> tuple[list[list[CaptionMatch]], dict[str, float], dict[str, float]]:
     """Stages 4-5 on the images whose CLIP embeddings are the rows of ``B``: each image's top-k
-    captions of the vocabulary (``A``: its text embeddings), their concepts, and the Word Score
+    captions of the vocabulary (``A``: a search index of :mod:`falcon_core.caption_index`, or
+    the text embeddings themselves, searched exactly), their concepts, and the Word Score
     (Eq. 1) of every word and phrase. Returns ``(captions per image, words, phrases)``."""
-    idx, scores = captions_stage.top_captions(B, A, k=k)
-    flat = sorted({int(j) for j in idx.ravel()})
+    return score_caption_sets([B], A, vocabulary, extractor, k)[0]
+
+
+def score_caption_sets(sets: list[np.ndarray], A, vocabulary,
+                       extractor: concepts_stage.ConceptExtractor, k: int
+                       ) -> list[tuple[list[list[CaptionMatch]], dict[str, float], dict[str, float]]]:
+    """:func:`score_captions` for several sets of images (the T and L of an explanation, or the
+    sets of many features) with one search of the vocabulary, one caption lookup and one concept
+    extraction for all of them; the Word Scores are computed per set."""
+    if hasattr(A, "search"):
+        index = A
+    else:
+        from .caption_index import ExactIndex
+
+        index = ExactIndex(A)
+    mats = [np.asarray(b, dtype=np.float32) for b in sets]
+    idx_all, sc_all = index.search(np.concatenate(mats), k)
+    flat = sorted({int(j) for j in idx_all.ravel() if j >= 0})
     texts = dict(zip(flat, vocabulary.captions(flat)))
     concepts = dict(zip(flat, extractor.extract([texts[j] for j in flat])))
-    word_sets = [[concepts[int(j)].words for j in row] for row in idx]
-    phrase_sets = [[concepts[int(j)].phrases for j in row] for row in idx]
-    words = concepts_stage.word_scores(scores, word_sets) if len(idx) else {}
-    phrases = concepts_stage.word_scores(scores, phrase_sets) if len(idx) else {}
-    matches = [[CaptionMatch(int(j), texts[int(j)], float(s),
-                             words=sorted(concepts[int(j)].words),
-                             phrases=sorted(concepts[int(j)].phrases))
-                for j, s in zip(r, sr)]
-               for r, sr in zip(idx, scores)]
-    return matches, words, phrases
+    out = []
+    for idx, scores in captions_stage.split_rows(idx_all, sc_all, [len(m) for m in mats]):
+        word_sets = [[concepts[int(j)].words for j in row] for row in idx]
+        phrase_sets = [[concepts[int(j)].phrases for j in row] for row in idx]
+        words = concepts_stage.word_scores(scores, word_sets) if len(idx) else {}
+        phrases = concepts_stage.word_scores(scores, phrase_sets) if len(idx) else {}
+        matches = [[CaptionMatch(int(j), texts[int(j)], float(sv),
+                                 words=sorted(concepts[int(j)].words),
+                                 phrases=sorted(concepts[int(j)].phrases))
+                    for j, sv in zip(r, sr)]
+                   for r, sr in zip(idx, scores)]
+        out.append((matches, words, phrases))
+    return out
 
 
 def _kept(kept: dict[str, float], l_scores: dict[str, float], top: int) -> list[Concept]:

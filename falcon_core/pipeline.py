@@ -50,7 +50,7 @@ class Falcon:
 
     def __init__(self, backbone, clip, probe, vocabulary, settings: FalconSettings | None = None,
                  cache: DiskCache | None = None, progress: Progress | None = None,
-                 config=None):
+                 config=None, engine=None):
         self.backbone = backbone
         self.clip = clip
         self.probe = probe
@@ -59,9 +59,17 @@ class Falcon:
         self.cache = cache or DiskCache()
         self.progress = progress or null_progress
         self.config = config
-        self.store = RepresentationStore(backbone, probe, self.cache, self.settings, self.progress)
+        # where Stage 1, the text embeddings and the precompute run (falcon_core.engines)
+        from .engines import LocalEngine
+
+        self.engine = engine or LocalEngine()
+        remote = None if self.engine.name == "local" else self.engine
+        self.store = RepresentationStore(backbone, probe, self.cache, self.settings, self.progress,
+                                         engine=remote)
+        self.store.config = config
         self.explainer = Explainer(self.store, clip, vocabulary, self.cache, self.settings,
                                    self.progress)
+        self.explainer.engine = remote
         self.failure_analyser = FailureAnalyser(self.store, self.explainer)
         self.catalogue = Catalogue(self.store, self.explainer, self.cache, self.settings,
                                    self.progress)
@@ -70,7 +78,8 @@ class Falcon:
 
     @classmethod
     def from_config(cls, config=None, settings: FalconSettings | None = None,
-                    cache_dir: str | None = None, progress: Progress | None = None) -> "Falcon":
+                    cache_dir: str | None = None, progress: Progress | None = None,
+                    engine=None) -> "Falcon":
         """Build the workspace's models and data (``config``: a WorkspaceConfig; the demo world
         when None), with the workspace's default settings unless ``settings`` are given."""
         from .workspace import WorkspaceConfig
@@ -81,7 +90,7 @@ class Falcon:
         probe = config.build_probe(backbone)
         vocabulary = config.build_vocabulary()
         return cls(backbone, clip, probe, vocabulary, settings=settings or config.default_settings(),
-                   cache=DiskCache(cache_dir), progress=progress, config=config)
+                   cache=DiskCache(cache_dir), progress=progress, config=config, engine=engine)
 
     # ---- Stage 1 and what is derived from H: the representation store -----------------------
     num_features = _delegate_property("store", RepresentationStore.num_features)

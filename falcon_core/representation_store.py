@@ -20,6 +20,7 @@ import numpy as np
 
 from . import cache_keys
 from .cache import DiskCache
+from .engines import ConfigParts
 from .errors import FalconError
 from .progress import Progress
 from .settings import FalconSettings
@@ -44,11 +45,36 @@ class _ProbeRange:
         return self.probe.load(self.start + i)
 
 
+class Stage1Chunk(ConfigParts):
+    """Stage 1 on rows ``start:stop`` of the probe set: ``(H rows float32, {row: why it was
+    skipped})``. Picklable (as the workspace config when there is one), so an engine
+    (:mod:`falcon_core.engines`) may run it elsewhere."""
+
+    PARTS = ("backbone", "probe")
+
+    def __init__(self, backbone, probe, batch_size: int, progress: Progress | None = None,
+                 config=None):
+        self.backbone, self.probe, self.batch_size = backbone, probe, batch_size
+        self.progress, self.config = progress, config
+
+    def __call__(self, start: int, stop: int) -> tuple[np.ndarray, dict[int, str]]:
+        from .stages.representations import compute_representations
+
+        part = _ProbeRange(self.probe, start, stop)
+        prog = None
+        if self.progress is not None:
+            n = len(self.probe)
+            prog = lambda d, t, s: self.progress(start + d, n, "representations")  # noqa: E731
+        H, _valid, errors = compute_representations(self.backbone, part,
+                                                    batch_size=self.batch_size, progress=prog)
+        return H.astype(np.float32), {int(i): str(m) for i, m in errors.items()}
+
+
 class RepresentationStore:
     """``H`` of one backbone over one probe set, and what is derived from it (see the module)."""
 
     def __init__(self, backbone, probe, cache: DiskCache, settings: FalconSettings,
-                 progress: Progress):
+                 progress: Progress, engine=None):
         if len(probe) == 0:
             raise FalconError("The probe set is empty.", "Choose a folder or data set with images.")
         self.backbone = backbone
@@ -56,6 +82,8 @@ class RepresentationStore:
         self.cache = cache
         self.settings = settings
         self.progress = progress
+        self.engine = engine  # None: in this process (falcon_core.engines)
+        self.config = None  # the workspace config, when known: how an engine rebuilds the models
         self._H: np.ndarray | None = None
         self._valid: np.ndarray | None = None
         self._errors: dict[int, str] = {}
@@ -78,19 +106,20 @@ class RepresentationStore:
     def representations(self) -> tuple[np.ndarray, np.ndarray]:
         """``H`` (N, r) and the mask of images that could be read. Cached, resumable."""
         if self._H is None:
-            from .stages.representations import compute_representations
-
             key = self.representations_key()
             n = len(self.probe)
+            job = Stage1Chunk(self.backbone, self.probe, self.settings.batch_size, self.progress,
+                              config=self.config)
+            bounds = [(a, min(n, a + CHUNK_ROWS)) for a in range(0, n, CHUNK_ROWS)]
+            run = self.engine.chunk_fn(job, bounds) if self.engine is not None else job
 
             def compute(start: int, stop: int) -> np.ndarray:
-                part = _ProbeRange(self.probe, start, stop)
-                H, valid, errors = compute_representations(
-                    self.backbone, part, batch_size=self.settings.batch_size,
-                    progress=lambda d, t, s: self.progress(start + d, n, "representations"))
+                H, errors = run(start, stop)
                 self.cache.write_json("representation_errors",
                                       cache_keys.representation_errors(key, start),
                                       {str(start + i): msg for i, msg in errors.items()})
+                if self.engine is not None:
+                    self.progress(stop, n, "representations")
                 return H.astype(np.float32)
 
             H = self.cache.compute_chunked("representations", key, n, CHUNK_ROWS, compute,

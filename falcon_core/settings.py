@@ -76,6 +76,10 @@ LIMITS: dict[str, Limit] = {
                                             "best first (0: all, the authors')"),
     "cam_threshold": Limit(0.0, 0.99, what="GradCAM mask threshold for the crop (authors: 0.6)"),
     "captions_per_image": Limit(1, 50, what="captions kept per image (authors: 5)"),
+    "caption_index": Limit(choices=("exact", "ivfpq"),
+                           what="caption search: exact (every caption scored; up to a few "
+                                "million) or ivfpq (an IVF-PQ index built with 'python -m "
+                                "falcon_core index build'; LAION-400M)"),
     "top_words": Limit(0, 1000, what="words shown (authors: 8)"),
     "top_phrases": Limit(0, 1000, what="phrases shown (authors: 8)"),
     "contrast": Limit(choices=(True, False),
@@ -171,6 +175,7 @@ class FalconSettings:
     cam_threshold: float = 0.6
     # Stage 4
     captions_per_image: int = 5
+    caption_index: str = "exact"  # "exact" (every caption scored) or "ivfpq" (built index)
     # Stage 5
     top_words: int = 8
     top_phrases: int = 8

@@ -80,7 +80,7 @@ CHANGED = {
     "quantile": 0.98, "max_high_images": 5, "cam_threshold": 0.5, "captions_per_image": 4,
     "top_words": 7, "top_phrases": 7, "contrast": False, "low_threshold": 0.01, "beta": 0.2,
     "max_low_images": 9, "spurious_threshold": 0.2, "coherence_threshold": 0.7,
-    "group_min_images": 12, "group_min_size": 3,
+    "group_min_images": 12, "group_min_size": 3, "caption_index": "ivfpq",
 }
 NEUTRAL = {"batch_size": 7}
 
@@ -110,6 +110,16 @@ def test_explanation_key_changes_with_each_setting_but_not_batch_size():
         assert cache_keys.explanation(_inputs(), [7], other) != key, name
     for name, value in NEUTRAL.items():
         assert cache_keys.explanation(_inputs(), [7], s.replace(**{name: value}).to_dict()) == key
+
+
+def test_exact_caption_search_keeps_the_keys_of_before_the_setting():
+    s = FalconSettings().to_dict()
+    before = {k: v for k, v in s.items() if k != "caption_index"}
+    assert cache_keys.explanation(_inputs(), [7], s) == \
+        cache_keys.explanation(_inputs(), [7], before)
+    approx = {**s, "caption_index": "ivfpq"}
+    assert cache_keys.explanation(_inputs(), [7], approx) != \
+        cache_keys.explanation(_inputs(), [7], s)
 
 
 def test_explanation_key_changes_with_each_input_and_the_features():

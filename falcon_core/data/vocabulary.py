@@ -48,6 +48,7 @@ import numpy as np
 
 from .. import cache_keys
 from ..cache import DiskCache, fingerprint_files, hash_json
+from ..engines import ConfigParts
 from ..errors import FalconError
 from ..progress import Progress, report
 from ..registry import Registry
@@ -314,25 +315,78 @@ class CaptionFile(ListVocabulary):
 
 # ------------------------------------------------------------------------------ LAION shards
 
+class _NpyShard:
+    """One 2-D ``.npy`` file, described by its header only: rows are read with ``os.pread`` into
+    the caller's buffer, so nothing of the file stays mapped or resident in this process (the
+    operating system's page cache keeps what is hot)."""
+
+    __slots__ = ("path", "rows", "width", "dtype", "data_offset", "row_bytes")
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        with open(self.path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version in ((2, 0), (3, 0)):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:  # pragma: no cover - numpy writes 1.0-3.0
+                raise ValueError(f"unsupported .npy version {version}")
+            self.data_offset = f.tell()
+        if len(shape) != 2 or dtype.kind != "f" or dtype.hasobject:
+            raise ValueError(f"shape {shape} and dtype {dtype}; expected a float (n, k) array")
+        if fortran and shape[0] > 1 and shape[1] > 1:
+            raise ValueError("a Fortran-order array (rows are not contiguous); save it in C order")
+        need = self.data_offset + int(shape[0]) * int(shape[1]) * dtype.itemsize
+        size = os.path.getsize(self.path)
+        if size < need:
+            raise ValueError(f"truncated: {size} bytes, {need} expected")
+        self.rows, self.width = int(shape[0]), int(shape[1])
+        self.dtype = np.dtype(dtype)
+        self.row_bytes = self.width * self.dtype.itemsize
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.rows, self.width)
+
+
 class ShardedEmbeddings:
-    """A lazily concatenated view of per-shard ``(n_s, k)`` arrays (memory-mapped .npy files).
+    """A lazily concatenated view of per-shard ``(n_s, k)`` arrays (``.npy`` files).
+
+    Only the headers are read when it is made. Rows are read when asked for, with ``os.pread``
+    into a buffer, so memory stays bounded whatever the number of shards: no shard is mapped, at
+    most ``max_open`` file handles are open at once (least recently used closed first);
+    scattered rows (a gather) come through a mapping of their shard whose touched pages are
+    bounded (:meth:`_map`); and
+    :attr:`files_opened` / :attr:`bytes_read` count what was touched (tests and benchmarks read
+    them).
 
     ``len()``, ``.shape``, ``.dtype`` (float32: what slicing returns) and ``[a:b]`` / ``[i]`` /
     ``[index array]`` indexing, which reads only the rows asked for and returns float32 rows,
     L2-normalised (LAION's are already; renormalising guards against float16 rounding and
-    shards that are not). Stage 4 slices it chunk by chunk, so millions of rows never sit in
-    memory at once.
+    shards that are not). :meth:`blocks` is what Stage 4 scans: raw blocks and each row's
+    inverse norm (computed on the first scan and kept: 4 bytes a row), so a scan never
+    rescales a block.
     """
 
-    def __init__(self, paths: Sequence[Path], normalize: bool = True):
+    GATHER_REMAP_BYTES = 32 << 20
+
+    def __init__(self, paths: Sequence[Path], normalize: bool = True, max_open: int = 8):
         self.paths = [Path(p) for p in paths]
         self.normalize = normalize
-        self._arrays = [np.load(p, mmap_mode="r", allow_pickle=False) for p in self.paths]
-        widths = {a.shape[1] for a in self._arrays}
+        self._shards = [_NpyShard(p) for p in self.paths]
+        widths = {s.width for s in self._shards}
         self.width = widths.pop() if len(widths) == 1 else None
-        counts = [a.shape[0] for a in self._arrays]
+        counts = [s.rows for s in self._shards]
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.dtype = np.dtype(np.float32)
+        self.max_open = max(1, int(max_open))
+        self._fds: "OrderedDict[int, int]" = OrderedDict()
+        self._maps: "OrderedDict[int, list]" = OrderedDict()
+        self._fd_lock = threading.Lock()
+        self._inv_norms: dict[int, np.ndarray] = {}
+        self.files_opened = 0
+        self.bytes_read = 0
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -345,6 +399,141 @@ class ShardedEmbeddings:
     def ndim(self) -> int:
         return 2
 
+    @property
+    def raw_dtype(self) -> np.dtype:
+        """The dtype stored in the shards (LAION: float16)."""
+        return self._shards[0].dtype
+
+    # ---- raw reads ------------------------------------------------------------------------
+    def _fd(self, s: int) -> int:
+        with self._fd_lock:
+            fd = self._fds.get(s)
+            if fd is not None:
+                self._fds.move_to_end(s)
+                return fd
+            fd = os.open(self._shards[s].path, os.O_RDONLY)
+            self.files_opened += 1
+            self._fds[s] = fd
+            while len(self._fds) > self.max_open:
+                _, old = self._fds.popitem(last=False)
+                os.close(old)
+            return fd
+
+    def close(self) -> None:
+        """Close the open shard files and mappings (reads reopen them)."""
+        with self._fd_lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()
+            for mm, _ in self._maps.values():
+                self._unmap(mm)
+            self._maps.clear()
+
+    def __del__(self):  # pragma: no cover - interpreter shutdown
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __getstate__(self):  # pickled for other processes (Ray): no file handles travel
+        d = dict(self.__dict__)
+        d["_fds"], d["_maps"], d["_fd_lock"] = OrderedDict(), OrderedDict(), None
+        return d
+
+    def __setstate__(self, d):
+        self.__dict__.update(d)
+        self._fd_lock = threading.Lock()
+
+    def _pread_into(self, s: int, a: int, b: int, out: np.ndarray) -> None:
+        """Rows ``a:b`` of shard ``s`` (local indices), raw dtype, into ``out`` (contiguous)."""
+        sh = self._shards[s]
+        want = (b - a) * sh.row_bytes
+        if want == 0:
+            return
+        mv = memoryview(out.reshape(-1).view(np.uint8))
+        fd = self._fd(s)
+        got = 0
+        pos = sh.data_offset + a * sh.row_bytes
+        while got < want:
+            n = os.preadv(fd, [mv[got:want]], pos + got)
+            if n <= 0:
+                raise OSError(f"{sh.path.name}: unexpected end of file")
+            got += n
+        self.bytes_read += want
+
+    def read_raw(self, a: int, b: int, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """Rows ``a:b`` as stored (raw dtype), read across shard boundaries."""
+        a, b = max(0, int(a)), min(len(self), int(b))
+        n = max(0, b - a)
+        if out is None:
+            out = np.empty((n, self.width), dtype=self.raw_dtype)
+        out = out[:n]
+        s = int(np.searchsorted(self.offsets, a, side="right") - 1) if n else 0
+        pos = a
+        while pos < b:
+            start, stop = int(self.offsets[s]), int(self.offsets[s + 1])
+            take = min(b, stop) - pos
+            if take > 0:
+                if self._shards[s].dtype == out.dtype:
+                    self._pread_into(s, pos - start, pos - start + take, out[pos - a:pos - a + take])
+                else:  # a shard stored in another float dtype
+                    tmp = np.empty((take, self.width), dtype=self._shards[s].dtype)
+                    self._pread_into(s, pos - start, pos - start + take, tmp)
+                    out[pos - a:pos - a + take] = tmp
+                pos += take
+            s += 1
+        return out
+
+    def _map(self, s: int) -> np.ndarray:
+        """Shard ``s`` memory-mapped for gathers of scattered rows. At most ``max_open`` shards
+        are mapped (least recently used unmapped first), and a mapping is dropped and made again
+        once ``GATHER_REMAP_BYTES`` worth of pages may have been touched through it, so the
+        pages a gather brings in never add up to more than ``max_open`` times that."""
+        with self._fd_lock:
+            got = self._maps.get(s)
+            if got is not None and got[1] < self.GATHER_REMAP_BYTES:
+                self._maps.move_to_end(s)
+                return got[0]
+            if got is not None:
+                self._unmap(self._maps.pop(s)[0])
+            sh = self._shards[s]
+            mm = np.memmap(sh.path, dtype=sh.dtype, mode="r", offset=sh.data_offset,
+                           shape=(sh.rows, sh.width))
+            self.files_opened += 1
+            self._maps[s] = [mm, 0]
+            while len(self._maps) > self.max_open:
+                self._unmap(self._maps.popitem(last=False)[1][0])
+            return mm
+
+    @staticmethod
+    def _unmap(mm) -> None:
+        m = getattr(mm, "_mmap", None)
+        try:
+            if m is not None:
+                m.close()
+        except BufferError:  # pragma: no cover - a view of it is still alive: let GC unmap it
+            pass
+
+    def _rows(self, ind: np.ndarray) -> np.ndarray:
+        """Raw rows at the global indices ``ind`` (any order): a gather through the shard's
+        mapping (see :meth:`_map`), so only the pages of those rows are read."""
+        out = np.empty((ind.size, self.width), dtype=self.raw_dtype)
+        if not ind.size:
+            return out
+        shard = np.searchsorted(self.offsets, ind, side="right") - 1
+        for s in np.unique(shard):
+            s = int(s)
+            sel = np.flatnonzero(shard == s)
+            local = ind[sel] - self.offsets[s]
+            mm = self._map(s)
+            out[sel] = mm[local]
+            with self._fd_lock:
+                if s in self._maps:
+                    self._maps[s][1] += len(sel) * 4096  # at most a page a row
+            self.bytes_read += len(sel) * self._shards[s].row_bytes
+        return out
+
+    # ---- float32, normalised ----------------------------------------------------------------
     def _finish(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.float32)
         if self.normalize and rows.size:
@@ -353,21 +542,7 @@ class ShardedEmbeddings:
         return rows
 
     def _range(self, a: int, b: int) -> np.ndarray:
-        out = np.empty((max(0, b - a), self.width), dtype=np.float32)
-        if b <= a:
-            return out
-        s0 = int(np.searchsorted(self.offsets, a, side="right") - 1)
-        pos = 0
-        s = s0
-        while a < b:
-            lo = a - self.offsets[s]
-            hi = min(b, self.offsets[s + 1]) - self.offsets[s]
-            n = int(hi - lo)
-            out[pos:pos + n] = self._arrays[s][lo:hi]
-            pos += n
-            a += n
-            s += 1
-        return out
+        return self.read_raw(a, b)
 
     def __getitem__(self, idx: Any) -> np.ndarray:
         n = len(self)
@@ -396,14 +571,7 @@ class ShardedEmbeddings:
         ind = np.where(ind < 0, ind + n, ind)
         if ind.size and (ind.min() < 0 or ind.max() >= n):
             raise IndexError("row index out of range")
-        out = np.empty((ind.size, self.width), dtype=np.float32)
-        shard = np.searchsorted(self.offsets, ind, side="right") - 1
-        for s in np.unique(shard):
-            sel = np.flatnonzero(shard == s)
-            local = ind[sel] - self.offsets[s]
-            order = np.argsort(local, kind="stable")
-            out[sel[order]] = self._arrays[s][local[order]]
-        return self._finish(out)
+        return self._finish(self._rows(ind))
 
     def __array__(self, dtype=None, copy=None):
         arr = self[0:len(self)]
@@ -412,6 +580,173 @@ class ShardedEmbeddings:
     def iter_chunks(self, chunk_rows: int = 65536):
         for a in range(0, len(self), chunk_rows):
             yield a, self[a:a + chunk_rows]
+
+    def blocks(self, chunk_rows: int = 65536):
+        """``(start, float32 rows (not rescaled), inverse row norms or None)`` for every block of
+        ``chunk_rows`` rows, in order: what a scan of the vocabulary reads. Two buffers are
+        reused, so a scan holds two blocks at a time, never a shard. The inverse norms of a
+        block are computed the first time it is read and kept (4 bytes a row)."""
+        from ..stages.captions import to_float32
+
+        chunk_rows = max(1, int(chunk_rows))
+        raw = np.empty((min(chunk_rows, len(self)), self.width), dtype=self.raw_dtype)
+        f32 = np.empty(raw.shape, dtype=np.float32)
+        for a in range(0, len(self), chunk_rows):
+            b = min(len(self), a + chunk_rows)
+            r = self.read_raw(a, b, raw)
+            x = to_float32(r, f32[:b - a])
+            inv = None
+            if self.normalize:
+                inv = self._inv_norms.get((a, b))
+                if inv is None:
+                    sq = np.einsum("ij,ij->i", x, x)
+                    inv = (1.0 / np.maximum(np.sqrt(sq), 1e-12)).astype(np.float32)
+                    self._inv_norms[(a, b)] = inv
+            yield a, x, inv
+
+
+class CaptionText:
+    """The caption column of one LAION metadata parquet file, as one cache entry that any row
+    is read from without reading the others.
+
+    Built once per file (one pass of pyarrow over the ``caption`` column: no Python per row):
+    the int64 offsets of the rows, then their UTF-8 bytes one after the other, as published
+    (cleaning, rule 2, is applied to the rows read). Stored in the cache namespace
+    ``caption_text`` (key: the file's name, size and modification time,
+    :func:`falcon_core.cache_keys.caption_text`) with a digest of every ``BLOCK`` bytes. A row is
+    read with ``os.pread`` (its two offsets, then its bytes), and every block a read touches is
+    checked against its digest the first time (a block that fails: the entry is discarded and
+    built again). :attr:`bytes_read` counts the bytes read.
+    """
+
+    BLOCK = 1 << 14
+    VERSION = 1
+
+    def __init__(self, meta_path: Path, cache: DiskCache, root: Optional[Path] = None):
+        self.meta_path = Path(meta_path)
+        self.cache = cache
+        self.key = cache_keys.caption_text(
+            fingerprint_files([self.meta_path], root or self.meta_path.parent), self.VERSION)
+        self.bytes_read = 0
+        self._verified: set[int] = set()
+        self._fd: Optional[int] = None
+        self._open()
+
+    # ---- build ------------------------------------------------------------------------------
+    def _build(self) -> None:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        col = pq.read_table(self.meta_path, columns=["caption"]).column("caption")
+        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+            col = pc.cast(col, pa.string())  # numbers or binary published as captions
+        col = pc.fill_null(col.cast(pa.large_string()), "").combine_chunks()
+        if isinstance(col, pa.ChunkedArray):  # pragma: no cover - an empty column
+            col = pa.concat_arrays(col.chunks) if col.num_chunks else pa.array([], pa.large_string())
+        n = len(col)
+        bufs = col.buffers()
+        offs = np.frombuffer(bufs[1], dtype=np.int64, count=n + 1, offset=8 * col.offset).copy()
+        data = (bufs[2].to_pybytes()[int(offs[0]):int(offs[-1])] if bufs[2] is not None and n
+                else b"")
+        offs -= offs[0]
+        payload = offs.tobytes() + data
+        digests = np.frombuffer(b"".join(
+            hashlib.blake2b(payload[p:p + self.BLOCK], digest_size=16).digest()
+            for p in range(0, len(payload), self.BLOCK)), dtype=np.uint8).reshape(-1, 16)
+        self.cache.write_bytes("caption_text", self.key, payload, ".bin")
+        self.cache.write_npy("caption_text", self.key, digests)
+        self.cache.write_json("caption_text", self.key,  # written last: the entry is complete
+                              {"rows": n, "bytes": len(payload), "block": self.BLOCK})
+
+    def _open(self, retry: bool = True) -> None:
+        meta = self.cache.read_json("caption_text", self.key)
+        digests = self.cache.read_npy("caption_text", self.key) if meta else None
+        path = self.cache.path("caption_text", self.key, ".bin")
+        ok = (isinstance(meta, dict) and digests is not None and path.is_file()
+              and meta.get("block") == self.BLOCK
+              and isinstance(meta.get("rows"), int) and isinstance(meta.get("bytes"), int)
+              and digests.shape == (-(-meta["bytes"] // self.BLOCK), 16)
+              and os.path.getsize(path) >= meta["bytes"])
+        if not ok:
+            if not retry:
+                raise FalconError(f"Cannot build the caption text of {self.meta_path.name} in "
+                                  f"the cache {self.cache.root}.",
+                                  "Check that the cache folder is writable and has room.")
+            self._discard()
+            self._build()
+            return self._open(retry=False)
+        self.rows, self.nbytes = int(meta["rows"]), int(meta["bytes"])
+        self._digests = np.asarray(digests)
+        self._path = path
+        self._verified = set()
+
+    def _discard(self) -> None:
+        self.close()
+        for suffix in (".json", ".npy", ".bin"):
+            try:
+                os.unlink(self.cache.path("caption_text", self.key, suffix))
+            except FileNotFoundError:
+                pass
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self):  # pragma: no cover
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # ---- reads ------------------------------------------------------------------------------
+    def _read(self, pos: int, n: int) -> bytes:
+        """Bytes ``pos:pos+n`` of the entry, every block they touch checked once."""
+        if self._fd is None:
+            self._fd = os.open(self._path, os.O_RDONLY)
+        b0, b1 = pos // self.BLOCK, (pos + max(n, 1) - 1) // self.BLOCK
+        todo = [b for b in range(b0, b1 + 1) if b not in self._verified]
+        if todo:
+            for b in todo:
+                start = b * self.BLOCK
+                block = os.pread(self._fd, min(self.BLOCK, self.nbytes - start), start)
+                self.bytes_read += len(block)
+                if hashlib.blake2b(block, digest_size=16).digest() != self._digests[b].tobytes():
+                    raise _DamagedEntry(f"block {b}")
+                self._verified.add(b)
+        data = os.pread(self._fd, n, pos) if n else b""
+        self.bytes_read += len(data)
+        if len(data) != n:
+            raise _DamagedEntry("short read")
+        return data
+
+    def get(self, rows: Sequence[int]) -> list[str]:
+        """The captions of the local ``rows`` (cleaned by rule 2)."""
+        try:
+            return self._get(rows)
+        except _DamagedEntry:
+            self._discard()  # damaged on disk since it was built: build it again, once
+            self._open(retry=True)
+            return self._get(rows)
+
+    def _get(self, rows: Sequence[int]) -> list[str]:
+        out = []
+        for r in rows:
+            r = int(r)
+            if not 0 <= r < self.rows:
+                raise IndexError(f"row {r} out of range for {self.rows} captions")
+            a, b = np.frombuffer(self._read(8 * r, 16), dtype=np.int64)
+            start = 8 * (self.rows + 1)
+            if not 0 <= a <= b <= self.nbytes - start:
+                raise _DamagedEntry(f"offsets of row {r}")
+            text = self._read(start + int(a), int(b - a)).decode("utf-8", errors="replace")
+            out.append(clean_caption(text)[0])
+        return out
+
+
+class _DamagedEntry(Exception):
+    pass
 
 
 _SHARD_NUM = re.compile(r"(\d+)")
@@ -431,15 +766,18 @@ class LaionShards(Vocabulary):
     ``metadata/metadata_XXXX.parquet`` (a ``caption`` column), paired by shard number. The two
     kinds of files may also sit side by side in ``root``.
 
-    ``embeddings`` is a :class:`ShardedEmbeddings` (memory-mapped, sliced lazily); captions are
-    read from parquet on demand (only the ``caption`` column; the last ``cache_shards`` shards
-    read stay in memory)."""
+    ``embeddings`` is a :class:`ShardedEmbeddings` (headers read now, rows read when asked for);
+    captions are read row by row from a :class:`CaptionText` entry per metadata file, built
+    into the cache (``cache``, or the one given to :meth:`use_cache`, or the default folder) the
+    first time a row of that file is asked for; at most ``cache_shards`` of them keep a file
+    open."""
 
     kind = "laion"
     embedding_model = LAION_EMBEDDING_MODEL
     embedding_pretrained = LAION_EMBEDDING_PRETRAINED
 
-    def __init__(self, root: str | os.PathLike, cache_shards: int = 4):
+    def __init__(self, root: str | os.PathLike, cache_shards: int = 16,
+                 cache: Optional[DiskCache] = None):
         super().__init__()
         self.root = Path(root).expanduser()
         self.name = f"laion:{self.root.name}"
@@ -466,8 +804,9 @@ class LaionShards(Vocabulary):
         self._check_shards()
         self.embeddings = ShardedEmbeddings(self.emb_paths)
         self._offsets = [int(x) for x in self.embeddings.offsets]
-        self._cache: "OrderedDict[int, list[str]]" = OrderedDict()
+        self._texts: "OrderedDict[int, CaptionText]" = OrderedDict()
         self._cache_size = max(1, int(cache_shards))
+        self._disk_cache: Optional[DiskCache] = cache
         self._lock = threading.Lock()
         self._fingerprint: Optional[str] = None
         self.report.update({"lines_read": len(self), "kept": len(self),
@@ -505,14 +844,11 @@ class LaionShards(Vocabulary):
         width = None
         for ep, mp in zip(self.emb_paths, self.meta_paths):
             try:
-                arr = np.load(ep, mmap_mode="r", allow_pickle=False)
+                arr = _NpyShard(ep)  # the header only: nothing is mapped or read
             except Exception as e:
-                raise FalconError(f"LAION shard {ep.name} is not a readable .npy file: {e}",
+                raise FalconError(f"LAION shard {ep.name} is not a readable .npy file of "
+                                  f"float (n, k) embeddings: {e}",
                                   "Download the shard again.") from e
-            if arr.ndim != 2 or arr.dtype.kind != "f":
-                raise FalconError(f"LAION shard {ep.name} has shape {arr.shape} and dtype "
-                                  f"{arr.dtype}; expected a float (n, k) array.",
-                                  "Download the shard again.")
             if width is None:
                 width = arr.shape[1]
             elif arr.shape[1] != width:
@@ -540,39 +876,53 @@ class LaionShards(Vocabulary):
     def __len__(self) -> int:
         return self._offsets[-1]
 
-    def _shard_captions(self, s: int) -> list[str]:
+    def use_cache(self, cache: DiskCache) -> None:
+        """Keep the caption text entries (:class:`CaptionText`) in ``cache`` (default: the
+        default cache folder)."""
         with self._lock:
-            got = self._cache.get(s)
-            if got is not None:
-                self._cache.move_to_end(s)
-                return got
-        import pandas as pd
+            if cache is not self._disk_cache:
+                for t in self._texts.values():
+                    t.close()
+                self._texts.clear()
+                self._disk_cache = cache
 
-        col = pd.read_parquet(self.meta_paths[s], columns=["caption"])["caption"]
-        caps = [clean_caption(c if isinstance(c, str) else "" if c is None or c != c else
-                              str(c))[0] for c in col.tolist()]
+    def caption_text(self, s: int) -> CaptionText:
+        """The caption text of shard ``s`` (built into the cache on first use)."""
         with self._lock:
-            self._cache[s] = caps
-            self._cache.move_to_end(s)
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        return caps
+            got = self._texts.get(s)
+            if got is not None:
+                self._texts.move_to_end(s)
+                return got
+            if self._disk_cache is None:
+                self._disk_cache = DiskCache()
+            got = CaptionText(self.meta_paths[s], self._disk_cache, self.root)
+            self._texts[s] = got
+            while len(self._texts) > self._cache_size:
+                self._texts.popitem(last=False)[1].close()
+            return got
 
     def caption(self, i: int) -> str:
-        try:
-            i = range(len(self))[int(i)]  # negative indices count from the end, as in a list
-        except IndexError:
-            raise IndexError(f"caption {i} out of range for {len(self)} captions") from None
-        s = bisect.bisect_right(self._offsets, i) - 1
-        return self._shard_captions(s)[i - self._offsets[s]]
+        return self.captions([i])[0]
 
     def captions(self, indices: Iterable[int]) -> list[str]:
-        idx = [int(i) for i in indices]
-        # group by shard so each shard is read once even with a small cache
-        order = sorted(range(len(idx)), key=lambda k: idx[k])
+        """The captions of ``indices``: only those rows are read (see :class:`CaptionText`)."""
+        n = len(self)
+        idx = []
+        for i in indices:
+            try:
+                idx.append(range(n)[int(i)])  # negative indices count from the end
+            except IndexError:
+                raise IndexError(f"caption {i} out of range for {n} captions") from None
+        if not idx:
+            return []
+        ind = np.asarray(idx, dtype=np.int64)
+        shard = np.searchsorted(self.embeddings.offsets, ind, side="right") - 1
         out: list[str] = [""] * len(idx)
-        for k in order:
-            out[k] = self.caption(idx[k])
+        for s in np.unique(shard):
+            sel = np.flatnonzero(shard == s)
+            texts = self.caption_text(int(s)).get(ind[sel] - self._offsets[int(s)])
+            for k, t in zip(sel, texts):
+                out[int(k)] = t
         return out
 
     @property
@@ -597,7 +947,8 @@ def _norm_model_name(name: str) -> str:
 
 
 def text_embeddings(vocab: Vocabulary, clip: Any, cache: DiskCache, batch_size: int = 256,
-                    progress: Optional[Progress] = None, chunk_batches: int = 32) -> Any:
+                    progress: Optional[Progress] = None, chunk_batches: int = 32,
+                    engine: Any = None, config: Any = None) -> Any:
     """The vocabulary's L2-normalised CLIP text embeddings A, ``(M, k)``.
 
     Precomputed embeddings (LAION) are returned as they are (a lazily sliced
@@ -606,7 +957,9 @@ def text_embeddings(vocab: Vocabulary, clip: Any, cache: DiskCache, batch_size: 
     from). Otherwise they are computed with ``clip.encode_texts`` in batches of ``batch_size``,
     stored as float16 in the cache (namespace ``text_embeddings``, keyed by the CLIP and
     vocabulary fingerprints; resumable in chunks of ``batch_size * chunk_batches`` rows) and
-    returned memory-mapped.
+    returned memory-mapped. ``engine`` (:mod:`falcon_core.engines`) runs the chunks elsewhere
+    (Ray); the default runs them here. ``config`` (the workspace's) lets the engine's workers
+    rebuild CLIP and the vocabulary instead of receiving them.
     """
     stage = "text embeddings"
     pre = getattr(vocab, "embeddings", None)
@@ -634,23 +987,47 @@ def text_embeddings(vocab: Vocabulary, clip: Any, cache: DiskCache, batch_size: 
     k = int(clip.embed_dim)
     batch_size = max(1, int(batch_size))
     key = cache_keys.text_embeddings(clip.fingerprint, vocab.fingerprint, k)
+    chunk_rows = batch_size * max(1, int(chunk_batches))
+    job = TextChunk(vocab, clip, batch_size, progress=progress, total=m, config=config)
+    bounds = [(a, min(m, a + chunk_rows)) for a in range(0, m, chunk_rows)]
+    run = engine.chunk_fn(job, bounds) if engine is not None else job
 
     def compute(start: int, stop: int) -> np.ndarray:
+        out = run(start, stop)
+        if engine is not None:
+            report(progress, stop, m, stage)
+        return out
+
+    return cache.compute_chunked("text_embeddings", key, n_rows=m, chunk_rows=chunk_rows,
+                                 fn=compute, dtype=np.float16, progress=progress, stage=stage,
+                                 row_shape=(k,))
+
+
+class TextChunk(ConfigParts):
+    """CLIP text embeddings of captions ``start:stop`` of a vocabulary, float16 ``(n, k)``, in
+    batches of ``batch_size``. Picklable (as the workspace config when there is one), so an
+    engine (:mod:`falcon_core.engines`) may run it elsewhere."""
+
+    PARTS = ("vocabulary", "clip")
+
+    def __init__(self, vocab: Vocabulary, clip: Any, batch_size: int,
+                 progress: Optional[Progress] = None, total: int = 0, config: Any = None):
+        self.vocabulary, self.clip, self.batch_size = vocab, clip, batch_size
+        self.progress, self.total, self.config = progress, total, config
+
+    def __call__(self, start: int, stop: int) -> np.ndarray:
+        k = int(self.clip.embed_dim)
         out = np.empty((stop - start, k), dtype=np.float16)
-        for a in range(start, stop, batch_size):
-            b = min(stop, a + batch_size)
-            emb = np.asarray(clip.encode_texts(vocab.captions(range(a, b))), dtype=np.float32)
+        for a in range(start, stop, self.batch_size):
+            b = min(stop, a + self.batch_size)
+            emb = np.asarray(self.clip.encode_texts(self.vocabulary.captions(range(a, b))),
+                             dtype=np.float32)
             if emb.shape != (b - a, k):
                 raise RuntimeError(f"clip.encode_texts returned shape {emb.shape} for "
                                    f"{b - a} captions (expected ({b - a}, {k}))")
             out[a - start:b - start] = emb
-            report(progress, b, m, stage)
+            report(self.progress, b, self.total, "text embeddings")
         return out
-
-    return cache.compute_chunked("text_embeddings", key, n_rows=m,
-                                 chunk_rows=batch_size * max(1, int(chunk_batches)),
-                                 fn=compute, dtype=np.float16, progress=progress, stage=stage,
-                                 row_shape=(k,))
 
 
 # ------------------------------------------------------------------------------ registry

@@ -1,0 +1,483 @@
+"""Search indexes over a vocabulary's text embeddings: Stage 4 from a few captions to LAION-400M.
+
+Two kinds (:data:`INDEX_KINDS`), one interface: ``index.search(B, k) -> (idx (n, k) int64,
+scores (n, k) float32)``, best first, ties by the lower caption index.
+
+``exact`` (:class:`ExactIndex`)
+    Every caption is scored: one scan of the embeddings, block by block
+    (:func:`falcon_core.stages.captions.top_captions`). Nothing to build: the embeddings are the
+    index (LAION shards are read where they lie, block by block, never all mapped at once; the
+    rows' norms are computed on the first scan and kept, 4 bytes a row). Results equal the brute
+    force. For up to a few million captions.
+
+``ivfpq`` (:class:`IVFPQIndex`)
+    faiss ``IVF{nlist},PQ{m}`` with the inner product, on disk, for 100M+ captions: a coarse
+    quantizer sends each query to ``nprobe`` of ``nlist`` lists, product-quantised codes
+    (``m`` bytes a caption) give ``rerank`` candidates, and those candidates are scored exactly
+    from the embeddings (their rows are read, nothing else), so the scores shown are true
+    cosines and only the candidate set is approximate. Built once per (CLIP model, vocabulary,
+    parameters) by ``python -m falcon_core index build``; resumable (the rows are added in parts
+    of ``part_rows``, each part kept in the cache as soon as it is done, and merged into one
+    on-disk index: faiss ``OnDiskInvertedLists``, memory-mapped when searched).
+
+Cache (namespace ``caption_index``, key :func:`falcon_core.cache_keys.caption_index`): the trained
+empty index, the parts, and the finished index (``.index`` + ``.ivfdata``), each file with its
+digest in a JSON manifest written after it; every file is checked against its digest before it
+is used (the big ones once per process), and one that fails is discarded and rebuilt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from . import cache_keys
+from .cache import DiskCache, atomic_write
+from .errors import FalconError
+from .progress import Progress, report
+from .stages import captions as captions_stage
+
+INDEX_KINDS = ("exact", "ivfpq")
+NAMESPACE = "caption_index"
+FORMAT_VERSION = 1
+
+
+def _faiss():
+    try:
+        import faiss  # noqa: F401
+    except ImportError as e:  # pragma: no cover - faiss-cpu is in requirements.txt
+        raise FalconError("The IVF-PQ caption index needs faiss.",
+                          "pip install faiss-cpu (see requirements.txt).") from e
+    return faiss
+
+
+# ---------------------------------------------------------------------------------- exact
+
+class ExactIndex:
+    """Every caption scored, in one scan of the embeddings (see the module docstring)."""
+
+    kind = "exact"
+    exact = True
+
+    def __init__(self, A, chunk: int = 65536):
+        self.A = A
+        self.chunk = int(chunk)
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.A.shape[0])
+
+    @property
+    def fingerprint(self) -> None:
+        """None: the results are the brute force's, so nothing about the index enters a key."""
+        return None
+
+    def search(self, B: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return captions_stage.top_captions(B, self.A, k=k, chunk=self.chunk)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "rows": self.ntotal, "exact": True}
+
+
+# ---------------------------------------------------------------------------------- IVF-PQ
+
+@dataclass(frozen=True)
+class IVFPQParams:
+    """How an IVF-PQ index is built (``0``: chosen from the number of captions, see
+    :meth:`resolved`) and searched (``nprobe``, ``rerank``)."""
+
+    nlist: int = 0  # inverted lists; 0: about sqrt(M), a power of two in [16, 65536]
+    m: int = 64  # PQ sub-quantizers (bytes a caption): the dimension must be a multiple
+    nbits: int = 8
+    train_rows: int = 0  # rows sampled to train; 0: min(M, max(40·nlist, 20,000), 1,000,000)
+    part_rows: int = 1_000_000  # rows added per part (one cache entry, the unit of resuming)
+    seed: int = 0
+    opq: bool = True  # learn a rotation that balances the variance across the PQ sub-vectors
+    nprobe: int = 0  # lists visited per query; 0: nlist / 16 (at least 8)
+    rerank: int = 64  # candidates per query scored exactly from the embeddings
+
+    def resolved(self, rows: int, dim: int) -> "IVFPQParams":
+        nlist = self.nlist or int(min(65536, max(16, 2 ** round(math.log2(math.sqrt(max(rows, 1)))))))
+        nlist = max(1, min(nlist, rows))
+        train = self.train_rows or int(min(rows, max(40 * nlist, 20_000), 1_000_000))
+        nprobe = self.nprobe or max(8, nlist // 16)
+        m = self.m
+        if dim % m:
+            raise FalconError(f"IVF-PQ: m={m} does not divide the embedding width {dim}.",
+                              "Choose m among the divisors of the width (e.g. 32 or 64 for 512).")
+        return dataclasses.replace(self, nlist=nlist, train_rows=min(train, rows),
+                                   nprobe=min(nprobe, nlist), m=m)
+
+    def build_dict(self) -> dict[str, int]:
+        """What determines the built index (not how it is searched, nor part_rows)."""
+        return {"nlist": self.nlist, "m": self.m, "nbits": self.nbits, "opq": self.opq,
+                "train_rows": self.train_rows, "seed": self.seed, "format": FORMAT_VERSION}
+
+
+_VERIFIED: dict[tuple, bool] = {}
+_VERIFIED_LOCK = threading.Lock()
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(1 << 22)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def _verified(path: Path, digest: str) -> bool:
+    """Whether ``path`` has ``digest`` (hashed once per process and file version)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    ident = (str(path), st.st_size, st.st_mtime_ns, st.st_ino, digest)
+    with _VERIFIED_LOCK:
+        if _VERIFIED.get(ident):
+            return True
+    ok = _file_digest(path) == digest
+    if ok:
+        with _VERIFIED_LOCK:
+            _VERIFIED[ident] = True
+    return ok
+
+
+def _normalised(x: np.ndarray, inv: Optional[np.ndarray]) -> np.ndarray:
+    x = np.array(x, dtype=np.float32, copy=True)
+    if inv is None:
+        inv = 1.0 / np.maximum(np.linalg.norm(x, axis=1), 1e-12)
+    x *= inv[:, None]
+    return x
+
+
+def _blocks(A, start: int, stop: int, chunk: int = 65536):
+    """Normalised float32 rows ``start:stop`` of ``A``, block by block."""
+    for a in range(start, stop, chunk):
+        b = min(stop, a + chunk)
+        if hasattr(A, "read_raw"):
+            raw = A.read_raw(a, b)
+            x = raw.astype(np.float32)
+        else:
+            x = np.asarray(A[a:b], dtype=np.float32)
+        yield a, _normalised(x, None)
+
+
+class IVFPQIndex:
+    """A built IVF-PQ index over ``A`` (see the module docstring)."""
+
+    kind = "ivfpq"
+    exact = False
+
+    def __init__(self, index, A, params: IVFPQParams, key: str, path: Path):
+        self.index = index
+        self.A = A
+        self.params = params
+        self.key = key
+        self.path = path
+        self._ivf = _faiss().extract_index_ivf(index)
+        self._ivf.nprobe = int(params.nprobe)
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def fingerprint(self) -> str:
+        """The index and how it is searched: part of an explanation's key (results are
+        approximate, so they depend on it)."""
+        return f"ivfpq:{self.key}:nprobe={self.params.nprobe}:rerank={self.params.rerank}"
+
+    def set_search(self, nprobe: Optional[int] = None, rerank: Optional[int] = None) -> None:
+        changes = {}
+        if nprobe:
+            changes["nprobe"] = int(min(nprobe, self.params.nlist))
+        if rerank:
+            changes["rerank"] = int(rerank)
+        self.params = dataclasses.replace(self.params, **changes)
+        self._ivf.nprobe = int(self.params.nprobe)
+
+    def candidates(self, B: np.ndarray, n_candidates: int) -> np.ndarray:
+        """The PQ search alone: ``n_candidates`` caption rows per query (-1 where fewer)."""
+        B = np.ascontiguousarray(B, dtype=np.float32)
+        _, I = self.index.search(B, int(n_candidates))
+        return I
+
+    def search(self, B: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        B = np.ascontiguousarray(B, dtype=np.float32)
+        if B.ndim == 1:
+            B = B[None, :]
+        n = B.shape[0]
+        k = int(min(k, self.ntotal))
+        if n == 0:
+            return np.zeros((0, k), np.int64), np.zeros((0, k), np.float32)
+        if B.shape[1] != self.index.d:
+            raise FalconError(f"Image embeddings have {B.shape[1]} dimensions but the caption "
+                              f"index has {self.index.d}.",
+                              "Build the index with the CLIP model that embeds the images.")
+        I = self.candidates(B, max(k, int(self.params.rerank)))
+        return rerank_exact(B, I, self.A, k)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "rows": self.ntotal, "exact": False,
+                **dataclasses.asdict(self.params), "path": str(self.path)}
+
+
+def rerank_exact(B: np.ndarray, I: np.ndarray, A, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Score the candidate rows ``I`` (n, c; -1: none) of each query exactly (their rows of
+    ``A`` are read, normalised) and keep the best ``k`` (score desc, index asc)."""
+    n = B.shape[0]
+    uniq = np.unique(I[I >= 0])
+    rows = A[uniq] if len(uniq) else np.zeros((0, B.shape[1]), np.float32)
+    rows = np.asarray(rows, dtype=np.float32)
+    norms = np.linalg.norm(rows, axis=1)
+    rows = rows / np.maximum(norms, 1e-12)[:, None]
+    S = B @ rows.T  # (n, u)
+    pos = np.searchsorted(uniq, np.where(I >= 0, I, uniq[0] if len(uniq) else 0))
+    sc = np.take_along_axis(S, pos, axis=1) if len(uniq) else np.full(I.shape, -np.inf, np.float32)
+    sc = np.where(I >= 0, sc, -np.inf).astype(np.float32)
+    sc = np.where(np.isnan(sc), -np.inf, sc)
+    big = np.iinfo(np.int64).max
+    ids = np.where(I >= 0, I, big)
+    out_i = np.empty((n, k), np.int64)
+    out_s = np.empty((n, k), np.float32)
+    for q in range(n):
+        # duplicates cannot occur (one list per caption), but be safe: keep the first of each
+        order = np.lexsort((ids[q], -sc[q]))[:k]
+        out_i[q], out_s[q] = ids[q][order], sc[q][order]
+    missing = out_i == big
+    if missing.any():
+        out_i[missing] = -1
+    return out_i, out_s
+
+
+# ----------------------------------------------------------------------------- build / open
+
+class _Store:
+    """The files of one IVF-PQ index in the cache (see the module docstring)."""
+
+    def __init__(self, cache: DiskCache, key: str):
+        self.cache = cache
+        self.key = key
+        self.dir = cache.path(NAMESPACE, key, "")  # <root>/caption_index/<key>
+        self.folder = self.dir.parent
+
+    def manifest(self, name: str) -> Optional[dict]:
+        return self.cache.read_json(NAMESPACE, f"{self.key}-{name}")
+
+    def write_manifest(self, name: str, data: dict) -> None:
+        self.cache.write_json(NAMESPACE, f"{self.key}-{name}", data)
+
+    def file(self, suffix: str) -> Path:
+        return self.folder / f"{self.key}{suffix}"
+
+    def write_index(self, index, suffix: str) -> dict:
+        """Write a faiss index atomically; returns its manifest entry (name, digest)."""
+        faiss = _faiss()
+        final = self.file(suffix)
+        data = faiss.serialize_index(index)
+        atomic_write(final, lambda f: f.write(memoryview(data)))
+        return {"file": final.name, "digest": _file_digest(final)}
+
+    def checked(self, entry: Optional[dict]) -> Optional[Path]:
+        """The file of a manifest entry if it is there and has its digest (else it is removed)."""
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
+            return None
+        p = self.folder / Path(entry["file"]).name
+        if not p.is_file():
+            return None
+        if not _verified(p, str(entry.get("digest"))):
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+            return None
+        return p
+
+
+def embeddings_id(vocabulary, clip, dim: int) -> str:
+    """What identifies a vocabulary's text embeddings (an index's first key part): the
+    vocabulary's fingerprint for precomputed (LAION) embeddings, else the text-embeddings key."""
+    if getattr(vocabulary, "embeddings", None) is not None:
+        return "precomputed:" + vocabulary.fingerprint
+    return cache_keys.text_embeddings(clip.fingerprint, vocabulary.fingerprint, int(dim))
+
+
+def ivfpq_key(emb_id: str, params: IVFPQParams) -> str:
+    return cache_keys.caption_index(emb_id, "ivfpq", params.build_dict())
+
+
+def _current_key(emb_id: str) -> str:
+    return cache_keys.caption_index(emb_id, "ivfpq-current", {})
+
+
+def index_disk_bytes(index: IVFPQIndex) -> int:
+    """Bytes on disk of a built index (its ``.index`` and ``.ivfdata`` files)."""
+    p = Path(index.path)
+    return sum(f.stat().st_size for f in (p, p.with_suffix(".ivfdata")) if f.is_file())
+
+
+def open_ivfpq(A, cache: DiskCache, emb_id: str, params: IVFPQParams | None = None
+               ) -> Optional[IVFPQIndex]:
+    """The built index for these embeddings and parameters (default: those of the last build
+    for these embeddings), or None when it is not built."""
+    faiss = _faiss()
+    rows, dim = int(A.shape[0]), int(A.shape[1])
+    if params is None:
+        cur = cache.read_json(NAMESPACE, _current_key(emb_id))
+        try:
+            params = IVFPQParams(**cur["params"]) if isinstance(cur, dict) else None
+        except (TypeError, KeyError):
+            params = None
+    p = (params or IVFPQParams()).resolved(rows, dim)
+    key = ivfpq_key(emb_id, p)
+    st = _Store(cache, key)
+    man = st.manifest("final")
+    if not isinstance(man, dict) or man.get("ntotal") != rows:
+        return None
+    idx_path = st.checked(man.get("index"))
+    data_path = st.checked(man.get("ivfdata"))
+    if idx_path is None or data_path is None:
+        return None
+    index = faiss.read_index(str(idx_path), faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY)
+    return IVFPQIndex(index, A, p, key, idx_path)
+
+
+def build_ivfpq(A, cache: DiskCache, emb_id: str, params: IVFPQParams | None = None,
+                progress: Optional[Progress] = None, engine=None) -> IVFPQIndex:
+    """Build (or finish building) the IVF-PQ index of ``A`` in ``cache`` and open it.
+
+    Steps, each kept in the cache as soon as it is done: train on ``train_rows`` rows sampled
+    with ``seed``; add the rows part by part (``engine.map_parts`` runs the parts elsewhere,
+    e.g. on Ray; in this process by default); merge the parts into the on-disk index."""
+    faiss = _faiss()
+    rows, dim = int(A.shape[0]), int(A.shape[1])
+    if rows == 0:
+        raise FalconError("The caption vocabulary is empty.", "Use a vocabulary with captions.")
+    p = (params or IVFPQParams()).resolved(rows, dim)
+    done = open_ivfpq(A, cache, emb_id, p)
+    if done is not None:
+        cache.write_json(NAMESPACE, _current_key(emb_id), {"params": dataclasses.asdict(p)})
+        report(progress, 1, 1, "caption index")
+        return done
+    key = ivfpq_key(emb_id, p)
+    st = _Store(cache, key)
+
+    # 1. train
+    trained_path = st.checked((st.manifest("trained") or {}).get("index")) if st.manifest("trained") else None
+    if trained_path is None:
+        rng = np.random.default_rng(p.seed)
+        sample = np.sort(rng.choice(rows, size=p.train_rows, replace=False))
+        x = _normalised(np.asarray(A[sample], dtype=np.float32), None)
+        index = faiss.index_factory(dim, (f"OPQ{p.m}," if p.opq else "")
+                                    + f"IVF{p.nlist},PQ{p.m}x{p.nbits}",
+                                    faiss.METRIC_INNER_PRODUCT)
+        ivf = faiss.extract_index_ivf(index)
+        ivf.cp.seed = int(p.seed)
+        report(progress, 0, 1, "caption index: training")
+        index.train(x)
+        del x
+        st.write_manifest("trained", {"index": st.write_index(index, ".trained")})
+        trained_path = st.file(".trained")
+    report(progress, 1, 1, "caption index: training")
+
+    # 2. parts (resumable; may run elsewhere)
+    bounds = [(a, min(rows, a + p.part_rows)) for a in range(0, rows, p.part_rows)]
+    todo = [(a, b) for a, b in bounds
+            if st.checked((st.manifest(f"part-{a}-{b}") or {}).get("index")) is None]
+    job = _AddPart(trained_path, A, st.cache.root, key)
+    n_done = len(bounds) - len(todo)
+    report(progress, n_done, len(bounds), "caption index: adding")
+    results = (engine.map_parts(job, todo) if engine is not None else map(job, todo))
+    for (a, b), entry in zip(todo, results):
+        st.write_manifest(f"part-{a}-{b}", {"index": entry})
+        n_done += 1
+        report(progress, n_done, len(bounds), "caption index: adding")
+
+    # 3. merge into the on-disk index
+    part_files = []
+    for a, b in bounds:
+        pth = st.checked((st.manifest(f"part-{a}-{b}") or {}).get("index"))
+        if pth is None:
+            raise FalconError(f"Part {a}-{b} of the caption index is missing or damaged.",
+                              "Run the build again: it redoes what is missing.")
+        part_files.append(str(pth))
+    from faiss.contrib.ondisk import merge_ondisk
+
+    trained = faiss.read_index(str(trained_path))
+    building = st.folder / f"{key}.building"
+    shutil.rmtree(building, ignore_errors=True)
+    building.mkdir(parents=True)
+    ivfdata_name = f"{key}.ivfdata"
+    merge_ondisk(trained, part_files, str(building / ivfdata_name))
+    faiss.write_index(trained, str(building / f"{key}.index"))
+    del trained
+    for suffix in (".ivfdata", ".index"):
+        os.replace(building / f"{key}{suffix}", st.file(suffix))
+    shutil.rmtree(building, ignore_errors=True)
+    st.write_manifest("final", {
+        "ntotal": rows, "params": dataclasses.asdict(p), "built": time.time(),
+        "index": {"file": st.file(".index").name, "digest": _file_digest(st.file(".index"))},
+        "ivfdata": {"file": st.file(".ivfdata").name,
+                    "digest": _file_digest(st.file(".ivfdata"))}})
+    for (a, b), pf in zip(bounds, part_files):  # the parts are in the merged index now
+        try:
+            os.unlink(pf)
+        except OSError:
+            pass
+    cache.write_json(NAMESPACE, _current_key(emb_id), {"params": dataclasses.asdict(p)})
+    report(progress, 1, 1, "caption index")
+    out = open_ivfpq(A, cache, emb_id, p)
+    if out is None:  # pragma: no cover - just written
+        raise FalconError("The caption index could not be read back after building it.",
+                          "Check the cache folder's disk.")
+    return out
+
+
+class _AddPart:
+    """Add rows ``a:b`` of ``A`` to a copy of the trained index and store it as a part
+    (picklable: an engine may run it in another process or machine sharing the cache)."""
+
+    def __init__(self, trained_path: Path, A, cache_root: Path, key: str):
+        self.trained_path, self.A, self.cache_root, self.key = trained_path, A, cache_root, key
+
+    def __call__(self, bounds: tuple[int, int]) -> dict:
+        faiss = _faiss()
+        a, b = bounds
+        index = faiss.read_index(str(self.trained_path))
+        for start, x in _blocks(self.A, a, b):
+            index.add_with_ids(x, np.arange(start, start + len(x), dtype=np.int64))
+        st = _Store(DiskCache(self.cache_root), self.key)
+        return st.write_index(index, f".part-{a}-{b}")
+
+
+# ----------------------------------------------------------------------------- choosing
+
+def open_index(kind: str, A, cache: DiskCache, emb_id: str,
+               params: IVFPQParams | None = None) -> ExactIndex | IVFPQIndex:
+    """The index of ``kind`` over ``A``; an IVF-PQ index must have been built (else a message
+    with the command that builds it)."""
+    if kind == "exact":
+        return ExactIndex(A)
+    if kind == "ivfpq":
+        got = open_ivfpq(A, cache, emb_id, params)
+        if got is None:
+            raise FalconError(
+                "The IVF-PQ caption index of this vocabulary is not built yet.",
+                "Build it once: python -m falcon_core index build --vocabulary <the same> "
+                "--clip <the same> (add the same --cache-dir), or use --caption-index exact.")
+        return got
+    raise FalconError(f"Unknown caption index {kind!r}.", f"Use one of {', '.join(INDEX_KINDS)}.")
