@@ -342,7 +342,9 @@ def open_ivfpq(A, cache: DiskCache, emb_id: str, params: IVFPQParams | None = No
             params = IVFPQParams(**cur["params"]) if isinstance(cur, dict) else None
         except (TypeError, KeyError):
             params = None
-    p = (params or IVFPQParams()).resolved(rows, dim)
+        if params is None:  # never built for these embeddings
+            return None
+    p = params.resolved(rows, dim)
     key = ivfpq_key(emb_id, p)
     st = _Store(cache, key)
     man = st.manifest("final")

@@ -212,3 +212,75 @@ def test_registry():
         assert len(create_vocabulary("unit-test-vocab")) == 2
     finally:
         vocab_mod.VOCABULARIES.unregister("unit-test-vocab")
+
+
+# ------------------------------------------------------- LAION at scale: lazy, bounded reads
+
+def test_laion_shards_are_read_lazily_and_bounded(tmp_path):
+    from falcon_core.stages.captions import top_captions
+
+    emb, _ = make_laion(tmp_path / "l", [40, 30, 50], dim=16)
+    v = LaionShards(tmp_path / "l")
+    E = v.embeddings
+    assert E.files_opened == 0 and E.bytes_read == 0  # headers only
+    row = 16 * 2  # float16 rows of 16
+    np.testing.assert_allclose(E[5:8], emb[5:8], atol=2e-3)
+    assert E.files_opened == 1 and E.bytes_read == 3 * row  # one shard, three rows
+    E.max_open = 1
+    B = emb[[3, 77]] + 0.01
+    idx, _ = top_captions(B, E, k=3, chunk=16)  # a scan across the shards, 16 rows a block
+    assert E.bytes_read == 3 * row + 120 * row  # every row read once, nothing else
+    assert len(E._fds) <= 1 and not E._maps  # at most one file open, nothing mapped
+    assert idx[0, 0] == 3 and idx[1, 0] == 77
+    # a gather maps its shard and keeps only what it touched (bounded, see _map)
+    before = E.bytes_read
+    E[np.array([100, 1, 45])]
+    assert E.bytes_read - before == 3 * row and len(E._maps) <= 1
+
+
+def test_laion_caption_lookup_reads_only_the_rows_asked_for(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from falcon_core.data.vocabulary import CaptionText
+
+    _, caps = make_laion(tmp_path / "l", [3000, 3000, 3000], dim=8)
+    monkeypatch.setattr(CaptionText, "BLOCK", 512)  # small blocks: a small entry shows it
+    cache = DiskCache(tmp_path / "cache")
+    v = LaionShards(tmp_path / "l", cache=cache)
+    rows = [3005, 5999, 3100]
+    assert v.captions(rows) == [caps[r] for r in rows]
+    # only the shard holding them got a caption text entry; the others were never read
+    assert len(list((tmp_path / "cache" / "caption_text").glob("*.bin"))) == 1
+    text = v._texts[1]
+    entry = text.nbytes
+    # each row: its two offsets and its bytes, each within at most two checked blocks
+    assert text.bytes_read <= 3 * 4 * 512 + 3 * 100 < entry / 8
+    # a new object reads the entry, never the parquet file again
+    monkeypatch.setattr(pq, "read_table", lambda *a, **k: pytest.fail("parquet read again"))
+    w = LaionShards(tmp_path / "l", cache=cache)
+    assert w.captions([5999, 3001]) == [caps[5999], caps[3001]]
+
+
+def test_laion_caption_entry_damage_is_rebuilt(tmp_path):
+    _, caps = make_laion(tmp_path / "l", [500], dim=8)
+    cache = DiskCache(tmp_path / "cache")
+    assert LaionShards(tmp_path / "l", cache=cache).captions([7]) == [caps[7]]
+    (binf,) = (tmp_path / "cache" / "caption_text").glob("*.bin")
+    raw = bytearray(binf.read_bytes())
+    pos = raw.find(caps[7].encode())
+    raw[pos] = ord("X")  # the caption's own bytes changed on disk
+    binf.write_bytes(bytes(raw))
+    assert LaionShards(tmp_path / "l", cache=cache).captions([7, 499]) == [caps[7], caps[499]]
+
+
+def test_laion_captions_null_and_control_characters(tmp_path):
+    root = tmp_path / "l"
+    (root / "text_emb").mkdir(parents=True)
+    (root / "metadata").mkdir(parents=True)
+    np.save(root / "text_emb" / "text_emb_0000.npy", np.eye(3, 4, dtype=np.float16))
+    pd.DataFrame({"caption": ["a\tdog\x00 on  grass", None, "ok"]}).to_parquet(
+        root / "metadata" / "metadata_0000.parquet")
+    v = LaionShards(root, cache=DiskCache(tmp_path / "cache"))
+    assert v.captions([0, 1, 2]) == ["a dog on grass", "", "ok"]
+    with pytest.raises(IndexError):
+        v.caption(3)
