@@ -633,3 +633,15 @@ def test_failures_in_the_demo_world(tmp_path):
         assert [it["feature"] for it in side] == sorted(range(len(c)), key=lambda j: (-c[j], j))[:2]
         for item in side:  # the top-k rule gives every feature an explanation
             assert item["error"] is None and item["explanation"].features == [item["feature"]]
+
+
+def test_t_and_l_go_through_one_caption_search(falcon, feature, monkeypatch):
+    from falcon_core import caption_index as ci
+
+    calls = []
+    real = ci.ExactIndex.search
+    monkeypatch.setattr(ci.ExactIndex, "search",
+                        lambda self, B, k: (calls.append(len(B)), real(self, B, k))[1])
+    exp = falcon.explain(feature, settings=TOPK.replace(top_k=7))  # not cached yet
+    assert len(exp.low) > 0
+    assert calls == [len(exp.high) + len(exp.low)]

@@ -818,7 +818,9 @@ class LaionShards(Vocabulary):
     def _find(self) -> tuple[dict[int, Path], dict[int, Path]]:
         emb: dict[int, Path] = {}
         meta: dict[int, Path] = {}
-        for folder in (self.root, self.root / "text_emb", self.root / "metadata"):
+        # text_emb/ + metadata/ (this project's layout), texts/ + metadata/ (LAION's release)
+        for folder in (self.root, self.root / "text_emb", self.root / "texts",
+                       self.root / "metadata"):
             if not folder.is_dir():
                 continue
             for p in sorted(folder.iterdir()):
