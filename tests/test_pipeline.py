@@ -645,3 +645,15 @@ def test_t_and_l_go_through_one_caption_search(falcon, feature, monkeypatch):
     exp = falcon.explain(feature, settings=TOPK.replace(top_k=7))  # not cached yet
     assert len(exp.low) > 0
     assert calls == [len(exp.high) + len(exp.low)]
+
+
+def test_an_approximate_caption_index_is_part_of_the_key(falcon, feature, monkeypatch):
+    class Index:
+        fingerprint = "ivfpq:one"
+
+    monkeypatch.setattr(type(falcon.explainer), "caption_index", lambda self, s=None: Index())
+    approx = TOPK.replace(caption_index="ivfpq")
+    k1 = falcon.explanation_key(feature, approx)
+    Index.fingerprint = "ivfpq:other"  # another build or nprobe: another result
+    assert falcon.explanation_key(feature, approx) != k1
+    assert falcon.explanation_key(feature, TOPK) != k1
