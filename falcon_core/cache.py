@@ -486,6 +486,7 @@ class DiskCache:
         self._memory: "OrderedDict[str, tuple[Any, int]]" = OrderedDict()
         self._memory_bytes = 0
         self._ignored: set[tuple[str, int, int]] = set()
+        self._verified_files: set[tuple[str, int, int, int]] = set()  # verified_path()
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -710,6 +711,68 @@ class DiskCache:
                 return {k: z[k] for k in z.files}
 
         return self._checked(p, read)[1]
+
+    # ---------------------------------------------------------------- files other libraries read
+    # (a faiss index is read by faiss from a path, and its inverted lists are memory-mapped: such
+    # a file is sealed with the same trailer once written, and checked before its path is used)
+    def seal(self, path: str | os.PathLike) -> Path:
+        """Append the checksum trailer to a file another library has written (in a temporary
+        place: rename it into the cache afterwards). The file is read once, block by block."""
+        path = Path(path)
+        h = xxhash.xxh3_128()
+        n = 0
+        with open(path, "r+b", buffering=0) as f:
+            while True:
+                block = f.read(READ_BLOCK)
+                if not block:
+                    break
+                h.update(block)
+                n += len(block)
+            f.seek(n)
+            f.write(_TRAILER.pack(TRAILER_MAGIC, n, h.digest()))
+            os.fsync(f.fileno())
+        return path
+
+    def verified_path(self, path: str | os.PathLike) -> Optional[Path]:
+        """``path`` when the file is there and its trailer and digest check (hashed block by
+        block, once per process and version of the file); None when missing or failing its
+        check (then it is moved to quarantine, like any cache file). The trailer stays at the
+        end of the file: a reader that knows the payload's length ignores it."""
+        path = Path(path)
+        if self._skip(path):
+            return None
+        st = path.stat()
+        ident = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+        with self._lock:
+            if ident in self._verified_files:
+                return path
+
+        def check() -> Path:
+            with open(path, "rb", buffering=0) as f:
+                n, digest = _read_trailer(f, st.st_size)
+                f.seek(0)
+                h = xxhash.xxh3_128()
+                left = n
+                while left:
+                    block = f.read(min(READ_BLOCK, left))
+                    if not block:
+                        raise CacheCheckError("truncated while reading")
+                    h.update(block)
+                    left -= len(block)
+                if h.digest() != digest:
+                    raise CacheCheckError("checksum mismatch: the file was changed or damaged")
+            return path
+
+        ok, got = self._checked(path, check)
+        if ok:
+            with self._lock:
+                self._verified_files.add(ident)
+        return got
+
+    def quarantine(self, path: str | os.PathLike, reason: str) -> None:
+        """Move a cache file that failed a check made by its reader out of the way (kept for a
+        bug report, said once), so it is rebuilt."""
+        self._quarantine(Path(path), reason)
 
     # ---------------------------------------------------------------- get or compute
     def get_or_compute_npy(self, namespace: str, key: str, fn: Callable[[], Any],

@@ -21,19 +21,22 @@ scores (n, k) float32)``, best first, ties by the lower caption index.
     on-disk index: faiss ``OnDiskInvertedLists``, memory-mapped when searched).
 
 Cache (namespace ``caption_index``, key :func:`falcon_core.cache_keys.caption_index`): the trained
-empty index, the parts, and the finished index (``.index`` + ``.ivfdata``), each file with its
-digest in a JSON manifest written after it; every file is checked against its digest before it
-is used (the big ones once per process), and one that fails is discarded and rebuilt.
+empty index, the parts, and the finished index (``.index`` + ``.ivfdata``), each named in a JSON
+manifest written after it. Every file is a checksummed cache file (:mod:`falcon_core.cache`: the
+payload, then the xxh3 trailer; faiss ignores the bytes after what it reads, and memory-maps only
+the inverted lists' own length): the serialised indexes are written through the cache, the
+``.ivfdata`` faiss writes itself is sealed with the trailer before it is renamed into place. Every
+file is verified before faiss is given its path (:meth:`DiskCache.verified_path`: block by block,
+once per process and file version, so a search in a warm process hashes nothing); one that fails
+is moved to quarantine and rebuilt.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import os
 import shutil
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,38 +125,6 @@ class IVFPQParams:
         """What determines the built index (not how it is searched, nor part_rows)."""
         return {"nlist": self.nlist, "m": self.m, "nbits": self.nbits, "opq": self.opq,
                 "train_rows": self.train_rows, "seed": self.seed, "format": FORMAT_VERSION}
-
-
-_VERIFIED: dict[tuple, bool] = {}
-_VERIFIED_LOCK = threading.Lock()
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(1 << 22)
-            if not block:
-                break
-            h.update(block)
-    return h.hexdigest()
-
-
-def _verified(path: Path, digest: str) -> bool:
-    """Whether ``path`` has ``digest`` (hashed once per process and file version)."""
-    try:
-        st = path.stat()
-    except OSError:
-        return False
-    ident = (str(path), st.st_size, st.st_mtime_ns, st.st_ino, digest)
-    with _VERIFIED_LOCK:
-        if _VERIFIED.get(ident):
-            return True
-    ok = _file_digest(path) == digest
-    if ok:
-        with _VERIFIED_LOCK:
-            _VERIFIED[ident] = True
-    return ok
 
 
 def _normalised(x: np.ndarray, inv: Optional[np.ndarray]) -> np.ndarray:
@@ -285,27 +256,19 @@ class _Store:
         return self.folder / f"{self.key}{suffix}"
 
     def write_index(self, index, suffix: str) -> dict:
-        """Write a faiss index atomically; returns its manifest entry (name, digest)."""
+        """Write a faiss index (checksummed, atomically); returns its manifest entry."""
         faiss = _faiss()
         final = self.file(suffix)
         data = faiss.serialize_index(index)
-        atomic_write(final, lambda f: f.write(memoryview(data)))
-        return {"file": final.name, "digest": _file_digest(final)}
+        atomic_write(final, lambda f: f.write(memoryview(data)), checksum=True)
+        return {"file": final.name}
 
     def checked(self, entry: Optional[dict]) -> Optional[Path]:
-        """The file of a manifest entry if it is there and has its digest (else it is removed)."""
+        """The file of a manifest entry if it is there and passes its check (else None; a
+        damaged file is moved to quarantine)."""
         if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
             return None
-        p = self.folder / Path(entry["file"]).name
-        if not p.is_file():
-            return None
-        if not _verified(p, str(entry.get("digest"))):
-            try:
-                os.unlink(p)
-            except OSError:
-                pass
-            return None
-        return p
+        return self.cache.verified_path(self.folder / Path(entry["file"]).name)
 
 
 def embeddings_id(vocabulary, clip, dim: int) -> str:
@@ -427,14 +390,13 @@ def build_ivfpq(A, cache: DiskCache, emb_id: str, params: IVFPQParams | None = N
     merge_ondisk(trained, part_files, str(building / ivfdata_name))
     faiss.write_index(trained, str(building / f"{key}.index"))
     del trained
-    for suffix in (".ivfdata", ".index"):
+    for suffix in (".ivfdata", ".index"):  # checksummed like every cache file, then in place
+        cache.seal(building / f"{key}{suffix}")
         os.replace(building / f"{key}{suffix}", st.file(suffix))
     shutil.rmtree(building, ignore_errors=True)
     st.write_manifest("final", {
         "ntotal": rows, "params": dataclasses.asdict(p), "built": time.time(),
-        "index": {"file": st.file(".index").name, "digest": _file_digest(st.file(".index"))},
-        "ivfdata": {"file": st.file(".ivfdata").name,
-                    "digest": _file_digest(st.file(".ivfdata"))}})
+        "index": {"file": st.file(".index").name}, "ivfdata": {"file": st.file(".ivfdata").name}})
     for (a, b), pf in zip(bounds, part_files):  # the parts are in the merged index now
         try:
             os.unlink(pf)

@@ -7,7 +7,7 @@ import streamlit as st
 
 from falcon_core.cache import human_bytes
 from falcon_core.errors import FalconError
-from falcon_core.settings import HIGH_RULES, FalconSettings
+from falcon_core.settings import HIGH_RULES, LIMITS, FalconSettings
 from falcon_core.workspace import WorkspaceConfig
 from ui import errors, links, loaders, presets, shell, state, views
 from ui.progress import format_seconds, progress_bar
@@ -202,6 +202,9 @@ SETTINGS_FORM = [  # (setting, column, widget, label, options); ranges: the sett
     ("quantile", 1, "number", "Quantile", dict(step=0.005, format="%.4f")),
     ("cam_threshold", 2, "slider", "GradCAM mask threshold", dict(step=0.05)),
     ("captions_per_image", 2, "number", "Captions per image", dict(step=1)),
+    ("caption_index", 2, "select", "Caption search", dict(labels={
+        "exact": "Exact: every caption scored (up to a few million)",
+        "ivfpq": "IVF-PQ index (LAION scale; built with python -m falcon_core index build)"})),
     ("top_words", 0, "number", "Top words", dict(step=1)),
     ("top_phrases", 1, "number", "Top phrases", dict(step=1)),
     ("coherence_threshold", 2, "slider", "Interpretable if coherence >", dict(step=0.01)),
@@ -213,8 +216,10 @@ SETTINGS_FORM = [  # (setting, column, widget, label, options); ranges: the sett
 def _setting_widget(column, name: str, kind: str, label: str, options: dict, value):
     key = f"w:{name}:form"
     state.seed_widget(key, value)
-    if kind == "select":
-        return column.selectbox(label, list(HIGH_RULES), key=key, format_func=RULE_LABELS.get)
+    if kind == "select":  # a choice among the setting's LIMITS (the rules: those registered)
+        choices = list(HIGH_RULES) if name == "high_rule" else list(LIMITS[name].allowed())
+        return column.selectbox(label, choices, key=key,
+                                format_func=options.get("labels", RULE_LABELS).get)
     if kind == "checkbox":
         return column.checkbox(label, key=key)
     widget = column.slider if kind == "slider" else column.number_input

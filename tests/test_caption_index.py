@@ -111,8 +111,9 @@ def clustered(n, dim=32, seed=0):
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-# 6-bit codes: 64 centroids a sub-quantizer, enough for 3,000 training rows
-PARAMS = ci.IVFPQParams(nlist=16, m=8, nbits=6, train_rows=3000, part_rows=1000, nprobe=8,
+# 6-bit codes: 64 centroids a sub-quantizer, enough for 3,000 training rows; 16 sub-quantizers
+# of 2 dimensions (recall@5 0.99 with or without OPQ on this data, 0.90 with 8 of 4)
+PARAMS = ci.IVFPQParams(nlist=16, m=16, nbits=6, train_rows=3000, part_rows=1000, nprobe=8,
                         rerank=40)
 
 

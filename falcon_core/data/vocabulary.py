@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence
 
 import numpy as np
+import xxhash
 
 from .. import cache_keys
 from ..cache import DiskCache, fingerprint_files, hash_json
@@ -613,14 +614,17 @@ class CaptionText:
     the int64 offsets of the rows, then their UTF-8 bytes one after the other, as published
     (cleaning, rule 2, is applied to the rows read). Stored in the cache namespace
     ``caption_text`` (key: the file's name, size and modification time,
-    :func:`falcon_core.cache_keys.caption_text`) with a digest of every ``BLOCK`` bytes. A row is
-    read with ``os.pread`` (its two offsets, then its bytes), and every block a read touches is
-    checked against its digest the first time (a block that fails: the entry is discarded and
-    built again). :attr:`bytes_read` counts the bytes read.
+    :func:`falcon_core.cache_keys.caption_text`) with the xxh3 digest of every ``BLOCK`` bytes.
+    Its three files are cache files (checksummed); the digests and the row count are verified
+    when read, but the text file's whole-file checksum is not, since that would read the whole
+    column, which is what this class exists to avoid: a row is read with ``os.pread`` (its two
+    offsets, then its bytes), and every block a read touches is checked against its digest the
+    first time (a block that fails: the text goes to quarantine and the entry is built again).
+    :attr:`bytes_read` counts the bytes read.
     """
 
     BLOCK = 1 << 14
-    VERSION = 1
+    VERSION = 2  # 2: xxh3 block digests
 
     def __init__(self, meta_path: Path, cache: DiskCache, root: Optional[Path] = None):
         self.meta_path = Path(meta_path)
@@ -652,7 +656,7 @@ class CaptionText:
         offs -= offs[0]
         payload = offs.tobytes() + data
         digests = np.frombuffer(b"".join(
-            hashlib.blake2b(payload[p:p + self.BLOCK], digest_size=16).digest()
+            xxhash.xxh3_128_digest(payload[p:p + self.BLOCK])
             for p in range(0, len(payload), self.BLOCK)), dtype=np.uint8).reshape(-1, 16)
         self.cache.write_bytes("caption_text", self.key, payload, ".bin")
         self.cache.write_npy("caption_text", self.key, digests)
@@ -681,8 +685,12 @@ class CaptionText:
         self._path = path
         self._verified = set()
 
-    def _discard(self) -> None:
+    def _discard(self, reason: str = "") -> None:
+        """Drop the entry (to build it again); with a ``reason`` its text is moved to
+        quarantine first, like any cache file that fails its check."""
         self.close()
+        if reason:
+            self.cache.quarantine(self.cache.path("caption_text", self.key, ".bin"), reason)
         for suffix in (".json", ".npy", ".bin"):
             try:
                 os.unlink(self.cache.path("caption_text", self.key, suffix))
@@ -712,8 +720,9 @@ class CaptionText:
                 start = b * self.BLOCK
                 block = os.pread(self._fd, min(self.BLOCK, self.nbytes - start), start)
                 self.bytes_read += len(block)
-                if hashlib.blake2b(block, digest_size=16).digest() != self._digests[b].tobytes():
-                    raise _DamagedEntry(f"block {b}")
+                if xxhash.xxh3_128_digest(block) != self._digests[b].tobytes():
+                    raise _DamagedEntry(f"block {b} of {self.nbytes // self.BLOCK + 1} fails its "
+                                        "checksum")
                 self._verified.add(b)
         data = os.pread(self._fd, n, pos) if n else b""
         self.bytes_read += len(data)
@@ -725,8 +734,8 @@ class CaptionText:
         """The captions of the local ``rows`` (cleaned by rule 2)."""
         try:
             return self._get(rows)
-        except _DamagedEntry:
-            self._discard()  # damaged on disk since it was built: build it again, once
+        except _DamagedEntry as e:
+            self._discard(str(e))  # damaged on disk since it was built: build it again, once
             self._open(retry=True)
             return self._get(rows)
 
