@@ -164,8 +164,35 @@ def test_ivfpq_is_cached_verified_and_found_by_open_index(ivf_data, monkeypatch)
     raw[len(raw) // 2] ^= 0xFF
     data.write_bytes(bytes(raw))
     assert ci.open_ivfpq(v.embeddings, cache, "t", PARAMS) is None
+    assert [q["file"] for q in cache.quarantined] == [f"caption_index/{data.name}"]
+    assert not data.exists()  # moved aside for a bug report, like any cache file
     rebuilt = ci.build_ivfpq(v.embeddings, cache, "t", PARAMS)
     np.testing.assert_array_equal(rebuilt.search(Q, 5)[0], i1)
+    # the files faiss reads carry the cache's trailer (magic, payload length, xxh3-128)
+    for f in (rebuilt.path, rebuilt.path.with_suffix(".ivfdata")):
+        tail = f.read_bytes()[-32:]
+        assert tail[:8] == b"FALCONCK"
+        assert int.from_bytes(tail[8:16], "little") == f.stat().st_size - 32
+
+
+def test_sealed_files_are_verified_before_use(tmp_path):
+    import xxhash
+
+    cache = DiskCache(tmp_path / "cache")
+    f = tmp_path / "cache" / "caption_index" / "x.index"
+    f.parent.mkdir(parents=True)
+    f.write_bytes(b"abcdef")
+    assert cache.verified_path(f) is None  # no trailer: not a cache file, moved aside
+    assert not f.exists() and len(cache.quarantined) == 1
+    f.write_bytes(b"abcdef")
+    cache.seal(f)
+    raw = f.read_bytes()
+    assert raw == b"abcdef" + b"FALCONCK" + (6).to_bytes(8, "little") + \
+        xxhash.xxh3_128_digest(b"abcdef")
+    assert cache.verified_path(f) == f
+    f.write_bytes(b"abcdeF" + raw[6:])  # one byte of the payload changed, same length
+    assert DiskCache(tmp_path / "cache").verified_path(f) is None
+    assert not f.exists()
 
 
 def test_ivfpq_build_resumes_after_a_failed_part(ivf_data, tmp_path, monkeypatch):

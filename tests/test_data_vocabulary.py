@@ -271,6 +271,9 @@ def test_laion_caption_entry_damage_is_rebuilt(tmp_path):
     raw[pos] = ord("X")  # the caption's own bytes changed on disk
     binf.write_bytes(bytes(raw))
     assert LaionShards(tmp_path / "l", cache=cache).captions([7, 499]) == [caps[7], caps[499]]
+    # the damaged text was moved to quarantine (kept for a bug report), then built again
+    assert [q["file"] for q in cache.quarantined] == [f"caption_text/{binf.name}"]
+    assert binf.exists()
 
 
 def test_laion_captions_null_and_control_characters(tmp_path):
