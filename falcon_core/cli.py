@@ -461,9 +461,17 @@ def _cmd_index(args) -> int:
     from .progress import null_progress, tqdm_progress
 
     progress = null_progress if args.no_progress else tqdm_progress()
+    bounds = {"nlist": (0, 1 << 20), "m": (1, 1024), "train_rows": (0, 100_000_000),
+              "part_rows": (1000, 100_000_000), "nprobe": (0, 1 << 20), "rerank": (0, 100_000)}
+    for name, (lo, hi) in bounds.items():
+        value = getattr(args, name)
+        if not lo <= value <= hi:
+            raise FalconError(f"--{name.replace('_', '-')} {value} is out of range.",
+                              f"Give a value between {lo} and {hi} (0 where allowed: chosen "
+                              "from the vocabulary's size).")
     ws = _workspace(args)
     clip, vocab = ws.build_clip(), ws.build_vocabulary()
-    cache = DiskCache(args.cache_dir)
+    cache = DiskCache(args.cache_dir, on_notice=_note)  # damaged files moved aside: said once
     engine = _engine(args)
     if hasattr(vocab, "use_cache"):
         vocab.use_cache(cache)

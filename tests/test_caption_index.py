@@ -229,3 +229,17 @@ def test_open_index_messages(ivf_data, tmp_path):
         ci.open_index("hnsw", v.embeddings, DiskCache(tmp_path / "empty"), "t")
     assert isinstance(ci.open_index("exact", v.embeddings, DiskCache(tmp_path), "t"),
                       ci.ExactIndex)
+
+
+def test_index_build_refuses_out_of_range_options(capsys, monkeypatch):
+    from falcon_core import cli
+
+    def no_workspace(args):
+        raise AssertionError("built a workspace before checking the options")
+
+    monkeypatch.setattr(cli, "_workspace", no_workspace)
+    assert cli.main(["index", "build", "--part-rows", "0", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--part-rows 0 is out of range" in err and "between 1000 and 100000000" in err
+    assert cli.main(["index", "build", "--nlist", "-3", "--no-progress"]) == 2
+    assert "--nlist -3 is out of range" in capsys.readouterr().err
