@@ -13,6 +13,7 @@ text_embeddings       CLIP model, vocabulary, embedding width
 cams                  backbone, probe set, the features (group), the images
 crop_embeddings       the cams key, the CAM threshold, CLIP model
 image_embeddings      probe set, the backbone's view of the images, CLIP model, the images
+view_embeddings       probe set, the backbone's view of the images, CLIP model (every image)
 explanations          :func:`explanation_inputs` (models, data, concept extraction), the
                       features, every setting but the result-neutral ones
 caption_text          one LAION metadata file (name, size, modification time), the format
@@ -88,12 +89,19 @@ def caption_index(embeddings: str, kind: str, params: dict[str, Any]) -> str:
     return DiskCache.key("caption_index", embeddings=embeddings, kind=kind, params=params)
 
 
+def view_embeddings(probe: str, backbone: str, clip: str) -> str:
+    """CLIP embeddings of every probe image's whole view (the backbone's resize and crop)."""
+    return DiskCache.key("view_embeddings", probe=probe, backbone_view=backbone, clip=clip)
+
+
 def explanation_inputs(backbone, clip, probe, vocabulary, concepts: dict[str, Any]
                        ) -> dict[str, Any]:
     """What an explanation depends on besides its features and settings (stored with it):
     the fingerprints of the backbone, CLIP, probe set and vocabulary, the explained layer, the
     concept extraction (``ConceptExtractor.fingerprint``: spaCy pipeline name and version, POS
-    set, boilerplate list) and the pipeline version."""
+    set, boilerplate list), the pipeline version and the faithfulness score's version."""
+    from .stages.faithfulness import VERSION as faithfulness_version
+
     return {
         "backbone": backbone.fingerprint,
         "layer": backbone.layer,
@@ -102,6 +110,7 @@ def explanation_inputs(backbone, clip, probe, vocabulary, concepts: dict[str, An
         "vocabulary": vocabulary.fingerprint,
         "concepts": concepts,
         "pipeline": PIPELINE_VERSION,
+        "faithfulness": faithfulness_version,
     }
 
 

@@ -27,7 +27,8 @@ import numpy as np
 from . import cache_keys
 from .cache import DiskCache
 from .errors import FalconError
-from .explanation import CaptionMatch, Concept, Explanation, ImageRecord
+from .explanation import (CaptionMatch, Concept, Explanation, Faithfulness, FaithfulnessScore,
+                          ImageRecord)
 from .progress import Progress
 from .representation_store import RepresentationStore
 from .settings import FalconSettings
@@ -36,12 +37,15 @@ from .stages import coherence as coherence_stage
 from .stages import concepts as concepts_stage
 from .stages import contrast as contrast_stage
 from .stages import crops as crops_stage
+from .stages import faithfulness as faithfulness_stage
 from .stages import selection as selection_stage
 
 # Stored with each explanation so the app can show provenance; longer lists are cut.
 MAX_STORED_SCORES = 200
 # Kept concepts stored below the top-n cut (``Explanation.more_words``), per kind.
 MAX_MORE_CONCEPTS = MAX_STORED_SCORES
+# Probe views encoded per stored chunk of the view embeddings (resumable).
+VIEW_CHUNK = 256
 
 
 class NoHighImagesError(FalconError):
@@ -205,6 +209,60 @@ class Explainer:
                                              shape=(len(indices), self.clip.embed_dim),
                                              dtype=np.float32)
 
+    def view_embeddings(self) -> np.ndarray:
+        """CLIP embeddings (N, k) of every probe image's whole view, encoded once per (probe set,
+        backbone view, CLIP) and cached in resumable chunks; rows of unreadable images are
+        zeros. (The faithfulness score ranks the whole probe set by them.)"""
+        key = cache_keys.view_embeddings(self.probe.fingerprint, self.backbone.fingerprint,
+                                         self.clip.fingerprint)
+        valid = self.store.valid
+        k = int(self.clip.embed_dim)
+
+        def rows(start: int, stop: int) -> np.ndarray:
+            out = np.zeros((stop - start, k), dtype=np.float32)
+            ok = [i for i in range(start, stop) if valid[i]]
+            if ok:
+                out[[i - start for i in ok]] = self.clip.encode_images(
+                    [self.store.view(i) for i in ok])
+            return out
+
+        return self.cache.compute_chunked(
+            "view_embeddings", key, self.store.num_images, VIEW_CHUNK, rows, dtype=np.float32,
+            progress=lambda d, t, s: self.progress(d, t, "CLIP views"), stage="CLIP views",
+            row_shape=(k,))
+
+    def faithfulness(self, feats: tuple[int, ...], kept: list[Concept], removed: list[Concept],
+                     shown: list[Concept], n_high: int, s: FalconSettings) -> Faithfulness:
+        """The faithfulness score (:mod:`.stages.faithfulness`) of the top kept concepts
+        (``kept``: words then phrases, each list best first, already cut to the top few), of
+        the top removed ones, and of each ``shown`` concept alone, on the whole probe set."""
+        Hn = self.store.normalized(s.normalize_rows)
+        valid = np.asarray(self.store.valid, dtype=bool)
+        activation = np.asarray(Hn[:, list(feats)], dtype=np.float64).sum(axis=1)
+        views = np.asarray(self.view_embeddings(), dtype=np.float32)
+        k = faithfulness_stage.choose_k(int(valid.sum()), n_high)
+        texts = list(dict.fromkeys(c.text for c in kept + removed + shown))
+        if not texts:
+            return Faithfulness(None, None, {}, faithfulness_stage.METHOD)
+        T = self.clip.encode_texts(texts).astype(np.float32)
+        row = {t: i for i, t in enumerate(texts)}
+        alone = faithfulness_stage.concept_scores(views, T, activation, k, valid)
+
+        def combined(concepts: list[Concept]) -> FaithfulnessScore | None:
+            weights: dict[str, float] = {}
+            for c in concepts:  # a word that is also a phrase counts once, with both weights
+                weights[c.text] = weights.get(c.text, 0.0) + max(float(c.score), 0.0)
+            if not weights:
+                return None
+            sim = faithfulness_stage.concept_similarity(
+                views, T[[row[t] for t in weights]], list(weights.values()))
+            sc = faithfulness_stage.score(sim, activation, k, valid)
+            return FaithfulnessScore(list(weights), list(weights.values()), sc.auc, sc.spearman,
+                                     sc.k, sc.n)
+
+        return Faithfulness(combined(kept), combined(removed),
+                            {t: alone[row[t]].auc for t in texts}, faithfulness_stage.METHOD)
+
     # ---- the explanation ---------------------------------------------------------------------
     def explanation_key(self, features, settings: FalconSettings | None = None) -> str:
         s = settings or self.settings
@@ -294,13 +352,24 @@ class Explainer:
         if len(high.indices) < 2:
             notes.append("Coherence needs at least two highly activating images.")
 
+        words = _kept(kept_w, l_words, s.top_words)
+        phrases = _kept(kept_p, l_phrases, s.top_phrases)
+        spurious_words = _spurious(removed_w, s.top_words)
+        spurious_phrases = _spurious(removed_p, s.top_phrases)
+        n = faithfulness_stage.TOP_CONCEPTS
+        with self.timed("faithfulness"):
+            faithful = self.faithfulness(
+                feats, words[:n] + phrases[:n],
+                spurious_words[:n] + spurious_phrases[:n] if s.contrast else [],
+                words + phrases + spurious_words + spurious_phrases, len(high.indices), s)
+
         ids = self.probe.ids
         return Explanation(
             features=list(feats),
-            words=_kept(kept_w, l_words, s.top_words),
-            phrases=_kept(kept_p, l_phrases, s.top_phrases),
-            spurious_words=_spurious(removed_w, s.top_words),
-            spurious_phrases=_spurious(removed_p, s.top_phrases),
+            words=words,
+            phrases=phrases,
+            spurious_words=spurious_words,
+            spurious_phrases=spurious_phrases,
             high=[ImageRecord(index=int(i), id=str(ids[int(i)]), activation=float(a), captions=m,
                               box=b.as_tuple(), box_fallback=bool(b.fallback))
                   for i, a, b, m in zip(high.indices, high.activations, boxes, t_matches)],
@@ -321,6 +390,7 @@ class Explainer:
             all_phrase_scores=dict(concepts_stage.rank(t_phrases, MAX_STORED_SCORES)),
             more_words=_kept(kept_w, l_words, s.top_words + MAX_MORE_CONCEPTS)[s.top_words:],
             more_phrases=_kept(kept_p, l_phrases, s.top_phrases + MAX_MORE_CONCEPTS)[s.top_phrases:],
+            faithfulness=faithful,
         )
 
 

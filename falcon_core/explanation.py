@@ -73,6 +73,33 @@ class ImageRecord:
 
 
 @dataclass
+class FaithfulnessScore:
+    """How well ranking the probe images by some concepts predicts the feature (issue 12; see
+    :mod:`falcon_core.stages.faithfulness`)."""
+
+    concepts: list[str]  # the concepts combined, best first
+    weights: list[Number]  # their Word Scores (the weights of the combination)
+    auc: Number  # ROC AUC of "top k by concept similarity" vs the rest, by activation
+    spearman: Number  # rank correlation of concept similarity and activation, every image
+    k: int
+    n_images: int
+
+    __pydantic_config__ = _STRICT
+
+
+@dataclass
+class Faithfulness:
+    """The faithfulness of the kept concepts and of those removed as spurious."""
+
+    kept: FaithfulnessScore | None  # None: no concept kept
+    removed: FaithfulnessScore | None  # None: nothing removed
+    per_concept: dict[str, Number]  # each shown concept (kept or removed) alone: its AUC
+    method: str  # one sentence: how the score is computed
+
+    __pydantic_config__ = _STRICT
+
+
+@dataclass
 class Explanation:
     features: list[int]
     words: list[Concept]
@@ -95,6 +122,8 @@ class Explanation:
     # them, so a concept the removal threshold lets back in is shown among the kept ones).
     more_words: list[Concept] = field(default_factory=list)
     more_phrases: list[Concept] = field(default_factory=list)
+    # Does ranking the probe images by the concepts predict the feature? (None: not computed)
+    faithfulness: Faithfulness | None = None
     version: int = FORMAT_VERSION
 
     __pydantic_config__ = _STRICT
@@ -107,6 +136,12 @@ class Explanation:
 
     def top_concepts(self, n: int = 3) -> list[str]:
         return [c.text for c in self.words[:n]]
+
+    @property
+    def faithfulness_auc(self) -> float:
+        """The kept concepts' faithfulness AUC (NaN when not computed or nothing was kept)."""
+        f = self.faithfulness
+        return math.nan if f is None or f.kept is None else float(f.kept.auc)
 
     # ---- serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,134 @@
+"""The faithfulness score (issue 12): hand-computed values on small arrays, and its wiring into
+the explainer (whole views of the whole probe set, the explained feature's activation, k)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from falcon_core.stages import faithfulness as F
+
+
+# ------------------------------------------------------------------------- the arithmetic
+def test_auc_by_hand():
+    # positives 0.9, 0.4; negatives 0.8, 0.1: pairs won 0.9>0.8, 0.9>0.1, 0.4>0.1 -> 3 of 4
+    assert F.roc_auc([0.9, 0.8, 0.1, 0.4], [True, False, False, True]) == pytest.approx(0.75)
+    # a tie counts half: (1 vs 1) 0.5 + (1 vs 0) 1 -> 1.5 of 2
+    assert F.roc_auc([1.0, 1.0, 0.0], [True, False, False]) == pytest.approx(0.75)
+    assert F.roc_auc([3, 2, 1], [True, True, False]) == 1.0
+    assert F.roc_auc([1, 2, 3], [True, True, False]) == 0.0
+    assert math.isnan(F.roc_auc([1, 2], [True, True]))
+
+
+def test_ranks_and_spearman_by_hand():
+    assert F.rankdata([10, 30, 20, 30]).tolist() == [1.0, 3.5, 2.0, 3.5]
+    # y ranks 1,2,4,3: d = 0,0,-1,1, sum d^2 = 2, rho = 1 - 6*2 / (4*15) = 0.8
+    assert F.spearman([1, 2, 3, 4], [10, 20, 40, 30]) == pytest.approx(0.8)
+    assert F.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert math.isnan(F.spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_k_is_the_size_of_T_at_least_one_percent():
+    assert F.choose_k(5000, 20) == 50  # 1 % of 5000 beats |T| = 20
+    assert F.choose_k(1000, 20) == 20
+    assert F.choose_k(10, 20) == 9  # all but one: there must be a negative
+    assert F.choose_k(1, 5) == 0
+
+
+def test_concept_similarity_is_the_word_score_weighted_mean_cosine():
+    views = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    concepts = np.array([[1.0, 0.0], [0.0, 1.0]])
+    # weights 3:1 -> 0.75 cos(t0) + 0.25 cos(t1)
+    sim = F.concept_similarity(views, concepts, [3.0, 1.0])
+    assert sim == pytest.approx([0.75, 0.25, 0.75 * 0.6 + 0.25 * 0.8])
+    assert F.concept_similarity(views, concepts) == pytest.approx([0.5, 0.5, 0.7])
+    assert F.concept_similarity(views, concepts, [0.0, 0.0]) == pytest.approx([0.5, 0.5, 0.7])
+    with pytest.raises(ValueError):
+        F.concept_similarity(views, concepts, [1.0])
+
+
+def test_score_by_hand():
+    sim = [0.75, 0.25, 0.65, 0.1]
+    act = [5.0, 1.0, 2.0, 3.0]
+    s = F.score(sim, act, k=2)
+    # top 2 by similarity: images 0 and 2 (activations 5, 2) vs 1 and 3 (1, 3): 3 of 4 pairs
+    assert s.auc == pytest.approx(0.75)
+    # similarity ranks 4,2,3,1; activation ranks 4,1,2,3: sum d^2 = 6, rho = 1 - 36/60
+    assert s.spearman == pytest.approx(0.4)
+    assert (s.k, s.n) == (2, 4)
+    # image 3 left out (unreadable): top 2 of 0,1,2 are 0 and 2 vs 1 -> 2 of 2
+    s = F.score(sim, act, k=2, valid=[True, True, True, False])
+    assert (s.auc, s.n) == (1.0, 3)
+    # a tie at the k-th place goes to the lower index: image 0 (activation 1) is the positive
+    assert F.score([0.5, 0.5, 0.1], [1.0, 2.0, 0.0], k=1).auc == pytest.approx(0.5)
+    assert math.isnan(F.score([0.5], [1.0], k=1).auc)
+
+
+def test_a_concept_that_picks_the_feature_scores_high_one_that_does_not_scores_half():
+    rng = np.random.default_rng(0)
+    n = 400
+    star = rng.random(n) < 0.2  # images showing the concept
+    views = rng.normal(size=(n, 8))
+    views[:, 0] += 4.0 * star  # the concept's direction is dimension 0 (rows left unscaled so
+    # that the other dimensions stay independent of the concept)
+    act = star * 1.0 + 0.1 * rng.normal(size=n)  # the feature fires on the concept
+    concepts = np.eye(8)[[0, 5]]  # "star", and an unrelated direction
+    good, unrelated = F.concept_scores(views, concepts, act, k=40)
+    assert good.auc > 0.9 and good.spearman > 0.4
+    assert abs(unrelated.auc - 0.5) < 0.15 and abs(unrelated.spearman) < 0.15
+
+
+# ------------------------------------------------------------------------- the wiring
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from falcon_core.pipeline import Falcon
+    from falcon_core.settings import FalconSettings
+    from makers import make_tiny_world, tiny_config
+
+    world = make_tiny_world(tmp_path_factory.mktemp("faithful-world"))
+    return Falcon.from_config(tiny_config(world), settings=FalconSettings(high_rule="topk", top_k=5),
+                              cache_dir=str(world["base"] / "cache"))
+
+
+def _pairwise_auc(act, positive):
+    pos, neg = act[positive], act[~positive]
+    wins = sum((p > q) + 0.5 * (p == q) for p in pos for q in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def test_the_explanation_scores_whole_views_against_the_explained_feature(tiny):
+    feature = 7
+    exp = tiny.explain(feature)
+    f = exp.faithfulness
+    assert f is not None and f.kept is not None
+    _, valid = tiny.representations()
+    n = int(valid.sum())
+    assert f.kept.n_images == n
+    assert f.kept.k == max(len(exp.high), math.ceil(0.01 * n))  # |T| = 5 > 1 % of 32
+    assert f.kept.concepts == list(dict.fromkeys(
+        c.text for c in exp.words[:3] + exp.phrases[:3]))
+    # recomputed here from the whole views (not the crops) and the feature's own activation
+    views = tiny.explainer.clip.encode_images([tiny.view(i) for i in range(n)])
+    act = np.asarray(tiny.normalized(True))[:, feature]
+    concept = exp.words[0].text
+    t = tiny.explainer.clip.encode_texts([concept])[0]
+    top = np.argsort(-(views @ t), kind="stable")[:f.kept.k]
+    positive = np.zeros(n, dtype=bool)
+    positive[top] = True
+    assert f.per_concept[concept] == pytest.approx(_pairwise_auc(act, positive), abs=1e-6)
+    # every shown concept, kept and removed, has its own score
+    shown = {c.text for c in exp.words + exp.phrases + exp.spurious_words + exp.spurious_phrases}
+    assert set(f.per_concept) == shown
+    # and the JSON round trip keeps it
+    from falcon_core.explanation import Explanation
+
+    back = Explanation.from_json(exp.to_json())
+    assert back.faithfulness == f
+
+
+def test_the_cache_key_holds_the_score_version(tiny, monkeypatch):
+    from falcon_core.stages import faithfulness
+
+    before = tiny.explanation_key(7)
+    monkeypatch.setattr(faithfulness, "VERSION", faithfulness.VERSION + 1)
+    assert tiny.explanation_key(7) != before
