@@ -52,7 +52,10 @@ def main() -> None:
     df["coherence"] = df["coherence"].astype(float).round(3)
     st.markdown(f"**{len(df)} match(es)** in {df['feature'].nunique()} feature(s)")
     with st.container(key="search_results"):
-        st.dataframe(df[["feature", "concept", "kind", "rank", "score", "coherence"]],
+        fa = dict(zip(table["feature"], table["faithfulness"]))  # issue 12: each feature's score
+        df["faithfulness"] = [fa.get(f) for f in df["feature"]]
+        st.dataframe(df[["feature", "concept", "kind", "rank", "score", "coherence",
+                         "faithfulness"]],
                      hide_index=True, width="stretch")
     st.download_button("Download the matches (CSV)", df.to_csv(index=False),
                        file_name=f"falcon_search_{word}.csv", mime="text/csv", key="dl_search")

@@ -25,6 +25,7 @@ def _side(falcon, items, title: str, settings, key: str, colour: str) -> None:
                 continue
             words = ", ".join(c.text for c in exp.words[:6]) or "(no concepts kept)"
             st.markdown(f"Concepts: {words}")
+            views.faithfulness_badge(exp)
             if exp.spurious_words:
                 st.caption("Removed as spurious: "
                            + ", ".join(c.text for c in exp.spurious_words[:6]))

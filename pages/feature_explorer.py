@@ -38,6 +38,12 @@ def main() -> None:
     with st.expander("Lowly activating counterfactual images (L)", expanded=True):
         views.low_images(falcon, exp)
     views.exports(exp)
+    with st.expander("Every feature explained so far (click a column to sort)"):
+        st.dataframe(loaders.feature_table(falcon, settings), hide_index=True, width="stretch",
+                     key="feature_list")
+        st.caption("faithfulness: ROC AUC of the probe images the top concepts pick (by CLIP "
+                   "similarity) against the rest, scored by the feature's activation; 0.5 is "
+                   "chance.")
 
 
 shell.page(main)

@@ -30,6 +30,7 @@ def main() -> None:
     st.caption(f"**L:** {exp.low_selection.get('description', '')}")
     for note in exp.notes:
         st.info(note, icon=":material/info:")
+    views.faithfulness_badge(exp, key="faithfulness_badge")
 
     kept, removed = contrast.kept_and_removed(exp)
     left, right = st.columns(2)

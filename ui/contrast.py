@@ -82,22 +82,28 @@ def reset() -> None:
             del st.session_state[key]
 
 
-def _rows(items, status: str) -> list[dict]:
+def _rows(items, status: str, exp=None) -> list[dict]:
+    per = exp.faithfulness.per_concept if exp is not None and exp.faithfulness is not None else {}
+
+    def faithful(text: str) -> float | None:  # the concept's own faithfulness AUC (issue 12)
+        v = per.get(text)
+        return None if v is None or v != v else round(float(v), 3)
+
     return [{"concept": c.text, "T score": round(c.score, 4), "L score": round(c.l_score, 4),
-             "status": status} for c in items]
+             "faithfulness": faithful(c.text), "status": status} for c in items]
 
 
 def kept_and_removed(exp) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every kept concept (those below the top-n cut too, so a concept the threshold lets back
     in shows up here) and every removed one, as tables."""
     n_w, n_p = exp.settings.get("top_words", 8), exp.settings.get("top_phrases", 8)
-    cols = ["concept", "T score", "L score", "status"]
-    kept = pd.DataFrame(_rows(exp.words, "kept word") + _rows(exp.phrases, "kept phrase")
+    cols = ["concept", "T score", "L score", "faithfulness", "status"]
+    kept = pd.DataFrame(_rows(exp.words, "kept word", exp) + _rows(exp.phrases, "kept phrase", exp)
                         + _rows(exp.more_words, f"kept word, below the top {n_w}")
                         + _rows(exp.more_phrases, f"kept phrase, below the top {n_p}"),
                         columns=cols)
-    removed = pd.DataFrame(_rows(exp.spurious_words, "removed word")
-                           + _rows(exp.spurious_phrases, "removed phrase"), columns=cols)
+    removed = pd.DataFrame(_rows(exp.spurious_words, "removed word", exp)
+                           + _rows(exp.spurious_phrases, "removed phrase", exp), columns=cols)
     return kept, removed
 
 

@@ -147,15 +147,23 @@ def _feature_table(_falcon, config_items: tuple, settings_items: tuple, stamp: i
                      "coherence": None if coh is None or coh != coh else round(float(coh), 4),
                      "interpretable": bool(exp.interpretable),
                      "top concepts": ", ".join(exp.top_concepts(4)),
+                     "faithfulness": _faithfulness(exp),
                      "high images": int(exp.high_selection.get("n_used", len(exp.high))),
                      "spurious removed": len(exp.spurious_words) + len(exp.spurious_phrases),
                      "max activation": round(float(stats["max"][f]), 4)})
     df = pd.DataFrame(rows, columns=["feature", "coherence", "interpretable", "top concepts",
-                                     "high images", "spurious removed", "max activation"])
+                                     "faithfulness", "high images", "spurious removed",
+                                     "max activation"])
     if len(df):
         df = df.sort_values(["coherence", "feature"], ascending=[False, True],
                             na_position="last").reset_index(drop=True)
     return df
+
+
+def _faithfulness(exp) -> float | None:
+    """The kept concepts' faithfulness AUC, rounded (None: not computed; see issue 12)."""
+    auc = exp.faithfulness_auc
+    return None if auc != auc else round(float(auc), 3)
 
 
 def feature_table(falcon, settings: FalconSettings | None = None):

@@ -71,7 +71,9 @@ def show_cache_notices(falcon) -> None:
 def feature_label(row: dict) -> str:
     coh = row.get("coherence")
     coh_text = f"coherence {coh:.2f}" if isinstance(coh, float) and coh == coh else "coherence –"
-    return f"{row['feature']} · {coh_text} · {row.get('top concepts') or '(no concepts)'}"
+    fa = row.get("faithfulness")
+    fa_text = f" · faithfulness {fa:.2f}" if isinstance(fa, float) and fa == fa else ""
+    return f"{row['feature']} · {coh_text}{fa_text} · {row.get('top concepts') or '(no concepts)'}"
 
 
 @contextmanager
@@ -196,10 +198,23 @@ def summary(exp) -> None:
                 help=hs.get("description") or "")
     c[3].metric("Counterfactuals (L)", f"{ls.get('n_used', len(exp.low))}",
                 help=ls.get("description") or "")
+    faithfulness_badge(exp, key="faithfulness_badge")
     if hs.get("description"):
         st.caption(f"**T:** {hs['description']}  \n**L:** {ls.get('description', '')}")
     for note in exp.notes:
         st.info(note, icon=":material/info:")
+
+
+def faithfulness_badge(exp, key: str | None = None) -> None:
+    """The faithfulness score of the explanation's concepts (issue 12) as a coloured badge, with
+    the removed concepts' score beside it and how it is computed in the tooltip (``key``: of
+    its container, for tests; leave None where several explanations share a page)."""
+    from falcon_core.faithfulness_view import badge, summary_line
+
+    label, colour, help_text = badge(exp)
+    with st.container(key=key) if key else st.container():
+        st.badge(label, color=colour, icon=":material/verified:", help=help_text)
+        st.caption(summary_line(exp))
 
 
 def _all_concepts(exp) -> list[str]:

@@ -33,6 +33,7 @@ import numpy as np
 from ..errors import FalconError
 from ..settings import FalconSettings
 from ..workspace import WorkspaceConfig
+from . import faithfulness as faithfulness_bench
 
 
 def _words(exp, n: int | None = None) -> list[str]:
@@ -87,6 +88,7 @@ def run_recovery(world: str | None = None, seed: int = 0, settings: FalconSettin
             "n_high": exp.high_selection["n_used"] if exp else 0,
             "n_low": exp.low_selection["n_used"] if exp else 0,
             "error": err,
+            **faithfulness_bench.feature_fields(exp),
         })
         if progress:
             progress(n + 1, len(clear), "benchmark features")
@@ -135,6 +137,7 @@ def run_recovery(world: str | None = None, seed: int = 0, settings: FalconSettin
             for rows in [[r for r in per_feature if r["truth"].split("=")[0] == attr]]},
         "planted": planted,
         "pair": _pair(falcon, per_feature, syn, settings),
+        "faithfulness": faithfulness_bench.validate(per_feature),
         "settings": settings.to_dict(),
         "per_feature": per_feature,
     }
@@ -204,6 +207,8 @@ def format_result(r: dict[str, Any]) -> str:
         lines.append(f"  {p['correlation']}: features {p['features']}, spurious in top words "
                      f"without contrast {p['spurious_in_top_without_contrast']}, removed "
                      f"{p['removed_by_contrast']}")
+    if r.get("faithfulness"):
+        lines += faithfulness_bench.format_validation(r["faithfulness"])
     pair = r.get("pair")
     if pair:
         lines.append(f"  pair {pair['features']} ({' + '.join(pair['truths'])}, "
