@@ -27,6 +27,7 @@ PAGES = [
     st.Page("pages/spurious_concepts.py", title="Spurious concepts", icon=":material/block:"),
     st.Page("pages/failures.py", title="Failures", icon=":material/error:"),
     st.Page("pages/concept_search.py", title="Concept search", icon=":material/manage_search:"),
+    st.Page("pages/compare_models.py", title="Compare models", icon=":material/compare:"),
     st.Page("pages/setup.py", title="Setup", icon=":material/settings:"),
 ]
 

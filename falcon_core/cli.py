@@ -1,4 +1,4 @@
-"""Command line: ``python -m falcon_core explain|groups|failures|precompute|info|report``.
+"""Command line: ``python -m falcon_core explain|groups|failures|precompute|info|report|compare``.
 
 Runs the same pipeline as the app, without a browser. With no workspace flags it uses the offline
 demo world.
@@ -161,7 +161,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rerank", type=int, default=0,
                    help="candidates per query scored exactly (0: the default)")
     _common(p)
+
+    p = sub.add_parser(
+        "compare", help="compare two models on the same probe set, CLIP and vocabulary",
+        description="Model A is the workspace (--backbone ...), model B the same workspace with "
+                    "another backbone (--backbone-b ...). Fits the linear map between the two "
+                    "representations (ridge, held-out R²) and summarises the concepts one model "
+                    "encodes and the other does not. With --feature (or --feature-b): that "
+                    "feature's best matches in the other model, both explanations side by side.")
+    g = p.add_argument_group("model B (default: model A's value)")
+    for name in COMPARE_B_FIELDS:
+        g.add_argument(_flag(name) + "-b", dest=f"b_{name}", default=None,
+                       help=WORKSPACE_HELP.get(name))
+    p.add_argument("--feature", type=int, default=None, help="a feature of A: its matches in B")
+    p.add_argument("--feature-b", type=int, default=None, help="a feature of B: its matches in A")
+    p.add_argument("--features", type=int, nargs="*", default=None,
+                   help="features explained for the summary, on both sides (default: all)")
+    p.add_argument("--top", type=int, default=3, help="matches per feature")
+    _common(p)
     return parser
+
+
+# The fields of a workspace that say which model it is (model B's flags: --backbone-b, ...).
+COMPARE_B_FIELDS = ("backbone", "weights", "layer", "token_pool", "class_names")
 
 
 def _workspace(args) -> WorkspaceConfig:
@@ -500,9 +522,76 @@ def _cmd_index(args) -> int:
     return 0
 
 
+def _cmd_compare(args) -> int:
+    from .compare import Comparison, format_summary
+    from .progress import null_progress, tqdm_progress
+
+    config_a = _workspace(args)
+    changes = {k[2:]: v for k, v in vars(args).items() if k.startswith("b_") and v is not None}
+    if not changes:
+        raise FalconError("Model B is the same as model A.",
+                          "Give model B with --backbone-b (and --weights-b, --layer-b, ...).")
+    config_b = config_a.replace(**changes)
+    settings_b = config_b.default_settings().replace(
+        **{k[4:]: v for k, v in vars(args).items() if k.startswith("set_") and v is not None})
+    progress = null_progress if args.no_progress else tqdm_progress()
+    cmp = Comparison.from_configs(config_a, config_b, _settings(args), settings_b,
+                                  cache_dir=args.cache_dir, progress=progress)
+    for f in cmp.falcons.values():
+        f.cache.on_notice = _note
+    if args.feature is not None or args.feature_b is not None:
+        side, feature = ("a", args.feature) if args.feature is not None else ("b", args.feature_b)
+        view = cmp.side_by_side(side, feature, args.top)
+        if args.json:
+            print(json.dumps(_side_by_side_dict(cmp, view), indent=2))
+        else:
+            print(format_side_by_side(cmp, view))
+        return 0
+    summary = cmp.summary(args.features, args.features)
+    print(json.dumps(summary.to_dict(), indent=2) if args.json else format_summary(summary))
+    return 0
+
+
+def _side_by_side_dict(cmp, view) -> dict[str, Any]:
+    other = cmp.other(view["side"])
+    return {"model": cmp.names[view["side"]], "other_model": cmp.names[other],
+            **view["match"].to_dict(),
+            "explanation": view["explanation"].to_dict() if view["explanation"] else None,
+            "error": view["error"],
+            "matches": {str(j): (e.to_dict() if e else {"error": err})
+                        for j, (e, err) in view["others"].items()}}
+
+
+def format_side_by_side(cmp, view) -> str:
+    from .faithfulness_view import summary_line
+
+    side, other = view["side"], cmp.other(view["side"])
+    m = view["match"]
+
+    def words(exp, err) -> str:
+        if exp is None:
+            return f"(no explanation: {err})"
+        kept = ", ".join(c.text for c in exp.words[:6]) or "(no concepts kept)"
+        removed = ", ".join(c.text for c in exp.spurious_words[:4])
+        return kept + (f"  [removed: {removed}]" if removed else "")
+
+    lines = [f"Feature {m.feature} of {cmp.names[side]}: "
+             f"{words(view['explanation'], view['error'])}"]
+    if view["explanation"] is not None:
+        lines.append(f"  {summary_line(view['explanation'])}")
+    lines.append(f"  {cmp.names[other]} predicts it with held-out R² {_fmt(m.r2)} (ridge map)")
+    for title, items, what in (("by the map", m.by_map, "weight"),
+                               ("by activation correlation", m.by_correlation, "r")):
+        lines.append(f"\n  best matches in {cmp.names[other]} {title}:")
+        for j, v in items:
+            exp, err = view["others"][j]
+            lines.append(f"    feature {j:>5}  {what} {v:+.3f}  {words(exp, err)}")
+    return "\n".join(lines)
+
+
 COMMANDS = {"explain": _cmd_explain, "groups": _cmd_groups, "failures": _cmd_failures,
             "precompute": _cmd_precompute, "info": _cmd_info, "report": _cmd_report,
-            "index": _cmd_index}
+            "index": _cmd_index, "compare": _cmd_compare}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

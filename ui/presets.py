@@ -25,6 +25,8 @@ class Preset:
 
 BACKBONES = [
     Preset("Demo world backbone (offline)", {"backbone": "demo", "weights": None}),
+    Preset("Demo world backbone trained without the planted correlations (offline)",
+           {"backbone": "demo-uncorrelated", "weights": None}),
     Preset("ResNet-18, ImageNet weights", {"backbone": "resnet18", "weights": "imagenet"},
            downloads=True),
     Preset("ResNet-50, ImageNet weights", {"backbone": "resnet50", "weights": "imagenet"},

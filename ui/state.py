@@ -36,6 +36,7 @@ SELECTION_KEYS: dict[str, str] = {
     "concept": "str",  # feature explorer: the clicked concept
     "image": "int",  # failures: a probe image index
     "word": "str",  # concept search
+    "model_b": "str",  # compare models: a registered backbone name (checked by ui/compare.py)
 }
 
 WORKSPACE_FIELDS = tuple(f.name for f in dataclasses.fields(WorkspaceConfig))

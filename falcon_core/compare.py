@@ -1,0 +1,328 @@
+"""Two models compared on the same probe set, CLIP model and vocabulary (issue 12).
+
+The paper transfers concepts between representation spaces through a linear map fitted on the
+probe set. :class:`Comparison` holds two :class:`~falcon_core.pipeline.Falcon` workspaces that
+differ only in the backbone (model A and model B; the probe set, the CLIP model and the
+vocabulary are the same objects) and answers:
+
+- :meth:`Comparison.maps`: the ridge maps B → A and A → B (:mod:`.stages.mapping`: λ chosen on
+  held-out images, R² on a test split never used to fit or choose), on the row-normalised
+  representations FALCON explains, over the images both models could read;
+- :meth:`Comparison.matches`: for a feature of one model, its best-matching features in the
+  other, by the map (the standardised weights with which the other model's features predict it)
+  and by activation correlation (Pearson over the probe set), with the held-out R² of the map
+  for that feature (how much of it the other model encodes at all);
+- :meth:`Comparison.side_by_side`: the feature's explanation and its matches' explanations;
+- :meth:`Comparison.summary`: what a stakeholder reads: the concepts one model's features
+  encode (in an explanation's top 3 words) that no feature of the other encodes; the concepts
+  removed as spurious (Stage 6) in one model and not in the other; and the *companions*: for a
+  concept both models encode, the concepts its features carry along (kept or removed as
+  spurious) in one model and not in the other — "A's *star* features also carry *grass*; B's
+  do not".
+
+The maps are cheap next to Stage 1 (an SVD of N × r), so they are computed in memory; every
+explanation they use is the cached one of its workspace.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import FalconError
+from .stages import mapping
+
+SIDES = ("a", "b")
+# The summary: a concept is carried by a concept's features when at least this share of them
+# hold it, and not carried by the other model's when at most this share of its features do.
+CARRIED, NOT_CARRIED = 0.5, 0.2
+TOP_ENCODED = 3  # a feature encodes the concepts of its top 3 words (as the recovery benchmark)
+
+
+@dataclass
+class FeatureMatch:
+    feature: int
+    by_map: list[tuple[int, float]]  # (feature of the other model, standardised weight)
+    by_correlation: list[tuple[int, float]]  # (feature of the other model, Pearson r)
+    r2: float  # held-out R² of the other model's map for this feature
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"feature": self.feature, "r2": _num(self.r2),
+                "by_map": [{"feature": int(f), "weight": _num(w)} for f, w in self.by_map],
+                "by_correlation": [{"feature": int(f), "r": _num(r)}
+                                   for f, r in self.by_correlation]}
+
+
+@dataclass
+class Summary:
+    names: dict[str, str]
+    explained: dict[str, int]
+    unexplained: dict[str, dict[int, str]]
+    only: dict[str, list[dict[str, Any]]]  # side -> concepts its features encode, the other's not
+    spurious_only: dict[str, list[dict[str, Any]]]  # side -> concepts removed there only
+    companions: list[dict[str, Any]]
+    maps: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"names": self.names, "explained": self.explained,
+                "unexplained": {s: {str(k): v for k, v in d.items()}
+                                for s, d in self.unexplained.items()},
+                "only": self.only, "spurious_only": self.spurious_only,
+                "companions": self.companions, "maps": self.maps}
+
+
+def _num(x) -> float | None:
+    return None if x is None or x != x else float(x)
+
+
+class Comparison:
+    """Model A and model B on one probe set, CLIP model and vocabulary (see the module)."""
+
+    def __init__(self, a, b, names: tuple[str, str] = ("A", "B")):
+        for what in ("probe", "clip", "vocabulary"):
+            fa, fb = getattr(a, what).fingerprint, getattr(b, what).fingerprint
+            if fa != fb:
+                raise FalconError(
+                    f"The two models do not share the {what}: a comparison needs the same probe "
+                    "set, CLIP model and vocabulary on both sides.",
+                    f"Give both models the same {what} (only the backbone may differ).")
+        self.falcons = {"a": a, "b": b}
+        self.names = {"a": names[0], "b": names[1]}
+        self._maps: dict[str, mapping.RidgeMap] | None = None
+        self._corr: np.ndarray | None = None
+        self._weights: dict[str, np.ndarray] = {}
+
+    @classmethod
+    def from_configs(cls, config_a, config_b, settings_a=None, settings_b=None,
+                     cache_dir: str | None = None, progress=None,
+                     names: tuple[str, str] | None = None) -> "Comparison":
+        """Both workspaces; B takes A's CLIP model, probe set and vocabulary (its config's are
+        not read), so both models see exactly the same inputs."""
+        from .cache import DiskCache
+        from .pipeline import Falcon
+
+        a = Falcon.from_config(config_a, settings=settings_a, cache_dir=cache_dir,
+                               progress=progress)
+        backbone_b = config_b.build_backbone()
+        b = Falcon(backbone_b, a.clip, a.probe, a.vocabulary,
+                   settings=settings_b or config_b.default_settings(), cache=DiskCache(cache_dir),
+                   progress=progress, config=config_b)
+        return cls(a, b, names or (config_a.backbone, config_b.backbone))
+
+    def other(self, side: str) -> str:
+        return "b" if side == "a" else "a"
+
+    # ---- representations, maps, correlations ---------------------------------------------
+    def _matrices(self) -> tuple[np.ndarray, np.ndarray]:
+        """(H_A, H_B): the row-normalised representations (as each workspace explains them) of
+        the images both models could read."""
+        out, valid = [], None
+        for side in SIDES:
+            f = self.falcons[side]
+            _, v = f.representations()
+            valid = v if valid is None else valid & v
+        for side in SIDES:
+            f = self.falcons[side]
+            out.append(np.asarray(f.normalized(f.settings.normalize_rows), dtype=np.float64)[valid])
+        return out[0], out[1]
+
+    def maps(self) -> dict[str, mapping.RidgeMap]:
+        """``{"b_to_a": map predicting A from B, "a_to_b": the way back}``."""
+        if self._maps is None:
+            HA, HB = self._matrices()
+            self._maps = {"b_to_a": mapping.fit_map(HB, HA), "a_to_b": mapping.fit_map(HA, HB)}
+            self._weights = {"a": mapping.map_weights(self._maps["b_to_a"], HB, HA),
+                             "b": mapping.map_weights(self._maps["a_to_b"], HA, HB)}
+        return self._maps
+
+    def correlations(self) -> np.ndarray:
+        """(r_A, r_B) Pearson correlations of A's features with B's over the probe set."""
+        if self._corr is None:
+            self._corr = mapping.correlation(*self._matrices())
+        return self._corr
+
+    def map_report(self) -> dict[str, Any]:
+        """The maps' λ and held-out R², for a table."""
+        out = {}
+        for key, m in self.maps().items():
+            src, dst = key.split("_to_")
+            out[key] = {"from": self.names[src], "to": self.names[dst],
+                        "lambda": m.lam, "lambda_relative": m.lam_relative,
+                        "r2_test": _num(m.r2_test),
+                        "r2_choice": {str(k): _num(v) for k, v in m.r2_choice.items()},
+                        "images": {"fit": m.n_fit, "choice": m.n_choice, "test": m.n_test},
+                        "features_well_predicted": int(np.sum(m.r2_test_per_feature >= 0.5)),
+                        "features": int(len(m.r2_test_per_feature))}
+        return out
+
+    # ---- one feature ------------------------------------------------------------------------
+    def matches(self, side: str, feature: int, n: int = 3) -> FeatureMatch:
+        """Feature ``feature`` of model ``side`` ("a" or "b") and its ``n`` best matches in the
+        other model, by the map and by correlation."""
+        if side not in SIDES:
+            raise FalconError(f"Unknown side {side!r}.", "Use 'a' or 'b'.")
+        f = int(self.falcons[side].features(int(feature))[0])  # checks the range
+        maps = self.maps()
+        m = maps["b_to_a" if side == "a" else "a_to_b"]
+        weights = self._weights[side][f]
+        corr = self.correlations()
+        r = corr[f] if side == "a" else corr[:, f]
+        by_map = [(int(j), float(weights[j])) for j in mapping.top_matches(weights[None], n)[0]]
+        by_corr = [(int(j), float(r[j])) for j in mapping.top_matches(r[None], n)[0]]
+        return FeatureMatch(f, by_map, by_corr, float(m.r2_test_per_feature[f]))
+
+    def side_by_side(self, side: str, feature: int, n: int = 3) -> dict[str, Any]:
+        """The feature's match and the explanations of it and of each match (None + the reason
+        where a feature cannot be explained)."""
+        match = self.matches(side, feature, n)
+        other = self.other(side)
+        exp, err = self.falcons[side].try_explain(match.feature)
+        others = {}
+        for j in dict.fromkeys([j for j, _ in match.by_map] + [j for j, _ in match.by_correlation]):
+            others[j] = self.falcons[other].try_explain(j)
+        return {"side": side, "match": match, "explanation": exp, "error": err,
+                "others": others}
+
+    # ---- the summary --------------------------------------------------------------------------
+    def explanations(self, side: str, features: Sequence[int] | None = None
+                     ) -> tuple[dict[int, Any], dict[int, str]]:
+        """Explanations of ``features`` of one model (all when None), and why others have none."""
+        f = self.falcons[side]
+        feats = range(f.num_features) if features is None else [int(x) for x in features]
+        done, failed = {}, {}
+        feats = list(feats)
+        for n, x in enumerate(feats):
+            exp, err = f.try_explain(x)
+            if exp is None:
+                failed[x] = err or "no explanation"
+            else:
+                done[x] = exp
+            f.progress(n + 1, len(feats), f"explaining {self.names[side]}")
+        return done, failed
+
+    def summary(self, features_a: Sequence[int] | None = None,
+                features_b: Sequence[int] | None = None) -> Summary:
+        exps, failed = {}, {}
+        for side, feats in (("a", features_a), ("b", features_b)):
+            exps[side], failed[side] = self.explanations(side, feats)
+        s = summarise({k: list(v.items()) for k, v in exps.items()})
+        maps = self.map_report()
+        return Summary(names=dict(self.names), explained={k: len(v) for k, v in exps.items()},
+                       unexplained=failed, only=s["only"], spurious_only=s["spurious_only"],
+                       companions=s["companions"], maps=maps)
+
+
+def concept_sets(exp) -> dict[str, set[str]]:
+    """What one explanation says: ``encoded`` (its top-3 kept words), ``kept`` (every kept word),
+    ``removed`` (the words removed as spurious)."""
+    return {"encoded": {c.text for c in exp.words[:TOP_ENCODED]},
+            "kept": {c.text for c in exp.words},
+            "removed": {c.text for c in exp.spurious_words}}
+
+
+def summarise(explanations: dict[str, list[tuple[int, Any]]]) -> dict[str, Any]:
+    """The summary of two models' explanations (``{"a": [(feature, explanation)], "b": ...}``):
+
+    - ``only[side]``: concepts in the top 3 words of some feature of ``side`` and of no feature
+      of the other, most features first;
+    - ``spurious_only[side]``: concepts removed as spurious from some feature of ``side`` and
+      from none of the other's;
+    - ``companions``: for each concept c encoded by features of both models, each concept d
+      held (kept or removed) by at least ``CARRIED`` of one model's c-features and at most
+      ``NOT_CARRIED`` of the other's, with the counts.
+    """
+    sets = {side: [(f, concept_sets(e)) for f, e in items]
+            for side, items in explanations.items()}
+
+    def index(side: str, kind: str) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for f, cs in sets[side]:
+            for c in cs[kind]:
+                out.setdefault(c, []).append(f)
+        return out
+
+    enc = {s: index(s, "encoded") for s in SIDES}
+    rem = {s: index(s, "removed") for s in SIDES}
+    only, spurious_only = {}, {}
+    for s in SIDES:
+        o = "b" if s == "a" else "a"
+        only[s] = [{"concept": c, "features": fs} for c, fs in
+                   sorted(enc[s].items(), key=lambda kv: (-len(kv[1]), kv[0])) if c not in enc[o]]
+        spurious_only[s] = [{"concept": c, "features": fs} for c, fs in
+                            sorted(rem[s].items(), key=lambda kv: (-len(kv[1]), kv[0]))
+                            if c not in rem[o]]
+    companions = []
+    for c in sorted(set(enc["a"]) & set(enc["b"])):
+        feats = {s: set(enc[s][c]) for s in SIDES}
+        held: dict[str, dict[str, dict[str, int]]] = {s: {} for s in SIDES}
+        for s in SIDES:
+            for f, cs in sets[s]:
+                if f not in feats[s]:
+                    continue
+                for kind in ("kept", "removed"):
+                    for d in cs[kind] - {c}:
+                        held[s].setdefault(d, {"kept": 0, "removed": 0})[kind] += 1
+        for d in sorted(set(held["a"]) | set(held["b"])):
+            share = {s: sum(held[s].get(d, {}).values()) / len(feats[s]) for s in SIDES}
+            for s in SIDES:
+                o = "b" if s == "a" else "a"
+                if share[s] >= CARRIED and share[o] <= NOT_CARRIED:
+                    companions.append({
+                        "concept": c, "companion": d, "in": s,
+                        "features": {x: sorted(feats[x]) for x in SIDES},
+                        "share": {x: round(share[x], 3) for x in SIDES},
+                        "kept": {x: held[x].get(d, {}).get("kept", 0) for x in SIDES},
+                        "removed": {x: held[x].get(d, {}).get("removed", 0) for x in SIDES}})
+    companions.sort(key=lambda r: (-abs(r["share"]["a"] - r["share"]["b"]), r["concept"],
+                                   r["companion"]))
+    return {"only": only, "spurious_only": spurious_only, "companions": companions}
+
+
+def format_summary(s: Summary, limit: int = 12) -> str:
+    """The summary as text a stakeholder can read."""
+    A, B = s.names["a"], s.names["b"]
+    lines = [f"Comparing model A ({A}) with model B ({B}) on the same probe set, CLIP and "
+             f"vocabulary: {s.explained['a']} features of A and {s.explained['b']} of B explained."]
+    for key, m in s.maps.items():
+        lines.append(f"  map {m['from']} -> {m['to']}: held-out R² {_fmt(m['r2_test'])} "
+                     f"({m['features_well_predicted']} of {m['features']} features with R² >= "
+                     f"0.5; λ = {m['lambda_relative']:g} × mean squared singular value, chosen "
+                     f"on {m['images']['choice']} held-out images, tested on "
+                     f"{m['images']['test']})")
+    for side, o in (("a", "b"), ("b", "a")):
+        items = s.only[side][:limit]
+        lines.append(f"\nConcepts {s.names[side]} encodes and {s.names[o]} does not "
+                     f"(in a feature's top {TOP_ENCODED} words):")
+        lines += [f"  {r['concept']:<20} features {_feats(r['features'])}" for r in items] or \
+            ["  (none)"]
+    for side, o in (("a", "b"), ("b", "a")):
+        items = s.spurious_only[side][:limit]
+        lines.append(f"\nRemoved as spurious in {s.names[side]}, never in {s.names[o]}:")
+        lines += [f"  {r['concept']:<20} features {_feats(r['features'])}" for r in items] or \
+            ["  (none)"]
+    lines.append("\nWhat the features of a shared concept carry along in one model only "
+                 "(kept or removed as spurious):")
+    for r in s.companions[:limit]:
+        s_, o = r["in"], "b" if r["in"] == "a" else "a"
+        lines.append(
+            f"  {s.names[s_]}'s '{r['concept']}' features carry '{r['companion']}': "
+            f"{_share(r, s_)} ({r['kept'][s_]} kept, {r['removed'][s_]} removed as spurious); "
+            f"{s.names[o]}'s: {_share(r, o)}")
+    if not s.companions:
+        lines.append("  (none)")
+    return "\n".join(lines)
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None or x != x else f"{x:.3f}"
+
+
+def _feats(fs: Sequence[int], n: int = 8) -> str:
+    return ", ".join(map(str, fs[:n])) + (f" … ({len(fs)})" if len(fs) > n else "")
+
+
+def _share(r: dict, side: str) -> str:
+    n = len(r["features"][side])
+    return f"{round(r['share'][side] * n)} of {n}"

@@ -1,0 +1,121 @@
+"""Comparing two models (issue 12): the summary by hand, the comparison and the command on the
+tiny world (one model against itself, and against another checkpoint)."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from falcon_core.compare import Comparison, format_summary, summarise
+from falcon_core.errors import FalconError
+from falcon_core.explanation import Concept
+
+
+def _exp(words, removed=()):
+    return SimpleNamespace(words=[Concept(w, 1.0 - 0.1 * i) for i, w in enumerate(words)],
+                           spurious_words=[Concept(w, 0.5, 0.4) for w in removed])
+
+
+def test_summary_by_hand():
+    a = [(0, _exp(["star", "red", "big", "grass"])),  # grass kept, 4th word: not "encoded"
+         (1, _exp(["star", "small"], removed=["grass"])),
+         (2, _exp(["heart", "brick"])),
+         (3, _exp(["star", "plain"]))]
+    b = [(10, _exp(["star", "blue"])),
+         (11, _exp(["star", "plain"], removed=["sand"])),
+         (12, _exp(["circle", "wood"]))]
+    s = summarise({"a": a, "b": b})
+    # encoded (top 3): A star, red, big, small, heart, brick, plain; B star, blue, plain, circle,
+    # wood
+    assert [r["concept"] for r in s["only"]["a"]] == ["big", "brick", "heart", "red", "small"]
+    assert [r["concept"] for r in s["only"]["b"]] == ["blue", "circle", "wood"]
+    assert s["spurious_only"] == {"a": [{"concept": "grass", "features": [1]}],
+                                  "b": [{"concept": "sand", "features": [11]}]}
+    # shared concepts: star and plain. A's star features 0, 1, 3 hold grass in 2 of 3 (0 kept,
+    # 1 removed) >= 0.5; B's star features 10, 11 in 0 of 2 -> a companion in A
+    rows = {(r["concept"], r["companion"], r["in"]): r for r in s["companions"]}
+    g = rows[("star", "grass", "a")]
+    assert g["share"] == {"a": pytest.approx(2 / 3, abs=1e-3), "b": 0.0}
+    assert (g["kept"]["a"], g["removed"]["a"]) == (1, 1)
+    assert g["features"] == {"a": [0, 1, 3], "b": [10, 11]}
+    # B's star features: blue in 1 of 2 (0.5) and A's in 0 of 3 -> a companion in B; plain is
+    # in 1 of 2 B star features but also in 1 of 3 A star features (0.33 > 0.2): not a companion
+    assert ("star", "blue", "b") in rows
+    assert not any(k[1] == "plain" and k[0] == "star" for k in rows)
+    # sand: 1 of 2 of B's star features, removed
+    assert rows[("star", "sand", "b")]["removed"]["b"] == 1
+    # red: 1 of 3 A star features (0.33 < 0.5): not carried
+    assert ("star", "red", "a") not in rows
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from makers import make_tiny_world, make_torchvision_checkpoint
+
+    w = make_tiny_world(tmp_path_factory.mktemp("compare-world"))
+    w["other"] = make_torchvision_checkpoint(w["base"] / "other.pth", seed=1)
+    return w
+
+
+def _falcon(world, **changes):
+    from falcon_core.pipeline import Falcon
+    from falcon_core.settings import FalconSettings
+    from makers import tiny_config
+
+    return Falcon.from_config(tiny_config(world, **changes),
+                              settings=FalconSettings(high_rule="topk", top_k=5),
+                              cache_dir=str(world["base"] / "cache"))
+
+
+def test_a_model_against_itself_matches_each_feature_to_itself(world):
+    a = _falcon(world)
+    cmp = Comparison(a, _falcon(world), names=("A", "A again"))
+    for f in (0, 7, 100):
+        m = cmp.matches("a", f, n=2)
+        assert m.by_correlation[0][0] == f and m.by_correlation[0][1] == pytest.approx(1.0)
+        assert cmp.matches("b", f).by_correlation[0] == (f, pytest.approx(1.0))
+    report = cmp.map_report()
+    # a representation predicts itself (19 fitting images for 512 features: not exactly)
+    assert report["b_to_a"]["r2_test"] > 0.8
+    # 32 images: round(19.2) = 19 fit, round(6.4) = 6 choose λ, the other 7 test
+    assert report["b_to_a"]["images"] == {"fit": 19, "choice": 6, "test": 7}
+    with pytest.raises(FalconError):
+        cmp.matches("a", 10_000)
+
+
+def test_two_checkpoints_and_a_different_probe_set(world, tmp_path):
+    from makers import make_image_folder
+
+    a, b = _falcon(world), _falcon(world, weights=str(world["other"]))
+    cmp = Comparison(a, b)
+    corr = cmp.correlations()
+    HA = np.asarray(a.normalized(True), dtype=np.float64)
+    HB = np.asarray(b.normalized(True), dtype=np.float64)
+    # one entry by hand (numpy's corrcoef, not the code under test)
+    assert corr[3, 5] == pytest.approx(np.corrcoef(HA[:, 3], HB[:, 5])[0, 1], abs=1e-9)
+    m = cmp.matches("a", 3, n=3)
+    assert m.by_correlation[0][0] == int(np.argmax(corr[3]))
+    side = cmp.side_by_side("a", 3, n=2)
+    assert side["explanation"] is not None and set(side["others"]) >= {m.by_map[0][0]}
+    other_probe = make_image_folder(tmp_path / "images", n_per_kind=1)
+    with pytest.raises(FalconError, match="probe"):
+        Comparison(a, _falcon(world, probe=str(other_probe)))
+
+
+def test_compare_command(world, capsys):
+    from falcon_core.cli import main
+
+    ws = ["--backbone", "resnet18", "--weights", str(world["backbone"]),
+          "--clip", str(world["clip_config"]), "--clip-pretrained", str(world["clip_ckpt"]),
+          "--probe", str(world["images"]), "--vocabulary", str(world["captions"]),
+          "--cache-dir", str(world["base"] / "cache"), "--rule", "topk", "--top-k", "5",
+          "--no-progress"]
+    assert main(["compare", *ws, "--weights-b", str(world["other"]), "--features", "0", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "held-out R²" in out and "Concepts" in out
+    assert main(["compare", *ws, "--weights-b", str(world["other"]), "--feature", "1",
+                 "--top", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Feature 1 of resnet18") and "by activation correlation" in out
+    assert main(["compare", *ws]) == 2  # model B = model A
+    assert "Model B is the same" in capsys.readouterr().err
