@@ -132,3 +132,22 @@ def test_the_cache_key_holds_the_score_version(tiny, monkeypatch):
     before = tiny.explanation_key(7)
     monkeypatch.setattr(faithfulness, "VERSION", faithfulness.VERSION + 1)
     assert tiny.explanation_key(7) != before
+
+
+def test_benchmark_validation_by_hand():
+    from falcon_core.bench.faithfulness import validate
+
+    rows = [{"hit": True, "faithfulness_auc": 0.9, "faithfulness_spearman": 0.3},
+            {"hit": True, "faithfulness_auc": 0.8, "faithfulness_spearman": 0.2},
+            {"hit": False, "faithfulness_auc": 0.85, "faithfulness_spearman": 0.1},
+            {"hit": False, "faithfulness_auc": 0.5, "faithfulness_spearman": 0.0},
+            {"hit": False, "faithfulness_auc": None, "faithfulness_spearman": None}]  # no score
+    v = validate(rows)
+    # hits 0.9, 0.8 vs misses 0.85, 0.5: 0.9 wins twice, 0.8 once -> 3 of 4
+    assert v["auc"]["separation_auc"] == pytest.approx(0.75)
+    assert (v["auc"]["with_truth"], v["auc"]["without_truth"]) == (2, 2)
+    assert v["auc"]["mean_with_truth"] == pytest.approx(0.85)
+    assert v["passes"] is False  # below 0.8
+    assert v["spearman"]["separation_auc"] == 1.0
+    rows[1]["faithfulness_auc"] = 0.95
+    assert validate(rows)["passes"] is True  # 4 of 4

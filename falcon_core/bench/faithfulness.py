@@ -63,3 +63,65 @@ def format_validation(v: dict[str, Any]) -> list[str]:
         f" without; by rank correlation: separation {f(r['separation_auc'])}, mean rho "
         f"{f(r['mean_with_truth'])} vs {f(r['mean_without_truth'])}",
     ]
+
+
+# ---- one command for the README: the validation and the demo comparison --------------------------
+def run_demo_comparison(cache_dir: str | None = None, progress=None,
+                        features: list[int] | None = None) -> dict[str, Any]:
+    """The summary of the default demo backbone (A) against the one trained without the planted
+    correlations (B), both seen through the demo CLIP, probe set and vocabulary."""
+    from ..compare import Comparison
+    from ..workspace import WorkspaceConfig
+
+    a = WorkspaceConfig.demo()
+    cmp = Comparison.from_configs(a, a.replace(backbone="demo-uncorrelated"), cache_dir=cache_dir,
+                                  progress=progress)
+    return {"summary": cmp.summary(features, features)}
+
+
+def main(argv=None) -> int:
+    """``python -m falcon_core.bench trust``: the faithfulness score's validation (the recovery
+    benchmark's clear features) and the comparison of the two demo backbones."""
+    import argparse
+    import json
+    import sys
+    from pathlib import Path
+
+    from ..compare import format_summary
+    from ..errors import FalconError
+    from ..progress import null_progress, tqdm_progress
+    from .recovery import run_recovery
+
+    p = argparse.ArgumentParser(
+        prog="python -m falcon_core.bench trust",
+        description="How far to trust an explanation (the faithfulness score, validated on the "
+                    "demo world's clear features) and the comparison of the two demo backbones.")
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--out", default=None, help="also write the figures as JSON to this file")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--skip-compare", action="store_true", help="only the validation")
+    args = p.parse_args(argv)
+    progress = null_progress if args.no_progress else tqdm_progress()
+    out: dict[str, Any] = {}
+    try:
+        r = run_recovery(cache_dir=args.cache_dir, progress=progress)
+        out["validation"] = r["faithfulness"]
+        out["validation"]["per_feature"] = [
+            {k: f[k] for k in ("feature", "truth", "hit", "top_words", "faithfulness_auc",
+                               "faithfulness_spearman", "faithfulness_auc_removed")}
+            for f in r["per_feature"]]
+        print(f"Faithfulness on the demo world '{r['world']}' (seed {r['seed']}), "
+              f"{r['clear_features']} clear features:")
+        print("\n".join(format_validation(r["faithfulness"])))
+        if not args.skip_compare:
+            s = run_demo_comparison(cache_dir=args.cache_dir, progress=progress)["summary"]
+            out["comparison"] = s.to_dict()
+            print()
+            print(format_summary(s))
+    except FalconError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.out:
+        Path(args.out).write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+        print(f"saved {args.out}", file=sys.stderr)
+    return 0 if out.get("validation", {}).get("passes") else 1
