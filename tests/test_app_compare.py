@@ -76,3 +76,19 @@ def test_compare_page_on_the_demo_world(demo_summary):
     at = run_page("pages/compare_models.py", {"model_b": "../../etc/passwd"})
     assert not at.exception
     assert any("Ignored model_b" in w for w in texts(at.warning))
+
+
+def test_explorer_and_spurious_page_show_the_faithfulness_badge():
+    from test_app_pages import _demo_falcon, no_error, run_page, texts
+
+    fb = _demo_falcon()
+    exp = fb.explain(3)
+    auc = exp.faithfulness.kept.auc
+    for page in ("pages/feature_explorer.py", "pages/spurious_concepts.py"):
+        at = run_page(page, {"feature": "3"})
+        no_error(at)
+        shown = " ".join(texts(at.markdown) + texts(at.caption))
+        assert f"faithfulness {auc:.2f}" in shown, page
+    # the feature list has the column, and the spurious page's concept tables too
+    at = run_page("pages/feature_explorer.py", {"feature": "3"})
+    assert any("faithfulness" in df.value.columns for df in at.dataframe)
