@@ -46,6 +46,15 @@ def test_summary_by_hand():
     assert rows[("star", "sand", "b")]["removed"]["b"] == 1
     # red: 1 of 3 A star features (0.33 < 0.5): not carried
     assert ("star", "red", "a") not in rows
+    # what a stakeholder reads
+    from falcon_core.compare import Summary
+
+    text = format_summary(Summary(names={"a": "default", "b": "unbiased"},
+                                  explained={"a": 4, "b": 3}, unexplained={"a": {}, "b": {}},
+                                  **s))
+    assert ("default's 'star' features carry 'grass': 2 of 3 (1 kept, 1 removed as spurious); "
+            "unbiased's: 0 of 2") in text
+    assert "Removed as spurious in default, never in unbiased:\n  grass" in text
 
 
 @pytest.fixture(scope="module")

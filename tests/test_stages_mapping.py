@@ -83,3 +83,13 @@ def test_top_matches():
     S = np.array([[0.1, 0.9, 0.5], [0.3, 0.3, 0.2]])
     assert M.top_matches(S, 2).tolist() == [[1, 2], [0, 1]]  # tie: the lower column first
     assert M.top_matches(S, 5).shape == (2, 3)
+
+
+def test_lambda_is_the_best_on_the_choice_split_and_it_matters_when_data_are_few():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(60, 40))  # 36 fitting images for 40 features: least squares overfits
+    Y = X[:, :1] + 2.0 * rng.normal(size=(60, 1))
+    m = M.fit_map(X, Y)
+    assert m.r2_choice[m.lam_relative] == max(m.r2_choice.values())
+    assert m.lam_relative >= 1.0  # a strong penalty wins here
+    assert m.r2_choice[1e-4] < m.r2_choice[m.lam_relative]
