@@ -115,7 +115,10 @@ def side_by_side(cmp, feature: int, n: int = 3) -> None:
 
     from falcon_core.faithfulness_view import badge
 
-    with st.spinner("Explaining the feature and its matches…"):
+    from .progress import progress_bar
+
+    with progress_bar(cmp.falcons["a"], "Explaining the feature…"), \
+            progress_bar(cmp.falcons["b"], "Explaining its matches…"):
         view, err = errors.attempt(cmp.side_by_side, "a", feature, n)
     if view is None:
         st.error(f"Feature {feature} could not be compared: {err}", icon=":material/warning:")
@@ -165,7 +168,10 @@ def summary(cmp) -> None:
     key = "compare_summary::" + "|".join(cmp.names.values())
     if st.button("Summarise the two models (explains every feature of both; cached)",
                  key="summarise"):
-        with st.spinner("Explaining every feature of both models…"):
+        from .progress import progress_bar
+
+        with progress_bar(cmp.falcons["a"], f"Explaining {cmp.names['a']}…"), \
+                progress_bar(cmp.falcons["b"], f"Explaining {cmp.names['b']}…"):
             s, err = errors.attempt(cmp.summary)
         if s is None:
             st.error(f"The summary could not be made: {err}", icon=":material/warning:")
