@@ -60,9 +60,10 @@ def badge(exp) -> tuple[str, str, str]:
 
 
 def report_html(exp) -> str:
-    """A small self-contained HTML snippet (no script, no request) for the report."""
-    label, colour, help_text = badge(exp)
-    css = {"green": "#1b7f3b", "orange": "#b26a00", "red": "#b3261e", "gray": "#666"}[colour]
-    return (f'<span class="faithfulness" title="{html.escape(help_text)}" style="border:1px solid '
-            f'{css};color:{css};border-radius:0.6em;padding:0 0.4em;font-size:0.85em">'
-            f'{html.escape(label)}</span>')
+    """A small HTML snippet for the report: the badge's text (with its level) and, as a tooltip,
+    the whole line and the method. No script, no style attribute, no request."""
+    label, _colour, help_text = badge(exp)
+    f = getattr(exp, "faithfulness", None)
+    auc = _num(f.kept.auc) if f is not None and f.kept is not None else None
+    return (f'<span class="faithfulness {level(auc)}" title="{html.escape(help_text)}">'
+            f'{html.escape(label)} ({level(auc)})</span>')

@@ -198,6 +198,8 @@ def _concept_table(title: str, items: Sequence[Concept], kind: str, cls: str = "
 
 
 def _feature_card(exp: Explanation, pics: _Pictures, n_images: int) -> str:
+    from .faithfulness_view import report_html as faithfulness_html  # issue 12
+
     f = exp.features[0]
     coh = exp.coherence
     badge = ("interpretable" if exp.interpretable else "below the coherence threshold")
@@ -211,7 +213,8 @@ def _feature_card(exp: Explanation, pics: _Pictures, n_images: int) -> str:
     notes = "".join(f"<li>{_e(n)}</li>" for n in exp.notes)
     return (
         f'<section class="feature" id="f{f}"><h3>Feature {f}: {_e(top)}</h3>'
-        f'<p class="meta">coherence {_num(coh)} · {badge} · T: {_e(hs.get("description", ""))}'
+        f'<p class="meta">coherence {_num(coh)} · {badge} · {faithfulness_html(exp)}'
+        f' · T: {_e(hs.get("description", ""))}'
         f' · L: {_e(ls.get("description", ""))}</p>'
         f'<div class="cols">{_concept_table("Words", exp.words, "word")}'
         f'{_concept_table("Phrases", exp.phrases, "phrase")}'

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from ui import shell, views
+from ui import loaders, shell, views
 
 
 def main() -> None:

@@ -151,3 +151,23 @@ def test_benchmark_validation_by_hand():
     assert v["spearman"]["separation_auc"] == 1.0
     rows[1]["faithfulness_auc"] = 0.95
     assert validate(rows)["passes"] is True  # 4 of 4
+
+
+def test_the_score_as_text_for_the_cli_the_badge_and_the_report():
+    from types import SimpleNamespace
+
+    from falcon_core import faithfulness_view as V
+    from falcon_core.explanation import Faithfulness, FaithfulnessScore
+
+    kept = FaithfulnessScore(["star", "a <red> star"], [0.6, 0.3], 0.934, 0.41, 50, 5000)
+    removed = FaithfulnessScore(["grass"], [0.5], 0.712, 0.2, 50, 5000)
+    exp = SimpleNamespace(faithfulness=Faithfulness(kept, removed, {"star": 0.95}, "how"))
+    assert V.summary_line(exp) == ("faithfulness: AUC 0.93 (high), ρ 0.41 (top 50 of 5000 probe "
+                                   "images by star, a <red> star); removed concepts: AUC 0.71")
+    assert V.badge(exp)[:2] == ("faithfulness 0.93", "green")
+    assert V.concept_auc(exp, "star") == "0.95" and V.concept_auc(exp, "blue") == "–"
+    html = V.report_html(exp)
+    assert "&lt;red&gt;" in html and "<red>" not in html and "faithfulness 0.93 (high)" in html
+    assert [V.level(x) for x in (0.95, 0.9, 0.8, 0.69, None)] == ["high", "high", "medium", "low",
+                                                                 "n/a"]
+    assert V.summary_line(SimpleNamespace(faithfulness=None)).endswith("older version)")

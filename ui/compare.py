@@ -42,7 +42,7 @@ def _comparison(config_items: tuple, name_b: str, cache_dir: str):
     from .progress import ProgressRouter
 
     config_a = WorkspaceConfig.from_dict(dict(config_items))
-    a = loaders._falcon(config_items, cache_dir)
+    a = loaders._build_falcon(config_items, cache_dir)
     cb = config_b(config_a, name_b)
     b = Falcon(cb.build_backbone(), a.clip, a.probe, a.vocabulary,
                settings=cb.default_settings(), cache=a.cache, progress=ProgressRouter(),
@@ -54,10 +54,9 @@ def comparison(name_b: str):
     """The comparison of the workspace with model B, or None after saying why there is none."""
     config_a = state.workspace()
     with st.spinner(f"Opening model B ({name_b})… (the first time computes its representations)"):
-        cmp, err = errors.attempt(_comparison, state.config_key(config_a), name_b,
-                                  loaders.cache_root())
+        cmp = errors.call(_comparison, state.config_key(config_a), name_b, loaders.cache_root(),
+                          what=f"Model B ({name_b}) could not be opened")
     if cmp is None:
-        st.error(f"Model B ({name_b}) could not be opened: {err}", icon=":material/warning:")
         st.info("**What to do:** choose another model B, or rebuild the demo assets "
                 "(`python -m falcon_core.demo build`) if the demo's second backbone is missing.",
                 icon=":material/lightbulb:")
@@ -83,9 +82,8 @@ def pick_model_b() -> str:
 
 
 def maps(cmp) -> None:
-    report, err = errors.attempt(cmp.map_report)
+    report = errors.call(cmp.map_report, what="The linear maps could not be fitted")
     if report is None:
-        st.error(f"The linear maps could not be fitted: {err}", icon=":material/warning:")
         return
     cols = st.columns(len(report))
     for col, (key, m) in zip(cols, report.items()):
@@ -119,9 +117,9 @@ def side_by_side(cmp, feature: int, n: int = 3) -> None:
 
     with progress_bar(cmp.falcons["a"], "Explaining the feature…"), \
             progress_bar(cmp.falcons["b"], "Explaining its matches…"):
-        view, err = errors.attempt(cmp.side_by_side, "a", feature, n)
+        view = errors.call(cmp.side_by_side, "a", feature, n,
+                           what=f"Feature {feature} could not be compared")
     if view is None:
-        st.error(f"Feature {feature} could not be compared: {err}", icon=":material/warning:")
         return
     m = view["match"]
     left, right = st.columns(2)
@@ -172,9 +170,8 @@ def summary(cmp) -> None:
 
         with progress_bar(cmp.falcons["a"], f"Explaining {cmp.names['a']}…"), \
                 progress_bar(cmp.falcons["b"], f"Explaining {cmp.names['b']}…"):
-            s, err = errors.attempt(cmp.summary)
+            s = errors.call(cmp.summary, what="The summary could not be made")
         if s is None:
-            st.error(f"The summary could not be made: {err}", icon=":material/warning:")
             return
         st.session_state[key] = s
     s = st.session_state.get(key)
@@ -215,7 +212,13 @@ def run() -> None:
     """The whole page (pages/compare_models.py calls it)."""
     from . import views
 
-    opened = views.open_page("feature", "model_b")
+    opened = views.open_page(
+        "Compare models",
+        "Model A is the workspace's backbone; model B another one, seen through the same probe "
+        "set, CLIP model and vocabulary. A ridge map is fitted from each representation to the "
+        "other (λ chosen on held-out images, R² on others); each feature of A is matched to B's "
+        "features by the map and by activation correlation.",
+        "feature", "model_b")
     if opened is None:
         return
     fb, _settings = opened
