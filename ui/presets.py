@@ -25,8 +25,6 @@ class Preset:
 
 BACKBONES = [
     Preset("Demo world backbone (offline)", {"backbone": "demo", "weights": None}),
-    Preset("Demo world backbone trained without the planted correlations (offline)",
-           {"backbone": "demo-uncorrelated", "weights": None}),
     Preset("ResNet-18, ImageNet weights", {"backbone": "resnet18", "weights": "imagenet"},
            downloads=True),
     Preset("ResNet-50, ImageNet weights", {"backbone": "resnet50", "weights": "imagenet"},
@@ -38,6 +36,8 @@ BACKBONES = [
                      "names, or with a common prefix such as 'module.' or 'encoder.')."),
     Preset("ViT-S/16, timm ImageNet weights",
            {"backbone": "timm:vit_small_patch16_224", "weights": "imagenet"}, downloads=True),
+    Preset("Demo world backbone trained without the planted correlations (offline)",
+           {"backbone": "demo-uncorrelated", "weights": None}),
     Preset("Other (type a name and weights)", {}, custom=("backbone", "weights")),
 ]
 
