@@ -29,6 +29,14 @@ def demo_backbone(spec, world: str | None = None, variant: str = "default"):
     if variant == "default":
         model, meta = build_demo_backbone_module(ensure_assets(world))
     else:
+        import inspect
+
+        if "variant" not in inspect.signature(build_demo_backbone_module).parameters:
+            from ..errors import FalconError
+
+            raise FalconError(f"These demo assets have no '{variant}' backbone (an older build).",
+                              "Rebuild the demo assets with `python -m falcon_core.demo build "
+                              "--seed 0`, or update to a version that ships them.")
         model, meta = build_demo_backbone_module(ensure_assets(world), variant=variant)
     size = int(meta["input_size"])
     return Backbone.from_module(
