@@ -205,7 +205,7 @@ def _falcon(args):
 def _save(path: str, text: str, what: str = "the result") -> int:
     """Write an export (atomically) and say where it went (the full path); on failure say why
     and what to do. Returns the exit code."""
-    from .cache import atomic_write
+    from .cache_format import atomic_write
 
     out = Path(path).expanduser()
     data = text.encode("utf-8")

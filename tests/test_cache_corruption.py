@@ -15,8 +15,9 @@ import shutil
 import numpy as np
 import pytest
 
-import falcon_core.cache as cache_mod
-from falcon_core.cache import TRAILER_SIZE, DiskCache
+import falcon_core.cache_format as fmt
+from falcon_core.cache import DiskCache
+from falcon_core.cache_format import TRAILER_SIZE
 from falcon_core.pipeline import Falcon
 from falcon_core.settings import FalconSettings
 from makers import garbage_after_header, make_tiny_world, tiny_config, truncate_file
@@ -69,13 +70,13 @@ def wrong_shape_or_schema(path):
     if path.suffix == ".npy":
         arr = np.load(path)
         wrong = arr[:-1] if arr.shape[0] > 1 else np.concatenate([arr, arr])
-        cache_mod.atomic_write(path, lambda f: cache_mod._write_npy(f, wrong), checksum=True)
+        fmt.atomic_write(path, lambda f: fmt.write_npy(f, wrong), checksum=True)
     else:
         data = json.loads(path.read_bytes()[:-TRAILER_SIZE])
         wrong = [1] if isinstance(data, dict) and "features" not in data else \
             {**data, "words": [{"text": 3, "score": "high"}]}
         text = json.dumps(wrong).encode()
-        cache_mod.atomic_write(path, lambda f: f.write(text), checksum=True)
+        fmt.atomic_write(path, lambda f: f.write(text), checksum=True)
 
 
 def wrong_width(path):
@@ -85,18 +86,18 @@ def wrong_width(path):
         wrong = {"0": 1} if isinstance(data, dict) and "features" not in data else \
             {**data, "version": 99}
         text = json.dumps(wrong).encode()
-        cache_mod.atomic_write(path, lambda f: f.write(text), checksum=True)
+        fmt.atomic_write(path, lambda f: f.write(text), checksum=True)
         return
     arr = np.load(path)
     wrong = np.ascontiguousarray(arr[..., :-1])
-    cache_mod.atomic_write(path, lambda f: cache_mod._write_npy(f, wrong), checksum=True)
+    fmt.atomic_write(path, lambda f: fmt.write_npy(f, wrong), checksum=True)
 
 
 def wrong_dtype(path):
     if path.suffix != ".npy":
         return wrong_shape_or_schema(path)
     arr = np.load(path).astype(np.float64)
-    cache_mod.atomic_write(path, lambda f: cache_mod._write_npy(f, arr), checksum=True)
+    fmt.atomic_write(path, lambda f: fmt.write_npy(f, arr), checksum=True)
 
 
 @pytest.mark.parametrize("damage", [truncated, garbage_after_header, wrong_shape_or_schema,
