@@ -10,6 +10,9 @@ namespace             determined by
 representations       backbone (weights, layer, pooling, preprocessing), probe set
 representation_errors the representations key and the chunk of rows
 text_embeddings       CLIP model, vocabulary, embedding width
+document_frequency    vocabulary, concept extraction, the sample counted (0: every caption)
+document_frequency_   the document_frequency key and the chunk of captions (removed once
+parts                 the counts are complete)
 cams                  backbone, probe set, the features (group), the images
 crop_embeddings       the cams key, the CAM threshold, CLIP model
 image_embeddings      probe set, the backbone's view of the images, CLIP model, the images
@@ -54,6 +57,19 @@ def representation_errors(representations_key: str, start: int) -> str:
 def text_embeddings(clip: str, vocabulary: str, dim: int) -> str:
     """``A``: the CLIP model's fingerprint, the vocabulary's (its cleaned captions), the width."""
     return DiskCache.key("text_embeddings", clip=clip, vocabulary=vocabulary, dim=int(dim))
+
+
+def document_frequency(vocabulary: str, concepts: dict[str, Any], sample: int) -> str:
+    """Each concept's document frequency over a vocabulary: the vocabulary's fingerprint (like
+    the text embeddings), the concept extraction's (``ConceptExtractor.fingerprint``) and the
+    number of captions sampled (0: all of them)."""
+    return DiskCache.key("document_frequency", vocabulary=vocabulary, concepts=concepts,
+                         sample=int(sample))
+
+
+def document_frequency_part(document_frequency_key: str, start: int) -> str:
+    """The counts of the chunk of captions whose first one is ``start`` (while counting)."""
+    return f"{document_frequency_key}-{int(start)}"
 
 
 def cams(backbone: str, probe: str, features: Sequence[int], images: Sequence[int]) -> str:

@@ -19,6 +19,16 @@ Phrases
     list). The phrase text is the span of the doc between the kept edges, lower-cased, with
     whitespace collapsed.
 
+Concept hygiene (document frequency)
+    A word (or phrase) that is a concept of more than a share ``max_share`` of the vocabulary's
+    captions describes almost everything, so it cannot tell one feature from another: with k
+    captions per image, a word in a share d of the captions is among an image's k captions by
+    chance alone with probability 1 - (1 - d)^k (d = 0.5, k = 5: 97 %), so Eq. 1 gives it nearly
+    the score of a true concept for *any* feature. :func:`document_frequency` counts, for each
+    concept, the captions it is a concept of; :func:`drop_frequent` removes those above the share.
+    (The README shows the distribution on the demo vocabulary.) The boilerplate list stays: it
+    removes words like "photo" or "stock" that are frequent on LAION but far below any such share.
+
 Word Score (Eq. 1)
     ``WordScore(w) = (1/n) Σ_q max_p C^w[q, p]`` with ``C^w[q, p] = C[q, p]`` if ``w`` is a concept
     of caption ``p`` of image ``q`` and 0 otherwise; ``n`` is the number of images (all of them,
@@ -188,11 +198,15 @@ class ConceptExtractor:
     def docs(self, texts: Sequence[str]) -> list:
         """spaCy docs of ``texts``, run through exactly the pipes concept extraction uses (so
         another module that needs FALCON's lemmas gets the same ones)."""
+        return list(self.iter_docs(texts))
+
+    def iter_docs(self, texts: Iterable[str]):
+        """:meth:`docs`, one at a time (``texts`` may be a generator)."""
         nlp = self.nlp
         unneeded = [p for p in nlp.pipe_names if p not in
                     ("tok2vec", "tagger", "attribute_ruler", "lemmatizer", "parser", "morphologizer")]
         with nlp.select_pipes(disable=unneeded):
-            return list(nlp.pipe(texts, batch_size=self.batch_size))
+            yield from nlp.pipe(texts, batch_size=self.batch_size)
 
     def extract(self, texts: Sequence[str]) -> list[CaptionConcepts]:
         texts = ["" if t is None else str(t) for t in texts]
@@ -204,6 +218,11 @@ class ConceptExtractor:
 
     def __len__(self) -> int:
         return len(self._memo)
+
+    def iter_extract(self, texts: Iterable[str]):
+        """Like :meth:`extract` but streaming and without memoising (for whole vocabularies)."""
+        for doc in self.iter_docs("" if t is None else str(t) for t in texts):
+            yield concepts_of_doc(self.nlp, doc, self.boilerplate, self.pos)
 
 
 def word_scores(
@@ -243,3 +262,42 @@ def rank(scores: dict[str, float], top: int) -> list[tuple[str, float]]:
     """The ``top`` concepts by score (descending), ties by text (ascending)."""
     items = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
     return items[: max(int(top), 0)]
+
+
+def document_frequency(concepts: Iterable[CaptionConcepts]) -> tuple[dict[str, int], dict[str, int], int]:
+    """``(word counts, phrase counts, number of captions)``: for each concept, the number of
+    captions it is a concept of (a caption counts once however often the word occurs in it)."""
+    words: dict[str, int] = {}
+    phrases: dict[str, int] = {}
+    n = 0
+    for c in concepts:
+        n += 1
+        for w in c.words:
+            words[w] = words.get(w, 0) + 1
+        for p in c.phrases:
+            phrases[p] = phrases.get(p, 0) + 1
+    return words, phrases, n
+
+
+def frequent(counts: dict[str, int], n_docs: int, max_share: float) -> dict[str, float]:
+    """``{concept: share}`` of the concepts in strictly more than ``max_share`` of ``n_docs``
+    captions."""
+    if n_docs <= 0:
+        return {}
+    limit = float(max_share) * n_docs
+    return {w: c / n_docs for w, c in counts.items() if c > limit}
+
+
+def drop_frequent(scores: dict[str, float], shares: dict[str, float]
+                  ) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """Split Word Scores into kept concepts and dropped ones (those in ``shares``, from
+    :func:`frequent`). Returns ``(kept, dropped)`` with ``dropped[c] = (score, share)``; the order
+    of ``scores`` is preserved in both."""
+    kept: dict[str, float] = {}
+    dropped: dict[str, tuple[float, float]] = {}
+    for c, v in scores.items():
+        if c in shares:
+            dropped[c] = (float(v), float(shares[c]))
+        else:
+            kept[c] = float(v)
+    return kept, dropped
