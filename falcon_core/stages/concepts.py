@@ -301,3 +301,23 @@ def drop_frequent(scores: dict[str, float], shares: dict[str, float]
         else:
             kept[c] = float(v)
     return kept, dropped
+
+
+def hygiene_record(dropped_words: dict[str, tuple[float, float]],
+                   dropped_phrases: dict[str, tuple[float, float]], max_share: float,
+                   counted: dict) -> dict:
+    """What concept hygiene dropped from one explanation, and why (stored with it for the app):
+    ``dropped_*`` from :func:`drop_frequent`, best score first; ``counted`` says how many
+    captions the frequencies were counted on (``DocumentFrequencies.describe()``)."""
+    def rows(dropped):
+        ranked = sorted(dropped.items(), key=lambda kv: (-kv[1][0], kv[0]))
+        return [{"text": c, "score": float(t), "document_frequency": float(share)}
+                for c, (t, share) in ranked]
+
+    n = counted.get("captions_counted", 0)
+    sampled = " sampled evenly" if counted.get("sampled") else ""
+    return {"enabled": True, "max_document_frequency": float(max_share), **counted,
+            "description": (f"Words and phrases that are concepts of more than {max_share:.0%} "
+                            f"of the vocabulary's captions (counted on {n:,} captions{sampled}) "
+                            "describe almost everything, so they are not shown as concepts."),
+            "dropped_words": rows(dropped_words), "dropped_phrases": rows(dropped_phrases)}

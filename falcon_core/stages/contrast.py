@@ -288,6 +288,40 @@ def spurious_threshold(rule: str, absolute: float = 0.1, scale: float | None = N
     return float(absolute) * float(scale) / float(reference_scale)
 
 
+def scale_sample(valid: np.ndarray, n: int) -> np.ndarray:
+    """The (at most ``n``) images a CLIP's caption scale is measured on: evenly spaced over the
+    valid rows (ascending, deterministic)."""
+    rows = np.flatnonzero(np.asarray(valid, dtype=bool))
+    if len(rows) == 0 or n <= 0:
+        return rows[:0]
+    return rows[np.unique(np.linspace(0, len(rows) - 1, min(int(n), len(rows))).round()
+                          .astype(np.int64))]
+
+
+def spurious_threshold_info(rule: str, absolute: float = 0.1, reference_scale: float = 0.3,
+                            scale: float | None = None, captions_per_image: int = 5,
+                            scale_images: int = 0) -> dict:
+    """:func:`spurious_threshold` with what the app shows about it: the rule, the inputs, and a
+    sentence saying where the number comes from."""
+    threshold = spurious_threshold(rule, absolute, scale, reference_scale)
+    info = {"rule": rule, "absolute": float(absolute), "threshold": threshold}
+    if rule == "relative":
+        share = absolute / reference_scale
+        info.update({"caption_scale": float(scale), "reference_scale": float(reference_scale),
+                     "scale_images": int(scale_images)})
+        info["description"] = (
+            f"A concept is spurious when its L-score is ≥ {threshold:.3g} = {absolute:g} × "
+            f"{scale:.3g} / {reference_scale:g}: the authors' {absolute:g} (set on CLIP ViT-B/32, "
+            f"whose matching captions score about {reference_scale:g}) moved to this CLIP's scale, "
+            f"{scale:.3g} (its mean top-{captions_per_image} caption cosine on {scale_images} probe "
+            f"images). It means: named by about {share:.0%} of the counterfactual images.")
+    else:
+        info["description"] = (f"A concept is spurious when its L-score is ≥ {threshold:.3g} "
+                               "(absolute; the authors' value, set on CLIP ViT-B/32's cosine "
+                               "scale).")
+    return info
+
+
 def split_spurious(
     t_scores: dict[str, float],
     l_scores: dict[str, float],
