@@ -1,0 +1,80 @@
+"""The recovery benchmark's statistics by hand, and its ablations: each replaces exactly one
+component of the pipeline and never shares a cached result with the full run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from falcon_core.bench import recovery as R
+from falcon_core.pipeline import Falcon
+from falcon_core.settings import FalconSettings
+from makers import make_tiny_world, tiny_config
+
+TOPK = FalconSettings(high_rule="topk", top_k=6)
+
+
+def test_wilson_by_hand():
+    # 5/10: centre (0.5 + z^2/20) / (1 + z^2/10) = 0.5; half = z sqrt(0.025 + z^2/400) / (1 + z^2/10)
+    z = 1.959964
+    half = z * np.sqrt(0.025 + z * z / 400) / (1 + z * z / 10)
+    lo, hi = R.wilson(5, 10)
+    assert lo == pytest.approx(0.5 - half) and hi == pytest.approx(0.5 + half)
+    assert (round(lo, 4), round(hi, 4)) == (0.2366, 0.7634)
+    # 0/10: lower end 0, upper z^2/n / (1 + z^2/n) = 3.8415/13.8415
+    lo, hi = R.wilson(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(z * z / (10 + z * z))
+    assert R.wilson(0, 0) is None
+    p = R.proportion([True, False, True, True])
+    assert (p["k"], p["n"], p["value"]) == (3, 4, 0.75)
+
+
+def test_paired_difference():
+    d = R.paired_difference([1, 1, 1, 0], [0, 0, 1, 0])
+    assert d["difference"] == 0.5 and d["n"] == 4
+    # every resample's mean lies between 0 and 1; with two differences of 1 in 4 the
+    # bootstrap interval is inside [0, 1] and holds 0.5
+    assert 0.0 <= d["ci95"][0] <= 0.5 <= d["ci95"][1] <= 1.0
+    same = R.paired_difference([1, 0, 1], [1, 0, 1])
+    assert same["difference"] == 0.0 and same["ci95"] == [0.0, 0.0]
+
+
+@pytest.fixture(scope="module")
+def falcon(tmp_path_factory):
+    world = make_tiny_world(tmp_path_factory.mktemp("bench-world"))
+    return Falcon.from_config(tiny_config(world), settings=TOPK,
+                              cache_dir=str(world["base"] / "cache"))
+
+
+def test_no_crop_shows_clip_the_whole_view_and_keeps_its_own_cache(falcon):
+    f = 3
+    full = falcon.explain(f)
+    ab = R.no_crop(falcon)
+    assert ab.inputs["ablation"] == "no_crop" and "ablation" not in falcon.inputs
+    assert ab.explanation_key(f) != falcon.explanation_key(f)
+    exp = ab.explain(f)
+    view = falcon.view(exp.high[0].index).size
+    assert all(r.box == (0, 0, view[0], view[1]) for r in exp.high)
+    # the crop CLIP saw is the whole view: the T captions are the view's top captions
+    B = falcon.clip.encode_images([falcon.view(r.index) for r in exp.high])
+    A = np.asarray(falcon.text_embeddings(), dtype=np.float32)
+    best = np.argsort(-(B @ A.T), axis=1)[:, 0]
+    assert [r.captions[0].index for r in exp.high] == [int(b) for b in best]
+    # the full run's explanation, read again, is untouched
+    again = falcon.explain(f)
+    assert [r.box for r in again.high] == [r.box for r in full.high]
+    assert any(r.box != (0, 0, view[0], view[1]) for r in full.high)
+
+
+def test_wrong_cam_aims_gradcam_at_the_other_feature(falcon):
+    f, other = 3, 11
+    ab = R.wrong_cam(falcon, {f: other})
+    high = falcon.select_high(f).indices
+    got = ab.explainer._cams((f,), high)
+    expected = falcon.explainer._cams((other,), high)  # GradCAM of feature 11 on 3's images
+    own = falcon.explainer._cams((f,), high)
+    assert np.array_equal(got, expected)
+    assert not np.allclose(np.asarray(got, float), np.asarray(own, float))
+    exp = ab.explain(f)
+    boxes = [b.as_tuple() for b in falcon.explainer._boxes(expected, TOPK.cam_threshold)]
+    assert [r.box for r in exp.high] == boxes
