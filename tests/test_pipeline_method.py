@@ -92,31 +92,37 @@ def test_twins_rule_in_the_pipeline(falcon, feature):
 
 
 def test_relative_threshold_is_the_authors_value_on_this_clips_scale(falcon, feature):
-    s = AUTHORS.replace(spurious_rule="relative", top_words=500, top_phrases=500)
-    exp = falcon.explain(feature, s)
-    info = exp.low_selection["spurious"]
     # the scale, recomputed here: the mean top-5 cosine of every probe image's whole view (the
     # tiny probe has fewer images than the sample) against every caption
     assert len(falcon.probe) <= SCALE_SAMPLE
     B = falcon.clip.encode_images([falcon.view(i) for i in range(len(falcon.probe))])
     caps = [falcon.vocabulary.caption(i) for i in range(len(falcon.vocabulary))]
     A = falcon.clip.encode_texts(caps)
-    top5 = np.sort(B @ A.T, axis=1)[:, -5:]
-    scale = float(top5.mean())
+    scale = float(np.sort(B @ A.T, axis=1)[:, -5:].mean())
+    # a reference scale that puts the relative threshold among the observed L-scores, far from
+    # the absolute 0.1, so the split shows which threshold was used
+    loose = falcon.explain(feature, AUTHORS.replace(contrast=False, top_words=500))
+    l_scores = sorted({c.l_score for c in loose.words if c.l_score > 0})
+    assert len(l_scores) >= 2, "the counterfactual images share too few words with T"
+    m = len(l_scores) // 2
+    target = (l_scores[m - 1] + l_scores[m]) / 2  # no L-score sits at the threshold
+    s = AUTHORS.replace(spurious_rule="relative", spurious_reference_scale=0.1 * scale / target,
+                        top_words=500, top_phrases=500)
+    exp = falcon.explain(feature, s)
+    info = exp.low_selection["spurious"]
     assert info["rule"] == "relative" and info["scale_images"] == len(falcon.probe)
     assert info["caption_scale"] == pytest.approx(scale, abs=1e-3)
-    assert info["threshold"] == pytest.approx(0.1 * scale / 0.3, abs=1e-3)
+    assert info["threshold"] == pytest.approx(target, rel=1e-3)  # 0.1 x scale / reference
     assert "0.1" in info["description"] and "scale" in info["description"]
-    # the split follows that threshold
-    thr = info["threshold"]
-    assert exp.words or exp.spurious_words
-    for c in exp.spurious_words + exp.spurious_phrases:
-        assert c.l_score >= thr
-    for c in exp.words + exp.phrases:
-        assert c.l_score < thr
+    # the split follows that threshold: at or above it removed, below it kept
+    by_l = {c.text: c.l_score for c in loose.words}
+    removed = {c.text for c in exp.spurious_words}
+    assert removed == {w for w, l in by_l.items() if l >= target}
+    assert {c.text for c in exp.words} == {w for w, l in by_l.items() if l < target}
+    assert removed
     # recorded in the JSON the app reads
     back = Explanation.from_json(exp.to_json())
-    assert back.low_selection["spurious"]["threshold"] == pytest.approx(thr)
+    assert back.low_selection["spurious"]["threshold"] == pytest.approx(info["threshold"])
     # the absolute rule ignores the scale
     absolute = falcon.explain(feature, s.replace(spurious_rule="absolute"))
     assert absolute.low_selection["spurious"]["threshold"] == 0.1
@@ -165,3 +171,13 @@ def test_crop_embeddings_are_keyed_by_the_boxes(falcon, feature):
     assert np.allclose(b, views, atol=1e-5)
     assert any(bx.as_tuple() != w.as_tuple() for bx, w in zip(boxes, whole))
     assert not np.allclose(a, b, atol=1e-4)
+
+
+def test_view_embeddings_are_the_clip_embeddings_of_the_views(falcon):
+    idx = [0, 5, 17]
+    expected = falcon.clip.encode_images([falcon.view(i) for i in idx])
+    views = falcon.view_embeddings()
+    assert views.shape == (len(falcon.probe), falcon.clip.embed_dim)
+    assert np.allclose(views[idx], expected, atol=1e-5)
+    # counterfactual images are now looked up there, with the same values
+    assert np.allclose(falcon.explainer._whole_embeddings(idx), expected, atol=1e-5)
