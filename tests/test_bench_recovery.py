@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 from falcon_core.bench import recovery as R
-from falcon_core.pipeline import Falcon
 from falcon_core.settings import FalconSettings
-from makers import make_tiny_world, tiny_config
+from makers import tiny_falcon
 
 TOPK = FalconSettings(high_rule="topk", top_k=6)
 
@@ -41,9 +40,7 @@ def test_paired_difference():
 
 @pytest.fixture(scope="module")
 def falcon(tmp_path_factory):
-    world = make_tiny_world(tmp_path_factory.mktemp("bench-world"))
-    return Falcon.from_config(tiny_config(world), settings=TOPK,
-                              cache_dir=str(world["base"] / "cache"))
+    return tiny_falcon(tmp_path_factory.mktemp("bench-world"), TOPK)
 
 
 def test_no_crop_shows_clip_the_whole_view_and_keeps_its_own_cache(falcon):

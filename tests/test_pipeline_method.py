@@ -12,23 +12,16 @@ import pytest
 
 from falcon_core.explanation import Explanation
 from falcon_core.calibration import SCALE_SAMPLE
-from falcon_core.pipeline import Falcon
 from falcon_core.settings import FalconSettings
-from makers import make_tiny_world, tiny_config
+from makers import tiny_falcon
 
 AUTHORS = FalconSettings(high_rule="topk", top_k=8, low_rule="global", spurious_rule="absolute",
                          concept_hygiene=False)
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    return make_tiny_world(tmp_path_factory.mktemp("method-world"))
-
-
-@pytest.fixture(scope="module")
-def falcon(world):
-    return Falcon.from_config(tiny_config(world), settings=AUTHORS,
-                              cache_dir=str(world["base"] / "cache"))
+def falcon(tmp_path_factory):
+    return tiny_falcon(tmp_path_factory.mktemp("method-world"), AUTHORS)
 
 
 @pytest.fixture(scope="module")

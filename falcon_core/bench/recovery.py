@@ -518,13 +518,14 @@ def run(worlds: Sequence[str | None] = (None,), seed: int = 0, cache_dir: str | 
 
 # ---------------------------------------------------------------------------------- output
 
-def _pct(p: dict[str, Any] | None) -> str:
+def _pct(p: dict[str, Any] | None, pct: str = "%", dash: str = "-", none: str = "n/a") -> str:
+    """A proportion as "80% (8/10; 49-94)" (the console) or "80 % (8/10; 49–94)" (markdown)."""
     if not p or p.get("value") is None:
-        return "n/a"
+        return none
     ci = p.get("ci95")
     k = f"{p['k']}/{p['n']}" if "k" in p else f"n={p['n']}"
-    return f"{100 * p['value']:.0f}% ({k}; {100 * ci[0]:.0f}-{100 * ci[1]:.0f})" if ci \
-        else f"{100 * p['value']:.0f}% ({k})"
+    v = f"{100 * p['value']:.0f}{pct}"
+    return f"{v} ({k}; {100 * ci[0]:.0f}{dash}{100 * ci[1]:.0f})" if ci else f"{v} ({k})"
 
 
 def format_world(r: dict[str, Any]) -> str:
@@ -587,12 +588,7 @@ def format_result(res: dict[str, Any]) -> str:
 
 
 def _md(p: dict[str, Any] | None) -> str:
-    if not p or p.get("value") is None:
-        return "–"
-    ci = p.get("ci95")
-    k = f"{p['k']}/{p['n']}" if "k" in p else f"n={p['n']}"
-    return f"{100 * p['value']:.0f} % ({k}; {100 * ci[0]:.0f}–{100 * ci[1]:.0f})" if ci \
-        else f"{100 * p['value']:.0f} % ({k})"
+    return _pct(p, " %", "–", "–")
 
 
 def markdown(res: dict[str, Any]) -> str:
