@@ -31,6 +31,22 @@ VIEW_CHUNK = 256
 SCALE_SAMPLE = 500
 
 
+def _scale_schema(value: Any) -> dict[str, Any]:
+    """A cached ``caption_scale`` entry, checked (the cache moves a wrong one aside). The scale is
+    a cosine: finite, in [-1, 1]; nan only when no image was measured."""
+    if not isinstance(value, dict) or set(value) != {"scale", "images"}:
+        raise ValueError("not a caption scale")
+    images, scale = value["images"], value["scale"]
+    if not isinstance(images, int) or isinstance(images, bool) or images < 0:
+        raise ValueError("images: not a count")
+    if images == 0 and (scale is None or (isinstance(scale, float) and scale != scale)):
+        return {"scale": float("nan"), "images": 0}
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) \
+            or not -1.0 <= float(scale) <= 1.0:
+        raise ValueError("scale: not a cosine")
+    return {"scale": float(scale), "images": images}
+
+
 class Calibration:
     def __init__(self, store, clip, vocabulary, cache: DiskCache, progress: Progress):
         self.store, self.clip, self.vocabulary = store, clip, vocabulary
@@ -83,7 +99,8 @@ class Calibration:
             return {"scale": contrast_stage.caption_scale(scores), "images": int(len(pick))}
 
         return self.cache.get_or_compute_json(
-            "caption_scale", cache_keys.caption_scale(inputs, k, SCALE_SAMPLE), compute)
+            "caption_scale", cache_keys.caption_scale(inputs, k, SCALE_SAMPLE), compute,
+            schema=_scale_schema)
 
     def spurious_threshold(self, s, caption_scale: Callable[[int], dict]) -> dict[str, Any]:
         """Stage 6's threshold for settings ``s`` (absolute, or moved to the scale measured by

@@ -23,8 +23,12 @@ from falcon_core.settings import FalconSettings
 from makers import garbage_after_header, make_tiny_world, tiny_config, truncate_file
 
 TOPK = FalconSettings(high_rule="topk", top_k=6)
+# the relative spurious threshold: the CLIP's caption scale is measured and cached (in a cache
+# folder of its own: its image embeddings are not read again once the scale is cached)
+RELATIVE = TOPK.replace(spurious_rule="relative")
 NAMESPACES = ["representations", "representation_errors", "text_embeddings", "cams",
-              "crop_embeddings", "image_embeddings", "explanations"]
+              "crop_embeddings", "image_embeddings", "document_frequency", "caption_scale",
+              "explanations"]
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +41,7 @@ def world(tmp_path_factory):
     parts["vocabulary"] = cfg.build_vocabulary()
     w["parts"] = parts
     w["cache"] = w["base"] / "cache"
+    w["relative"] = {"cache": w["base"] / "cache-relative"}
     f = make(w)
     # a feature whose explanation has counterfactual images (so image embeddings are cached)
     w["feature"] = next(i for i in range(64)
@@ -45,14 +50,18 @@ def world(tmp_path_factory):
     w["clean"] = exp.to_json()
     w["skipped"] = f.skipped_images
     assert w["skipped"], "the broken image is recorded in representation_errors"
+    rel = w["relative"]
+    rel["clean"] = make(w, relative=True).explain(w["feature"]).to_json()
+    rel.update(parts=w["parts"], skipped=w["skipped"])
     for ns in NAMESPACES:
-        assert files_of(w, ns), f"nothing cached in {ns}"
+        assert files_of(w, ns) or files_of(rel, ns), f"nothing cached in {ns}"
     return w
 
 
-def make(w, notes=None) -> Falcon:
-    cache = DiskCache(w["cache"], on_notice=(notes.append if notes is not None else None))
-    return Falcon(**w["parts"], settings=TOPK, cache=cache)
+def make(w, notes=None, relative: bool = False) -> Falcon:
+    root = w["relative"]["cache"] if relative else w["cache"]
+    cache = DiskCache(root, on_notice=(notes.append if notes is not None else None))
+    return Falcon(**w["parts"], settings=RELATIVE if relative else TOPK, cache=cache)
 
 
 def files_of(w, ns):
@@ -104,6 +113,10 @@ def wrong_dtype(path):
                                     wrong_width, wrong_dtype], ids=lambda d: d.__name__)
 @pytest.mark.parametrize("ns", NAMESPACES)
 def test_a_damaged_entry_is_recomputed_and_the_result_is_that_of_a_clean_run(world, ns, damage):
+    relative = ns == "caption_scale"
+    make_ = lambda w, notes=None: make(w, notes, relative)  # noqa: E731
+    if relative:
+        world = {**world["relative"], "feature": world["feature"], "relative": world["relative"]}
     if ns != "explanations":  # the explanation must be recomputed for the damaged piece to be read
         shutil.rmtree(world["cache"] / "explanations", ignore_errors=True)
     shutil.rmtree(world["cache"] / "quarantine", ignore_errors=True)
@@ -111,7 +124,7 @@ def test_a_damaged_entry_is_recomputed_and_the_result_is_that_of_a_clean_run(wor
     for p in damaged:
         damage(p)
     notes: list[str] = []
-    f = make(world, notes)
+    f = make_(world, notes)
     exp = f.explain(world["feature"])
     assert exp.to_json() == world["clean"]
     assert f.skipped_images == world["skipped"]
@@ -125,5 +138,5 @@ def test_a_damaged_entry_is_recomputed_and_the_result_is_that_of_a_clean_run(wor
         assert p.is_file() and p.read_bytes()[-TRAILER_SIZE:][:8] == b"FALCONCK"
     # and the next run reads them without a word
     later: list[str] = []
-    assert make(world, later).explain(world["feature"]).to_json() == world["clean"]
+    assert make_(world, later).explain(world["feature"]).to_json() == world["clean"]
     assert later == []

@@ -236,3 +236,15 @@ def test_skipped_images_are_found_again_whatever_the_batch_size(tmp_path):
         H, valid = again.representations()
         assert not valid[280] and valid.sum() == 299
         assert again.skipped_images == expected, batch_size
+
+
+def test_an_explanation_cached_before_the_method_settings_is_never_read():
+    """Concept hygiene is on by default and changes the words: an explanation cached with the
+    settings of before (no hygiene, counterfactual or spurious-rule fields) has another key, so
+    it is recomputed, never shown as today's result."""
+    new = FalconSettings().to_dict()
+    old = {k: v for k, v in new.items()
+           if k not in ("concept_hygiene", "max_document_frequency", "low_rule", "low_quantile",
+                        "twin_correlation", "spurious_rule", "spurious_reference_scale")}
+    assert cache_keys.explanation(_inputs(), [7], old) != cache_keys.explanation(_inputs(), [7],
+                                                                                  new)

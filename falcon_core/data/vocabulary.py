@@ -1095,6 +1095,38 @@ def _df_rows(total: int, sample: int) -> np.ndarray | None:
     return np.unique(np.linspace(0, total - 1, sample).round().astype(np.int64))
 
 
+def _counts(value: Any, name: str) -> dict[str, int]:
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(c, int) and not isinstance(c, bool) and c >= 0
+            for k, c in value.items()):
+        raise ValueError(f"{name}: not a table of concept counts")
+    return value
+
+
+def _count(value: Any, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{name}: not a count")
+    return value
+
+
+def _df_schema(value: Any) -> DocumentFrequencies:
+    """A cached ``document_frequency`` entry, checked (the cache moves a wrong one aside)."""
+    if not isinstance(value, dict) or set(value) != {"words", "phrases", "n_docs", "total"}:
+        raise ValueError("not a document frequency table")
+    n_docs, total = _count(value["n_docs"], "n_docs"), _count(value["total"], "total")
+    if n_docs > total:
+        raise ValueError("more captions counted than the vocabulary holds")
+    return DocumentFrequencies(_counts(value["words"], "words"),
+                               _counts(value["phrases"], "phrases"), n_docs, total)
+
+
+def _df_part_schema(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict) or set(value) != {"words", "phrases", "n"}:
+        raise ValueError("not the counts of a chunk of captions")
+    _counts(value["words"], "words"), _counts(value["phrases"], "phrases"), _count(value["n"], "n")
+    return value
+
+
 def document_frequencies(vocab: Vocabulary, extractor: Any, cache: DiskCache,
                          sample: int = DF_SAMPLE, progress: Optional[Progress] = None,
                          chunk: int = DF_CHUNK) -> DocumentFrequencies:
@@ -1112,10 +1144,9 @@ def document_frequencies(vocab: Vocabulary, extractor: Any, cache: DiskCache,
     n = total if rows is None else len(rows)
     key = cache_keys.document_frequency(vocab.fingerprint, extractor.fingerprint,
                                         int(sample) if rows is not None else 0)
-    found = cache.read_json("document_frequency", key)
-    if isinstance(found, dict) and {"words", "phrases", "n_docs", "total"} <= set(found):
-        return DocumentFrequencies(found["words"], found["phrases"], found["n_docs"],
-                                   found["total"])
+    found = cache.read_json("document_frequency", key, schema=_df_schema)
+    if found is not None:
+        return found
     stage = "word document frequency"
     words: dict[str, int] = {}
     phrases: dict[str, int] = {}
@@ -1123,8 +1154,8 @@ def document_frequencies(vocab: Vocabulary, extractor: Any, cache: DiskCache,
     for a in range(0, n, chunk):
         b = min(n, a + chunk)
         part_key = cache_keys.document_frequency_part(key, a)
-        part = cache.read_json("document_frequency_parts", part_key)
-        if not (isinstance(part, dict) and part.get("n") == b - a):
+        part = cache.read_json("document_frequency_parts", part_key, schema=_df_part_schema)
+        if part is None or part["n"] != b - a:
             idx = range(a, b) if rows is None else rows[a:b]
             w, p, m = document_frequency(extractor.iter_extract(vocab.captions(idx)))
             part = {"words": w, "phrases": p, "n": m}
@@ -1137,9 +1168,12 @@ def document_frequencies(vocab: Vocabulary, extractor: Any, cache: DiskCache,
         report(progress, b, n, stage)
     cache.write_json("document_frequency", key,
                      {"words": words, "phrases": phrases, "n_docs": counted, "total": total})
-    for a in range(0, n, chunk):
-        cache.path("document_frequency_parts", cache_keys.document_frequency_part(key, a), ".json").unlink(
-            missing_ok=True)
+    for a in range(0, n, chunk):  # the chunks' counts are in the whole now
+        try:
+            cache.path("document_frequency_parts", cache_keys.document_frequency_part(key, a),
+                       ".json").unlink(missing_ok=True)
+        except OSError:  # an unusable cache folder (kept in memory): nothing on disk to remove
+            pass
     return DocumentFrequencies(words, phrases, counted, total)
 
 
