@@ -75,3 +75,40 @@ def test_wrong_cam_aims_gradcam_at_the_other_feature(falcon):
     exp = ab.explain(f)
     boxes = [b.as_tuple() for b in falcon.explainer._boxes(expected, TOPK.cam_threshold)]
     assert [r.box for r in exp.high] == boxes
+
+
+def _result(value_k: int, n: int) -> dict:
+    """A hand-made result with one world: what ``markdown`` reads."""
+    p = R.proportion([True] * value_k + [False] * (n - value_k))
+    fig = {"top3_recovery": p, "top3_recovery_no_contrast": p, "spurious_removed": p,
+           "spurious_removed_not_encoded": p, "true_kept": p, "filler_top_word": p,
+           "by_attribute": {"shape": {"top3_recovery": p}}}
+    checks = [{"ablation": a, "difference": 0.5, "ci95": [0.2, 0.8], "ok": True}
+              for a in R.ABLATIONS]
+    runs = {"full": fig, "oracle_clip": fig, **{a: {"top3_recovery": p} for a in R.ABLATIONS}}
+    return {"ok": True, "worlds": [{"world": "w", "num_features": 9, "clear_features": n,
+                                    "settings": {"low_rule": "twins", "spurious_rule": "relative",
+                                                 "concept_hygiene": True},
+                                    "runs": runs, "checks": checks}]}
+
+
+def test_write_readme_replaces_only_the_block(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{R.README_BEGIN}\nold figures\n{R.README_END}\noutro\n")
+    assert R.write_readme(_result(3, 4), readme)
+    text = readme.read_text()
+    assert text.startswith("intro\n" + R.README_BEGIN) and text.endswith(R.README_END + "\noutro\n")
+    assert "old figures" not in text
+    assert "| top-3 recovery, all clear features | 75 % (3/4; " in text
+    assert "| settings: counterfactuals / spurious threshold / hygiene | twins / relative / on |" \
+        in text
+    assert R.readme_block(readme) == R.markdown(_result(3, 4))
+    # again with other figures: the block changes, the rest does not
+    assert R.write_readme(_result(1, 4), readme)
+    text = readme.read_text()
+    assert "25 % (1/4; " in text and text.count(R.README_BEGIN) == text.count(R.README_END) == 1
+    assert text.startswith("intro\n") and text.endswith(R.README_END + "\noutro\n")
+    plain = tmp_path / "PLAIN.md"
+    plain.write_text("no block\n")
+    assert not R.write_readme(_result(3, 4), plain) and plain.read_text() == "no block\n"
+    assert R.readme_block(plain) is None

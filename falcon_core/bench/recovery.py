@@ -52,6 +52,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -59,6 +60,15 @@ import numpy as np
 from ..errors import FalconError
 from ..settings import FalconSettings
 from ..workspace import WorkspaceConfig
+
+REPO = Path(__file__).resolve().parents[2]
+DOCS_JSON = REPO / "docs" / "recovery.json"
+README = REPO / "README.md"
+DOCS_COMMAND = "python -m falcon_core.bench recovery --docs"
+README_BEGIN = f"<!-- recovery: begin ({DOCS_COMMAND}) -->"
+README_END = "<!-- recovery: end -->"
+# the committed worlds, by the name load_world takes, and the file each is
+WORLD_FILES = {"default": "assets/world.json", "alt": "assets/world_alt.json"}
 
 MARGIN = 0.10
 ABLATIONS = ("no_crop", "wrong_cam", "random_clip", "chance")
@@ -400,6 +410,8 @@ def run_world(world: str | None = None, seed: int = 0, settings: FalconSettings 
               cache_dir: str | None = None, progress=None, max_features: int | None = None,
               compare: bool = False, pairs: bool = True) -> dict[str, Any]:
     t0 = time.perf_counter()
+    label = WORLD_FILES.get(str(world or "default"), str(world))
+    world = None if world in (None, "default") else world  # the app's name for the default world
     W = World(world, seed, settings, cache_dir, progress, max_features)
     f, s = W.falcon, W.settings
     s_nc = s.replace(contrast=False)
@@ -464,7 +476,7 @@ def run_world(world: str | None = None, seed: int = 0, settings: FalconSettings 
     reference = {"oracle_minus_full": d}
 
     result: dict[str, Any] = {
-        "world": W.w.name, "world_file": world or "assets/world.json", "seed": seed,
+        "world": W.w.name, "world_file": label, "seed": seed,
         "num_features": f.num_features, "num_images": f.num_images,
         "clear_features": len(W.clear),
         "clear_by_attribute": {a: sum(t.attribute == a for t in W.clear)
@@ -602,6 +614,10 @@ def markdown(res: dict[str, Any]) -> str:
     def row(label, get):
         out.append(f"| {label} | " + " | ".join(get(w) for w in worlds) + " |")
 
+    row("settings: counterfactuals / spurious threshold / hygiene",
+        lambda w: f"{w['settings'].get('low_rule', 'global')} / "
+                  f"{w['settings'].get('spurious_rule', 'absolute')} / "
+                  f"{'on' if w['settings'].get('concept_hygiene') else 'off'}")
     row("clear features", lambda w: f"{w['clear_features']} of {w['num_features']}")
     row("top-3 recovery, all clear features", lambda w: _md(w["runs"]["full"]["top3_recovery"]))
     row("… without the contrast step",
@@ -651,6 +667,29 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def write_readme(res: dict[str, Any], readme: Path = README) -> bool:
+    """Rewrite the README's block between :data:`README_BEGIN` and :data:`README_END` with the
+    tables of ``res``; False (and nothing written) when the README has no such block."""
+    text = readme.read_text(encoding="utf-8")
+    a, b = text.find(README_BEGIN), text.find(README_END)
+    if a < 0 or b < a:
+        return False
+    block = f"{README_BEGIN}\n\n{markdown(res)}\n\n{README_END}"
+    new = text[:a] + block + text[b + len(README_END):]
+    if new != text:
+        readme.write_text(new, encoding="utf-8")
+    return True
+
+
+def readme_block(readme: Path = README) -> str | None:
+    """The tables in the README's recovery block (None when it has none)."""
+    text = readme.read_text(encoding="utf-8")
+    a, b = text.find(README_BEGIN), text.find(README_END)
+    if a < 0 or b < a:
+        return None
+    return text[a + len(README_BEGIN):b].strip()
+
+
 def main(argv=None) -> int:
     from ..progress import null_progress, tqdm_progress
 
@@ -671,11 +710,24 @@ def main(argv=None) -> int:
     p.add_argument("--markdown", action="store_true", help="print the README's tables")
     p.add_argument("--from-json", default=None,
                    help="format a saved result (--json/--out output) instead of running")
+    p.add_argument("--write-readme", action="store_true",
+                   help="rewrite the README's recovery block with this result's tables")
+    p.add_argument("--docs", action="store_true",
+                   help="the README's figures in one run: both committed worlds "
+                        f"({', '.join(WORLD_FILES.values())}), the side-by-side table and the pair "
+                        f"check; writes {DOCS_JSON.relative_to(REPO)} and the README's block")
     args = p.parse_args(argv)
+    if args.docs:
+        if args.world or args.max_features or args.no_pairs or args.from_json:
+            p.error("--docs runs the committed worlds in full; leave out --world, "
+                    "--max-features, --no-pairs and --from-json")
+        args.world, args.compare, args.write_readme = list(WORLD_FILES), True, True
+        args.out = args.out or str(DOCS_JSON)
     if args.from_json:
-        from pathlib import Path
-
         res = json.loads(Path(args.from_json).read_text())
+        if args.write_readme and not write_readme(res):
+            print(f"error: {README} has no block {README_BEGIN} ... {README_END}", file=sys.stderr)
+            return 2
         print(markdown(res) if args.markdown else format_result(res))
         return 0 if res["ok"] else 1
     try:
@@ -690,8 +742,9 @@ def main(argv=None) -> int:
         a for a in (argv if argv is not None else sys.argv[1:]) if a != "--no-progress")
     text = json.dumps(res, indent=1)
     if args.out:
-        from pathlib import Path
-
         Path(args.out).write_text(text + "\n")
+    if args.write_readme and not write_readme(res):
+        print(f"error: {README} has no block {README_BEGIN} ... {README_END}", file=sys.stderr)
+        return 2
     print(text if args.json else markdown(res) if args.markdown else format_result(res))
     return 0 if res["ok"] else 1
