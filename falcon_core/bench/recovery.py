@@ -607,7 +607,14 @@ def markdown(res: dict[str, Any]) -> str:
     """The README's tables, from one result (``--json`` output)."""
     out = []
     worlds = res["worlds"]
-    names = [w["world"] for w in worlds]
+    names = [f"{w['world']} (`{w.get('world_file', '?')}`)" for w in worlds]
+    missing = [f for f in WORLD_FILES.values() if f not in {w.get("world_file") for w in worlds}]
+    if missing:
+        out += ["Not in this result: " + ", ".join(f"`{f}`" for f in missing) +
+                f" (`{DOCS_COMMAND}` runs every committed world).", ""]
+    if res.get("command"):
+        out += [f"Measured by `{res['command'].strip()}` (seed "
+                f"{', '.join(sorted({str(w.get('seed', 0)) for w in worlds}))}).", ""]
     out.append("| figure (k/n; 95 % Wilson interval) | " + " | ".join(names) + " |")
     out.append("|---|" + "---|" * len(worlds))
 
