@@ -112,3 +112,15 @@ def test_write_readme_replaces_only_the_block(tmp_path):
     plain.write_text("no block\n")
     assert not R.write_readme(_result(3, 4), plain) and plain.read_text() == "no block\n"
     assert R.readme_block(plain) is None
+
+
+def test_the_readme_figures_are_the_committed_result():
+    """The README's recovery block is what ``--from-json docs/recovery.json --write-readme``
+    prints: nobody edits a figure by hand, and a new result changes both in one diff."""
+    import json
+
+    res = json.loads(R.DOCS_JSON.read_text(encoding="utf-8"))
+    assert R.readme_block() == R.markdown(res)
+    # the committed result says what it ran and checked
+    assert res["worlds"] and all("compare" in w and "pairs" in w for w in res["worlds"])
+    assert res["ok"] == all(c["ok"] for c in res["checks"])
