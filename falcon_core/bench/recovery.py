@@ -176,7 +176,7 @@ def oracle_clip(base, world, scenes, seed: int = 0):
     generator on the image's scene), every score 1 (``Explainer._match_captions``)."""
     from ..demo.captions import scene_caption
 
-    def _match_captions(self, B, k, images):
+    def _match_captions(self, B, k, images, settings=None):
         texts = []
         for i in images:
             rng = np.random.default_rng([seed, 7, int(i)])
