@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
         b.add_argument(f"--{name}", type=typ, default=None)
     i = sub.add_parser("info", help="print the manifest of the committed assets")
     i.add_argument("--dir", default=None)
+    i.add_argument("--markdown", action="store_true", help="print the measured figures as Markdown (the README's tables)")
+    i.add_argument("--write-readme", action="store_true",
+                   help="rewrite the figure blocks of README.md and assets/README.md from the manifest")
     args = p.parse_args(argv)
     try:
         if args.cmd == "build":
@@ -40,7 +43,21 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "info":
             from .assets import read_manifest
 
-            print(json.dumps(read_manifest(args.dir), indent=2))
+            m = read_manifest(args.dir)
+            if args.write_readme:
+                from . import report
+                from .world import ASSETS_DIR
+
+                for rel, (name, fill) in report.README_BLOCKS.items():
+                    path = ASSETS_DIR.parent / rel
+                    path.write_text(report.replace_block(path.read_text(), name, fill(m)))
+                    print(f"updated {path}")
+            elif args.markdown:
+                from .report import figures_markdown
+
+                print(figures_markdown(m))
+            else:
+                print(json.dumps(m, indent=2))
     except FalconError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
