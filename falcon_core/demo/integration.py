@@ -21,16 +21,24 @@ from .assets import (build_demo_backbone_module, demo_clip_spec, ensure_assets, 
 from .world import GENERATOR_VERSION, World, load_world
 
 
-def demo_backbone(spec, world: str | None = None):
-    """The demo world's backbone; ``spec`` (a BackboneSpec) chooses the layer."""
+def demo_backbone(spec, world: str | None = None, variant: str = "default"):
+    """The demo world's backbone; ``spec`` (a BackboneSpec) chooses the layer. ``variant``:
+    ``"default"`` (trained on the world with its planted correlations) or ``"uncorrelated"`` (the
+    same training without them; registered as ``"demo-uncorrelated"``)."""
     from ..models.backbones import Backbone
 
-    model, meta = build_demo_backbone_module(ensure_assets(world))
+    model, meta = build_demo_backbone_module(ensure_assets(world), variant=variant)
     size = int(meta["input_size"])
     return Backbone.from_module(
-        model, "demo", input_size=size, resize_size=size, mean=tuple(meta["mean"]),
-        std=tuple(meta["std"]), head_name="fc", class_names=list(meta["class_names"]),
+        model, "demo" if variant == "default" else f"demo-{variant}", input_size=size, resize_size=size,
+        mean=tuple(meta["mean"]), std=tuple(meta["std"]), head_name="fc", class_names=list(meta["class_names"]),
         layer=spec.layer, weights=meta["checkpoint"])
+
+
+def demo_backbone_uncorrelated(spec, world: str | None = None):
+    """The demo backbone trained on the world without its planted correlations (for comparing two
+    models: its features of a planted source do not carry the planted target)."""
+    return demo_backbone(spec, world, variant="uncorrelated")
 
 
 def demo_clip(spec, world: str | None = None):
