@@ -959,6 +959,15 @@ def _norm_model_name(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", str(name).lower())
 
 
+def _parameters(fn) -> set[str]:
+    import inspect
+
+    try:
+        return set(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
 def text_embeddings(vocab: Vocabulary, clip: Any, cache: DiskCache, batch_size: int = 256,
                     progress: Optional[Progress] = None, chunk_batches: int = 32,
                     engine: Any = None, config: Any = None) -> Any:
@@ -1031,10 +1040,22 @@ class TextChunk(ConfigParts):
     def __call__(self, start: int, stop: int) -> np.ndarray:
         k = int(self.clip.embed_dim)
         out = np.empty((stop - start, k), dtype=np.float16)
-        for a in range(start, stop, self.batch_size):
-            b = min(stop, a + self.batch_size)
-            emb = np.asarray(self.clip.encode_texts(self.vocabulary.captions(range(a, b))),
-                             dtype=np.float32)
+        # A ClipModel sorts a chunk's captions by length and embeds each batch only up to its
+        # longest caption (ClipModel.encode_texts): the whole chunk goes in one call so the
+        # batches are length-bucketed. Any other encoder gets one batch per call.
+        whole_chunk = "batch_size" in _parameters(getattr(self.clip, "encode_texts", None))
+        step = (stop - start) if whole_chunk else self.batch_size
+        for a in range(start, stop, step):
+            b = min(stop, a + step)
+            texts = self.vocabulary.captions(range(a, b))
+            if whole_chunk:
+                emb = self.clip.encode_texts(texts, batch_size=self.batch_size, progress=(
+                    None if self.progress is None else
+                    lambda d, _t, _s, a=a: report(self.progress, a + d, self.total,
+                                                  "text embeddings")))
+            else:
+                emb = self.clip.encode_texts(texts)
+            emb = np.asarray(emb, dtype=np.float32)
             if emb.shape != (b - a, k):
                 raise RuntimeError(f"clip.encode_texts returned shape {emb.shape} for "
                                    f"{b - a} captions (expected ({b - a}, {k}))")
