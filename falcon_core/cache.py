@@ -66,12 +66,14 @@ import numpy as np
 from . import cache_format as fmt
 from .cache_chunked import ChunkedArrays
 from .cache_format import CACHE_FORMAT, CacheCheckError, atomic_write, shape_matches
-from .cache_housekeeping import CacheHousekeeping
+from .cache_housekeeping import FILE_DIGESTS, CacheHousekeeping
 from .errors import FalconError
 
 __all__ = [
     "hash_bytes",
     "hash_file",
+    "file_digest",
+    "file_identity",
     "hash_json",
     "canonical_json",
     "fingerprint_files",
@@ -80,7 +82,6 @@ __all__ = [
     "DiskCache",
     "CACHE_FORMAT",
 ]
-
 
 #: Values kept in memory when the folder cannot be written (oldest dropped first beyond this).
 MEMORY_LIMIT_BYTES = 1 << 30
@@ -105,6 +106,42 @@ def hash_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
                 break
             h.update(block)
     return h.hexdigest()
+
+
+def file_identity(path: str | os.PathLike) -> dict[str, Any]:
+    """What changes whenever a file's contents can have changed: its real path, device, inode,
+    size, and modification and status-change times in ns. (Writing a file moves its ctime, which
+    no user call can set back, and replacing it gives a new inode; so an unchanged identity means
+    unchanged contents.)"""
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    return {"path": real, "dev": st.st_dev, "inode": st.st_ino, "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
+
+
+def file_digest(path: str | os.PathLike, root: str | os.PathLike | None = None) -> str:
+    """:func:`hash_file` of ``path``, read from a digest stored under the file's identity
+    (:func:`file_identity`) in ``<cache root>/file_digests/`` when there is one, so model weights
+    are hashed once, not in every process (issue 9: "warm is warm"). The stored entry holds the
+    identity too and is used only when it is the file's identity now; a changed file has another
+    identity, so it is hashed again. A cache folder that cannot be written only costs the hash."""
+    ident = file_identity(path)
+    cache = DiskCache(root or default_cache_root())
+    key = hash_json(ident)
+
+    def check(value: Any) -> str:
+        if not isinstance(value, dict) or value.get("identity") != ident or \
+                not isinstance(value.get("sha256"), str) or len(value["sha256"]) != 64:
+            raise ValueError("not the digest of this file")
+        return value["sha256"]
+
+    found, digest = cache._read_json(FILE_DIGESTS, key, check)
+    if found:
+        return digest
+    digest = hash_file(ident["path"])
+    if file_identity(path) == ident:  # not changed while it was read
+        cache.write_json(FILE_DIGESTS, key, {"identity": ident, "sha256": digest})
+    return digest
 
 
 def _json_default(obj: Any) -> Any:

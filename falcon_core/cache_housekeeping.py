@@ -16,7 +16,9 @@ from typing import Optional
 QUARANTINE = "quarantine"
 #: Folders under the root that hold no cache entries: downloaded data sets, files that failed
 #: their check, and the app's list of workspaces chosen on this server (see ``ui/links.py``).
-RESERVED_NAMESPACES = ("datasets", QUARANTINE, "workspaces")
+#: sha256 of model checkpoints stored under the file's identity (``cache.file_digest``)
+FILE_DIGESTS = "file_digests"
+RESERVED_NAMESPACES = ("datasets", QUARANTINE, "workspaces", FILE_DIGESTS)
 TMP_MAX_AGE_S = 3600.0
 
 

@@ -188,6 +188,11 @@ class Explainer:
         return self.cache.get_or_compute_npy("cams", key, compute, shape=(len(indices), size, size),
                                              dtype=np.float16)
 
+    def _store_cams(self, feats: tuple[int, ...], indices: np.ndarray, cams: np.ndarray) -> None:
+        """Write maps computed elsewhere (the catalogue's shared precompute) under the key
+        ``_cams`` reads, in the dtype it stores."""
+        self.cache.write_npy("cams", self._cams_key(feats, indices), cams.astype(np.float16))
+
     def cams(self, features, settings: FalconSettings | None = None) -> dict[int, np.ndarray]:
         """``{image index: CAM}`` for the highly activating images of ``features``."""
         feats = self.store.features(features)
@@ -200,9 +205,12 @@ class Explainer:
         return [crops_stage.crop_box(np.asarray(c, dtype=np.float32), threshold) for c in cams]
 
     # ---- Stage 4: CLIP embeddings of crops and whole images ----------------------------------
+    def _crop_embeddings_key(self, cams_key: str, threshold: float, boxes) -> str:
+        return cache_keys.crop_embeddings(cams_key, threshold, self.clip.fingerprint,
+                                          [b.as_tuple() for b in boxes])
+
     def _crop_embeddings(self, indices, boxes, cams_key: str, threshold: float):
-        key = cache_keys.crop_embeddings(cams_key, threshold, self.clip.fingerprint,
-                                         [b.as_tuple() for b in boxes])
+        key = self._crop_embeddings_key(cams_key, threshold, boxes)
 
         def compute() -> np.ndarray:
             crops = [crops_stage.crop_image(self.store.view(i), b, self.clip.image_size)
@@ -215,12 +223,15 @@ class Explainer:
                                              shape=(len(indices), self.clip.embed_dim),
                                              dtype=np.float32)
 
+    def _whole_key(self, indices) -> str:
+        return cache_keys.image_embeddings(self.probe.fingerprint, self.backbone.fingerprint,
+                                           self.clip.fingerprint, indices)
+
     def _whole_embeddings(self, indices) -> np.ndarray:
         looked_up = self.calibration.lookup_views(indices)  # when every view was encoded once
         if looked_up is not None:
             return looked_up
-        key = cache_keys.image_embeddings(self.probe.fingerprint, self.backbone.fingerprint,
-                                          self.clip.fingerprint, indices)
+        key = self._whole_key(indices)
 
         def compute() -> np.ndarray:
             if len(indices) == 0:

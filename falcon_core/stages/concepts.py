@@ -102,6 +102,32 @@ def load_spacy():
     )
 
 
+def _pipeline_id(meta: dict) -> tuple[str, str, str]:
+    return (str(meta.get("lang", "")), str(meta.get("name", "")), str(meta.get("version", "")))
+
+
+def _installed_pipeline_meta() -> dict | None:
+    """The ``meta.json`` of the pipeline :func:`load_spacy` loads (the first of ``_PREFERRED``
+    that is installed), read without loading it; None when none is found that way."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    for name in _PREFERRED:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None or not spec.origin:
+            continue
+        meta = Path(spec.origin).parent / "meta.json"
+        try:
+            return json.loads(meta.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None  # load_spacy would take this package: let it say what is wrong
+    return None
+
+
 @dataclass(frozen=True)
 class CaptionConcepts:
     words: frozenset[str]
@@ -171,11 +197,18 @@ class ConceptExtractor:
         self.boilerplate = frozenset(boilerplate)
         self.pos = frozenset(pos)
         self._memo: dict[str, CaptionConcepts] = {}
+        self._fast_meta: dict | None = None
 
     @property
     def nlp(self):
         if self._nlp is None:
-            self._nlp = load_spacy()
+            nlp = load_spacy()
+            if self._fast_meta is not None and _pipeline_id(nlp.meta) != _pipeline_id(self._fast_meta):
+                raise FalconError(  # the fingerprint already given named another pipeline
+                    f"spaCy loaded {_pipeline_id(nlp.meta)}, but the installed "
+                    f"{_pipeline_id(self._fast_meta)} was expected.",
+                    "Reinstall the spaCy pipeline (en_core_web_sm), then retry.")
+            self._nlp = nlp
         return self._nlp
 
     @property
@@ -183,14 +216,17 @@ class ConceptExtractor:
         """What determines the concepts of a caption: the spaCy pipeline (name and version) and
         library version, the POS tags kept, and the boilerplate list (as its sha256)."""
         import hashlib
+        from importlib.metadata import version
 
-        import spacy
-
-        meta = self.nlp.meta
+        if self._nlp is not None:
+            meta = self._nlp.meta
+        else:  # read from the installed package: loading the pipeline costs seconds
+            self._fast_meta = self._fast_meta or _installed_pipeline_meta()
+            meta = self._fast_meta if self._fast_meta is not None else self.nlp.meta
         return {
             "spacy_pipeline": f"{meta.get('lang', '')}_{meta.get('name', '')}",
             "spacy_pipeline_version": str(meta.get("version", "")),
-            "spacy_version": spacy.__version__,
+            "spacy_version": version("spacy"),
             "pos": sorted(self.pos),
             "boilerplate": hashlib.sha256("\n".join(sorted(self.boilerplate)).encode()).hexdigest(),
         }

@@ -39,7 +39,7 @@ import torch
 from falcon_core.errors import FalconError
 from falcon_core.progress import Progress
 
-__all__ = ["FeatureTarget", "compute_cams", "stopped_backward", "StoppedBackwardMixin",
+__all__ = ["FeatureTarget", "compute_cams", "compute_cams_many", "stopped_backward", "StoppedBackwardMixin",
            "CAM_METHODS", "gradcam_maps"]
 
 CAM_METHODS = ("stopped", "pytorch-grad-cam")
@@ -292,4 +292,83 @@ def compute_cams(
         model.eval()  # GradCAM never trains; the backbone stays in eval mode
     np.nan_to_num(out, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
     np.clip(out, 0.0, 1.0, out=out)
+    return out
+
+
+def compute_cams_many(backbone, images, wanted: Sequence[Sequence[Sequence[int]]],
+                      batch_size: int = 16, progress: Progress | None = None
+                      ) -> list[dict[tuple[int, ...], np.ndarray]]:
+    """GradCAM maps of several targets per image with one forward pass per image (a
+    whole-layer precompute: an image in the top set of several features is run once).
+
+    ``wanted[i]``: the feature groups whose maps image ``i`` needs. Returns, per image,
+    ``{group (tuple): float32 (S, S) map}`` — the maps :func:`compute_cams` gives for that group
+    (the same arithmetic; only the batches differ). The backward pass stops at the CAM layer, one
+    per group present in a batch, through the part of the network after the layer only.
+    """
+    if backbone.cam_layer is None:
+        raise FalconError(f"No layer of {backbone.name} gives a spatial map for GradCAM.",
+                          "Choose an explained layer that comes after a convolutional block.")
+    groups_of = [[tuple(int(f) for f in g) for g in w] for w in wanted]
+    r = int(backbone.num_features)
+    for gs in groups_of:
+        for g in gs:
+            FeatureTarget(list(g))
+            if any(not 0 <= f < r for f in g):
+                raise FalconError(f"Feature {g} does not exist: the layer {backbone.layer} has {r} "
+                                  f"features (0 to {r - 1}).", "Choose a feature index in that range.")
+    x = _to_batch(backbone, images)
+    n = x.shape[0]
+    out: list[dict[tuple[int, ...], np.ndarray]] = [{} for _ in range(n)]
+    if n == 0:
+        return out
+    S = (int(x.shape[-2]), int(x.shape[-1]))
+    model = backbone.feature_model
+    model.eval()
+    layer, rt = backbone.cam_layer, backbone.reshape_transform
+    leaves: list[torch.Tensor] = []
+
+    def hook(module, args, output):
+        leaf = output.detach().requires_grad_(True)
+        leaves.append(leaf)
+        return leaf.clone()
+
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    handle = layer.register_forward_hook(hook)
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        with torch.enable_grad():
+            for start in range(0, n, max(1, int(batch_size))):
+                stop = min(n, start + max(1, int(batch_size)))
+                leaves.clear()
+                outputs = model(x[start:stop].to(backbone.device))
+                if len(leaves) != 1:
+                    raise LayerCalledTwice("the CAM layer ran more than once")
+                leaf = leaves[0]
+                act = rt(leaf.detach()) if rt is not None else leaf.detach()
+                groups = sorted({g for i in range(start, stop) for g in groups_of[i]})
+                for gi, g in enumerate(groups):
+                    rows = [i - start for i in range(start, stop) if g in groups_of[i]]
+                    loss = outputs[rows][:, list(g)].sum()
+                    if loss.requires_grad:
+                        grad, = torch.autograd.grad(loss, leaf, retain_graph=gi < len(groups) - 1,
+                                                    allow_unused=True)
+                    else:
+                        grad = None
+                    grad = torch.zeros_like(leaf) if grad is None else grad
+                    grad = rt(grad) if rt is not None else grad
+                    maps = gradcam_maps(act[rows].cpu().numpy(), grad[rows].cpu().numpy(), S)
+                    np.nan_to_num(maps, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
+                    np.clip(maps, 0.0, 1.0, out=maps)
+                    for row, m in zip(rows, maps):
+                        out[start + row][g] = m
+                if progress is not None:
+                    progress(stop, n, "gradcam")
+    finally:
+        handle.remove()
+        for p in frozen:
+            p.requires_grad_(True)
+        model.zero_grad(set_to_none=True)
+        model.eval()
     return out
