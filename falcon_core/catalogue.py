@@ -13,12 +13,18 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .cache import DiskCache
+from .errors import FalconError
 from .explainer import Explainer
 from .explanation import Explanation
 from .progress import Progress
 from .representation_store import RepresentationStore
 from .settings import FalconSettings
 from .stages import groups as groups_stage
+
+
+# Features prefilled together by precompute (each chunk's shared work is written before its
+# features are explained, so an interrupted precompute loses at most one chunk).
+PREFILL_FEATURES = 16
 
 
 class Catalogue:
@@ -52,14 +58,18 @@ class Catalogue:
         self.store.representations()
         self.explainer.text_embeddings()
         feats = list(range(self.store.num_features)) if features is None else list(features)
-        self.prefill(feats, settings)
         result: dict[int, str | None] = {}
-        for n, f in enumerate(feats):
-            exp, err = self.explainer.try_explain(f, settings)
-            result[f] = err
-            if on_feature:
-                on_feature(f, exp, err)
-            self.progress(n + 1, len(feats), "features")
+        n = 0
+        for start in range(0, len(feats), PREFILL_FEATURES):
+            chunk = feats[start:start + PREFILL_FEATURES]
+            self.prefill(chunk, settings)  # work shared by the chunk's features, then each one
+            for f in chunk:
+                exp, err = self.explainer.try_explain(f, settings)
+                result[f] = err
+                if on_feature:
+                    on_feature(f, exp, err)
+                n += 1
+                self.progress(n, len(feats), "features")
         return result
 
     def prefill(self, features: Sequence[int], settings: FalconSettings | None = None,
@@ -82,10 +92,13 @@ class Catalogue:
         ex, s = self.explainer, settings or self.settings
         todo = []  # (feats, high indices)
         for f in features:
-            feats = self.store.features(f)
-            if self.cache.exists("explanations", ex.explanation_key(feats, s), ".json"):
-                continue
-            high = ex.select_high(feats, s)
+            try:
+                feats = self.store.features(f)
+                if self.cache.exists("explanations", ex.explanation_key(feats, s), ".json"):
+                    continue
+                high = ex.select_high(feats, s)
+            except FalconError:
+                continue  # explain() says what is wrong with this one
             if len(high.indices):
                 todo.append((feats, np.asarray(high.indices, dtype=np.int64)))
         # GradCAM, one forward pass per image
@@ -102,7 +115,7 @@ class Catalogue:
                                     [need[i] for i in part], batch_size=batch_size)
             for i, per in zip(part, got):
                 for g, m in per.items():
-                    maps[(i, g)] = m
+                    maps[(i, g)] = m.astype(np.float16)  # as the cams entries are stored
             self.progress(min(start + batch_size, len(order)), len(order), "GradCAM (shared)")
         for feats, idx in todo:
             if all((int(i), feats) in maps for i in idx):
