@@ -10,10 +10,14 @@ namespace             determined by
 representations       backbone (weights, layer, pooling, preprocessing), probe set
 representation_errors the representations key and the chunk of rows
 text_embeddings       CLIP model, vocabulary, embedding width
+document_frequency    vocabulary, concept extraction, the sample counted (0: every caption)
+document_frequency_   the document_frequency key and the chunk of captions (removed once
+parts                 the counts are complete)
 cams                  backbone, probe set, the features (group), the images
-crop_embeddings       the cams key, the CAM threshold, CLIP model
+crop_embeddings       the cams key, the CAM threshold, the crop boxes, CLIP model
 image_embeddings      probe set, the backbone's view of the images, CLIP model, the images
 view_embeddings       probe set, the backbone's view of the images, CLIP model (every image)
+caption_scale         :func:`explanation_inputs`, captions per image, the images sampled
 explanations          :func:`explanation_inputs` (models, data, concept extraction), the
                       features, every setting but the result-neutral ones
 caption_text          one LAION metadata file (name, size, modification time), the format
@@ -57,6 +61,19 @@ def text_embeddings(clip: str, vocabulary: str, dim: int) -> str:
     return DiskCache.key("text_embeddings", clip=clip, vocabulary=vocabulary, dim=int(dim))
 
 
+def document_frequency(vocabulary: str, concepts: dict[str, Any], sample: int) -> str:
+    """Each concept's document frequency over a vocabulary: the vocabulary's fingerprint (like
+    the text embeddings), the concept extraction's (``ConceptExtractor.fingerprint``) and the
+    number of captions sampled (0: all of them)."""
+    return DiskCache.key("document_frequency", vocabulary=vocabulary, concepts=concepts,
+                         sample=int(sample))
+
+
+def document_frequency_part(document_frequency_key: str, start: int) -> str:
+    """The counts of the chunk of captions whose first one is ``start`` (while counting)."""
+    return f"{document_frequency_key}-{int(start)}"
+
+
 def cams(backbone: str, probe: str, features: Sequence[int], images: Sequence[int]) -> str:
     """GradCAM maps of a feature or group (target: the summed activation) on some images."""
     return DiskCache.key("cams", backbone=backbone, probe=probe,
@@ -64,10 +81,13 @@ def cams(backbone: str, probe: str, features: Sequence[int], images: Sequence[in
                          images=hash_json([int(i) for i in images]), version=PIPELINE_VERSION)
 
 
-def crop_embeddings(cams_key: str, cam_threshold: float, clip: str) -> str:
-    """CLIP embeddings of the crops cut from those CAMs at ``cam_threshold``."""
+def crop_embeddings(cams_key: str, cam_threshold: float, clip: str,
+                    boxes: Sequence[Sequence[int]]) -> str:
+    """CLIP embeddings of the crops cut from those CAMs at ``cam_threshold``: the boxes too, so
+    another crop rule on the same CAMs (e.g. a benchmark's whole-view ablation) never reads
+    them."""
     return DiskCache.key("crop_embeddings", cams=cams_key, threshold=float(cam_threshold),
-                         clip=clip)
+                         boxes=hash_json([[int(v) for v in b] for b in boxes]), clip=clip)
 
 
 def image_embeddings(probe: str, backbone: str, clip: str, images: Sequence[int]) -> str:
@@ -92,6 +112,13 @@ def caption_index(embeddings: str, kind: str, params: dict[str, Any]) -> str:
 def view_embeddings(probe: str, backbone: str, clip: str) -> str:
     """CLIP embeddings of every probe image's whole view (the backbone's resize and crop)."""
     return DiskCache.key("view_embeddings", probe=probe, backbone_view=backbone, clip=clip)
+
+
+def caption_scale(inputs: dict[str, Any], k: int, sample: int) -> str:
+    """The CLIP's caption similarity scale on a probe set and vocabulary: everything an
+    explanation depends on (:func:`explanation_inputs`), the captions kept per image and the
+    number of probe images sampled."""
+    return DiskCache.key("caption_scale", inputs=inputs, k=int(k), sample=int(sample))
 
 
 def explanation_inputs(backbone, clip, probe, vocabulary, concepts: dict[str, Any]

@@ -45,7 +45,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from . import cache_keys
-from .cache import DiskCache, atomic_write
+from .cache import DiskCache
+from .cache_format import atomic_write
 from .errors import FalconError
 from .progress import Progress, report
 from .stages import captions as captions_stage

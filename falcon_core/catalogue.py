@@ -13,12 +13,18 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .cache import DiskCache
+from .errors import FalconError
 from .explainer import Explainer
 from .explanation import Explanation
 from .progress import Progress
 from .representation_store import RepresentationStore
 from .settings import FalconSettings
 from .stages import groups as groups_stage
+
+
+# Features prefilled together by precompute (each chunk's shared work is written before its
+# features are explained, so an interrupted precompute loses at most one chunk).
+PREFILL_FEATURES = 16
 
 
 class Catalogue:
@@ -53,13 +59,107 @@ class Catalogue:
         self.explainer.text_embeddings()
         feats = list(range(self.store.num_features)) if features is None else list(features)
         result: dict[int, str | None] = {}
-        for n, f in enumerate(feats):
-            exp, err = self.explainer.try_explain(f, settings)
-            result[f] = err
-            if on_feature:
-                on_feature(f, exp, err)
-            self.progress(n + 1, len(feats), "features")
+        n = 0
+        for start in range(0, len(feats), PREFILL_FEATURES):
+            chunk = feats[start:start + PREFILL_FEATURES]
+            self.prefill(chunk, settings)  # work shared by the chunk's features, then each one
+            for f in chunk:
+                exp, err = self.explainer.try_explain(f, settings)
+                result[f] = err
+                if on_feature:
+                    on_feature(f, exp, err)
+                n += 1
+                self.progress(n, len(feats), "features")
         return result
+
+    def prefill(self, features: Sequence[int], settings: FalconSettings | None = None,
+                 batch_size: int = 16) -> dict[str, int]:
+        """The work many explanations share, done once for all of ``features`` and written to
+        the cache entries each ``explain(f)`` reads (so the results are the same):
+
+        * GradCAM: every image of the union of the features' top sets is loaded and run forward
+          once; each feature whose set holds it gets its own backward pass, stopped at the CAM
+          layer (:func:`~falcon_core.stages.gradcam.compute_cams_many`);
+        * CLIP: the crops of all features are embedded in one batched call, each distinct
+          (image, box) once; the whole images of the counterfactual sets likewise.
+
+        Features already explained, or whose arrays are cached, are skipped. Returns counts
+        (features, images run through GradCAM, distinct crops, whole images embedded).
+        """
+        from .stages import crops as crops_stage
+        from .stages.gradcam import compute_cams_many
+
+        ex, s = self.explainer, settings or self.settings
+        todo = []  # (feats, high indices)
+        for f in features:
+            try:
+                feats = self.store.features(f)
+                if self.cache.exists("explanations", ex.explanation_key(feats, s), ".json"):
+                    continue
+                high = ex.select_high(feats, s)
+            except FalconError:
+                continue  # explain() says what is wrong with this one
+            if len(high.indices):
+                todo.append((feats, np.asarray(high.indices, dtype=np.int64)))
+        # GradCAM, one forward pass per image
+        need: dict[int, list[tuple[int, ...]]] = {}
+        for feats, idx in todo:
+            if not self.cache.exists("cams", ex._cams_key(feats, idx), ".npy"):
+                for i in idx:
+                    need.setdefault(int(i), []).append(feats)
+        order = sorted(need)
+        maps: dict[tuple[int, tuple[int, ...]], np.ndarray] = {}
+        for start in range(0, len(order), batch_size):
+            part = order[start:start + batch_size]
+            got = compute_cams_many(ex.backbone, [self.probe_load(i) for i in part],
+                                    [need[i] for i in part], batch_size=batch_size)
+            for i, per in zip(part, got):
+                for g, m in per.items():
+                    maps[(i, g)] = m.astype(np.float16)  # as the cams entries are stored
+            self.progress(min(start + batch_size, len(order)), len(order), "GradCAM (shared)")
+        for feats, idx in todo:
+            if all((int(i), feats) in maps for i in idx):
+                ex._store_cams(feats, idx, np.stack([maps[(int(i), feats)] for i in idx]))
+        # CLIP: crops of every feature at once, each (image, box) once
+        crops: dict[tuple, int] = {}
+        plan = []  # (feats, idx, boxes, key)
+        for feats, idx in todo:
+            cams_key = ex._cams_key(feats, idx)
+            cams = ex._cams(feats, idx)
+            boxes = ex._boxes(cams, s.cam_threshold)
+            key = ex._crop_embeddings_key(cams_key, s.cam_threshold, boxes)
+            if self.cache.exists("crop_embeddings", key, ".npy"):
+                continue
+            for i, b in zip(idx, boxes):
+                if (int(i), b.as_tuple()) not in crops:
+                    crops[(int(i), b.as_tuple())] = (len(crops), int(i), b)
+            plan.append((idx, boxes, key))
+        if crops:
+            emb = ex.clip.encode_images([crops_stage.crop_image(self.store.view(i), b,
+                                                                ex.clip.image_size)
+                                         for _, i, b in crops.values()]).astype(np.float32)
+            for idx, boxes, key in plan:
+                rows = [crops[(int(i), b.as_tuple())][0] for i, b in zip(idx, boxes)]
+                self.cache.write_npy("crop_embeddings", key, emb[rows])
+        # whole images of the counterfactual sets, each once
+        lows = []
+        for feats, idx in todo:
+            low = ex.select_low(feats, idx, s)
+            li = np.asarray(low.indices, dtype=np.int64)
+            if len(li) and not self.cache.exists("image_embeddings", ex._whole_key(li), ".npy"):
+                lows.append(li)
+        whole = sorted({int(i) for li in lows for i in li})
+        if whole:
+            emb = ex.clip.encode_images([self.store.view(i) for i in whole]).astype(np.float32)
+            pos = {i: n for n, i in enumerate(whole)}
+            for li in lows:
+                self.cache.write_npy("image_embeddings", ex._whole_key(li),
+                                     emb[[pos[int(i)] for i in li]])
+        return {"features": len(todo), "gradcam_images": len(order), "crops": len(crops),
+                "whole_images": len(whole)}
+
+    def probe_load(self, i: int):
+        return self.store.probe.load(int(i))
 
     def search(self, word: str, settings: FalconSettings | None = None,
                include_phrases: bool = True) -> list[dict[str, Any]]:

@@ -76,8 +76,8 @@ def _add_settings_args(p: argparse.ArgumentParser) -> None:
         elif f.name == "high_rule":
             g.add_argument("--rule", _flag(f.name), dest=f"set_{f.name}", choices=HIGH_RULES,
                            default=None, help=help_text)
-        elif f.name == "caption_index":
-            g.add_argument(_flag(f.name), dest=f"set_{f.name}", choices=LIMITS["caption_index"].allowed(),
+        elif limit is not None and limit.choices is not None:  # caption_index, low_rule, ...
+            g.add_argument(_flag(f.name), dest=f"set_{f.name}", choices=limit.allowed(),
                            default=None, help=help_text)
         elif f.name == "low_threshold":
             g.add_argument("--epsilon", _flag(f.name), dest=f"set_{f.name}", type=float,
@@ -227,7 +227,7 @@ def _falcon(args):
 def _save(path: str, text: str, what: str = "the result") -> int:
     """Write an export (atomically) and say where it went (the full path); on failure say why
     and what to do. Returns the exit code."""
-    from .cache import atomic_write
+    from .cache_format import atomic_write
 
     out = Path(path).expanduser()
     data = text.encode("utf-8")

@@ -26,6 +26,7 @@ import numpy as np
 
 from . import cache_keys
 from .cache import DiskCache
+from .calibration import Calibration
 from .errors import FalconError
 from .explanation import (CaptionMatch, Concept, Explanation, Faithfulness, FaithfulnessScore,
                           ImageRecord)
@@ -45,7 +46,6 @@ MAX_STORED_SCORES = 200
 # Kept concepts stored below the top-n cut (``Explanation.more_words``), per kind.
 MAX_MORE_CONCEPTS = MAX_STORED_SCORES
 # Probe views encoded per stored chunk of the view embeddings (resumable).
-VIEW_CHUNK = 256
 
 
 class NoHighImagesError(FalconError):
@@ -74,6 +74,7 @@ class Explainer:
         if hasattr(vocabulary, "use_cache"):  # LAION caption text entries live in our cache
             vocabulary.use_cache(cache)
         self._extractor = extractor  # the default (spaCy) one is loaded when first needed
+        self.calibration = Calibration(store, clip, vocabulary, cache, progress)
         # Seconds spent per stage by this object (cache hits are cheap and show as such).
         self.timings: dict[str, float] = {}
 
@@ -122,6 +123,21 @@ class Explainer:
                 kind, A, self.cache, ci.embeddings_id(self.vocabulary, self.clip, A.shape[1]))
         return self._indexes[kind]
 
+    def document_frequencies(self):
+        """Each concept's share of the vocabulary's captions (cached; Stage 5's hygiene)."""
+        return self.calibration.document_frequencies(self.extractor)
+
+    def caption_scale(self, k: int | None = None) -> dict[str, Any]:
+        """The CLIP's similarity scale on this probe set and vocabulary (cached)."""
+        k = int(self.settings.captions_per_image if k is None else k)
+        return self.calibration.caption_scale(k, self.inputs, self._whole_embeddings,
+                                              self._match_captions)
+
+    def spurious_threshold(self, settings: FalconSettings | None = None) -> dict[str, Any]:
+        """The L-score at or above which a concept is spurious, and where it comes from."""
+        s = settings or self.settings
+        return self.calibration.spurious_threshold(s, self.caption_scale)
+
     @property
     def extractor(self) -> concepts_stage.ConceptExtractor:
         if self._extractor is None:
@@ -145,7 +161,8 @@ class Explainer:
         return contrast_stage.select_low(
             Hn, feats, np.asarray(high_indices, dtype=np.int64),
             low_threshold=s.low_threshold, beta=s.beta,
-            max_images=s.max_low_images, valid=self.store.valid)
+            max_images=s.max_low_images, valid=self.store.valid, rule=s.low_rule,
+            low_quantile=s.low_quantile, twin_correlation=s.twin_correlation)
 
     # ---- Stage 3: GradCAM and crops ----------------------------------------------------------
     def _cams_key(self, feats: tuple[int, ...], indices: np.ndarray) -> str:
@@ -174,6 +191,11 @@ class Explainer:
         return self.cache.get_or_compute_npy("cams", key, compute, shape=(len(indices), size, size),
                                              dtype=np.float16)
 
+    def _store_cams(self, feats: tuple[int, ...], indices: np.ndarray, cams: np.ndarray) -> None:
+        """Write maps computed elsewhere (the catalogue's shared precompute) under the key
+        ``_cams`` reads, in the dtype it stores."""
+        self.cache.write_npy("cams", self._cams_key(feats, indices), cams.astype(np.float16))
+
     def cams(self, features, settings: FalconSettings | None = None) -> dict[int, np.ndarray]:
         """``{image index: CAM}`` for the highly activating images of ``features``."""
         feats = self.store.features(features)
@@ -181,9 +203,17 @@ class Explainer:
         cams = self._cams(feats, high.indices)
         return {int(i): np.asarray(c, dtype=np.float32) for i, c in zip(high.indices, cams)}
 
+    def _boxes(self, cams: np.ndarray, threshold: float) -> list[crops_stage.CropBox]:
+        """The crop box of each CAM (Stage 3b)."""
+        return [crops_stage.crop_box(np.asarray(c, dtype=np.float32), threshold) for c in cams]
+
     # ---- Stage 4: CLIP embeddings of crops and whole images ----------------------------------
+    def _crop_embeddings_key(self, cams_key: str, threshold: float, boxes) -> str:
+        return cache_keys.crop_embeddings(cams_key, threshold, self.clip.fingerprint,
+                                          [b.as_tuple() for b in boxes])
+
     def _crop_embeddings(self, indices, boxes, cams_key: str, threshold: float):
-        key = cache_keys.crop_embeddings(cams_key, threshold, self.clip.fingerprint)
+        key = self._crop_embeddings_key(cams_key, threshold, boxes)
 
         def compute() -> np.ndarray:
             crops = [crops_stage.crop_image(self.store.view(i), b, self.clip.image_size)
@@ -196,9 +226,15 @@ class Explainer:
                                              shape=(len(indices), self.clip.embed_dim),
                                              dtype=np.float32)
 
+    def _whole_key(self, indices) -> str:
+        return cache_keys.image_embeddings(self.probe.fingerprint, self.backbone.fingerprint,
+                                           self.clip.fingerprint, indices)
+
     def _whole_embeddings(self, indices) -> np.ndarray:
-        key = cache_keys.image_embeddings(self.probe.fingerprint, self.backbone.fingerprint,
-                                          self.clip.fingerprint, indices)
+        looked_up = self.calibration.lookup_views(indices)  # when every view was encoded once
+        if looked_up is not None:
+            return looked_up
+        key = self._whole_key(indices)
 
         def compute() -> np.ndarray:
             if len(indices) == 0:
@@ -209,27 +245,32 @@ class Explainer:
                                              shape=(len(indices), self.clip.embed_dim),
                                              dtype=np.float32)
 
-    def view_embeddings(self) -> np.ndarray:
-        """CLIP embeddings (N, k) of every probe image's whole view, encoded once per (probe set,
-        backbone view, CLIP) and cached in resumable chunks; rows of unreadable images are
-        zeros. (The faithfulness score ranks the whole probe set by them.)"""
-        key = cache_keys.view_embeddings(self.probe.fingerprint, self.backbone.fingerprint,
-                                         self.clip.fingerprint)
-        valid = self.store.valid
-        k = int(self.clip.embed_dim)
+    def _match_captions(self, B: np.ndarray, k: int, images,
+                        settings: FalconSettings | None = None):
+        """Stage 4 for the probe images ``images`` (their CLIP embeddings: the rows of B): their
+        k best captions, as vocabulary rows (n, k), texts and cosine scores (n, k), searched with
+        the caption index ``settings.caption_index`` names. One method, so a benchmark can
+        replace CLIP's matching (e.g. by ground-truth captions)."""
+        idx, scores = self.caption_index(settings).search(np.asarray(B, dtype=np.float32), k)
+        flat = sorted({int(j) for j in idx.ravel() if j >= 0})
+        texts = dict(zip(flat, self.vocabulary.captions(flat)))
+        return idx, [[texts.get(int(j), "") for j in row] for row in idx], scores
 
-        def rows(start: int, stop: int) -> np.ndarray:
-            out = np.zeros((stop - start, k), dtype=np.float32)
-            ok = [i for i in range(start, stop) if valid[i]]
-            if ok:
-                out[[i - start for i in ok]] = self.clip.encode_images(
-                    [self.store.view(i) for i in ok])
-            return out
+    def _score_caption_sets(self, sets, s: FalconSettings):
+        """Stages 4-5 on several sets of images, ``[(B, images), ...]`` (T and L): one search of
+        the vocabulary for all of them (:meth:`_match_captions`), the Word Scores per set."""
+        k = s.captions_per_image
+        B = np.concatenate([np.asarray(b, dtype=np.float32) for b, _ in sets])
+        images = np.concatenate([np.asarray(i, dtype=np.int64) for _, i in sets])
+        idx, texts, scores = self._match_captions(B, k, images, s)
+        out, start = [], 0
+        for b, _ in sets:
+            stop = start + len(b)
+            out.append(score_matches(idx[start:stop], texts[start:stop], scores[start:stop],
+                                     self.extractor))
+            start = stop
+        return out
 
-        return self.cache.compute_chunked(
-            "view_embeddings", key, self.store.num_images, VIEW_CHUNK, rows, dtype=np.float32,
-            progress=lambda d, t, s: self.progress(d, t, "CLIP views"), stage="CLIP views",
-            row_shape=(k,))
 
     def faithfulness(self, feats: tuple[int, ...], kept: list[Concept], removed: list[Concept],
                      shown: list[Concept], n_high: int, s: FalconSettings) -> Faithfulness:
@@ -239,7 +280,7 @@ class Explainer:
         Hn = self.store.normalized(s.normalize_rows)
         valid = np.asarray(self.store.valid, dtype=bool)
         activation = np.asarray(Hn[:, list(feats)], dtype=np.float64).sum(axis=1)
-        views = np.asarray(self.view_embeddings(), dtype=np.float32)
+        views = np.asarray(self.calibration.view_embeddings(), dtype=np.float32)
         k = faithfulness_stage.choose_k(int(valid.sum()), n_high)
         texts = list(dict.fromkeys(c.text for c in kept + removed + shown))
         if not texts:
@@ -313,8 +354,7 @@ class Explainer:
         # Stage 3: GradCAM crops
         with self.timed("3 GradCAM"):
             cams = self._cams(feats, high.indices)
-            boxes = [crops_stage.crop_box(np.asarray(c, dtype=np.float32), s.cam_threshold)
-                     for c in cams]
+            boxes = self._boxes(cams, s.cam_threshold)
         n_fallback = sum(b.fallback for b in boxes)
         if n_fallback:
             notes.append(f"{n_fallback} of {len(boxes)} GradCAM masks were empty: those images "
@@ -334,16 +374,21 @@ class Explainer:
 
         # Stages 4-5 on T (and on L for Stage 6): one search of the vocabulary for both
         with self.timed("4-5 captions and Word Scores"):
-            sets = [B] if BL is None else [B, BL]
-            scored = score_caption_sets(sets, self.caption_index(s), self.vocabulary,
-                                        self.extractor, s.captions_per_image)
-        t_matches, t_words, t_phrases = scored[0]
-        l_matches, l_words, l_phrases = scored[1] if BL is not None else ([], {}, {})
+            sets = [(B, high.indices)] if BL is None else [(B, high.indices), (BL, low.indices)]
+            scored = self._score_caption_sets(sets, s)
+            t_matches, t_words, t_phrases = scored[0]
+            l_matches, l_words, l_phrases = scored[1] if BL is not None else ([], {}, {})
+            t_words, t_phrases, hygiene = self.calibration.hygiene(t_words, t_phrases, s,
+                                                                   self.extractor)
         if s.contrast:
-            kept_w, removed_w = contrast_stage.split_spurious(t_words, l_words, s.spurious_threshold)
+            spurious_at = self.spurious_threshold(s)
+            kept_w, removed_w = contrast_stage.split_spurious(t_words, l_words,
+                                                              spurious_at["threshold"])
             kept_p, removed_p = contrast_stage.split_spurious(t_phrases, l_phrases,
-                                                              s.spurious_threshold)
+                                                              spurious_at["threshold"])
         else:
+            spurious_at = {"rule": "off", "threshold": None,
+                           "description": "The contrast step is off: nothing is removed."}
             kept_w, removed_w, kept_p, removed_p = t_words, {}, t_phrases, {}
 
         # Stage 7
@@ -382,7 +427,12 @@ class Explainer:
                             "description": high.description},
             low_selection={"threshold": _num(low.low_threshold), "beta": float(low.beta),
                            "n_candidates": int(low.n_candidates), "n_used": int(len(low.indices)),
-                           "description": low.description},
+                           "description": low.description, "rule": low.rule,
+                           "twins": [int(t) for t in low.twins],
+                           "twin_correlations": [float(c) for c in low.twin_correlations],
+                           "feature_thresholds": [float(e) for e in low.feature_thresholds],
+                           "spurious": spurious_at},
+            hygiene=hygiene,
             settings=s.to_dict(),
             inputs={**self.inputs, "describe": self.describe()},
             notes=notes,
@@ -433,6 +483,25 @@ def score_caption_sets(sets: list[np.ndarray], A, vocabulary,
                    for r, sr in zip(idx, scores)]
         out.append((matches, words, phrases))
     return out
+
+
+def score_matches(idx: np.ndarray, texts: list[list[str]], scores: np.ndarray,
+                   extractor: concepts_stage.ConceptExtractor
+                   ) -> tuple[list[list[CaptionMatch]], dict[str, float], dict[str, float]]:
+    """Stage 5 on images' top-k captions (``Explainer._match_captions``: vocabulary rows, texts,
+    scores): their concepts, and the Word Score (Eq. 1) of every word and phrase. Returns
+    ``(captions per image, words, phrases)``."""
+    flat = sorted({t for row in texts for t in row})
+    concepts = dict(zip(flat, extractor.extract(flat)))
+    word_sets = [[concepts[t].words for t in row] for row in texts]
+    phrase_sets = [[concepts[t].phrases for t in row] for row in texts]
+    words = concepts_stage.word_scores(scores, word_sets) if len(texts) else {}
+    phrases = concepts_stage.word_scores(scores, phrase_sets) if len(texts) else {}
+    matches = [[CaptionMatch(int(j), t, float(s), words=sorted(concepts[t].words),
+                             phrases=sorted(concepts[t].phrases))
+                for j, t, s in zip(r, tr, sr)]
+               for r, tr, sr in zip(idx, texts, scores)]
+    return matches, words, phrases
 
 
 def _kept(kept: dict[str, float], l_scores: dict[str, float], top: int) -> list[Concept]:

@@ -122,6 +122,9 @@ class Explanation:
     # them, so a concept the removal threshold lets back in is shown among the kept ones).
     more_words: list[Concept] = field(default_factory=list)
     more_phrases: list[Concept] = field(default_factory=list)
+    # Concept hygiene: words/phrases dropped for being concepts of most captions, with their
+    # Word Score on T and document frequency (see Falcon._hygiene_record).
+    hygiene: dict[str, Any] = field(default_factory=dict)
     # Does ranking the probe images by the concepts predict the feature? (None: not computed)
     faithfulness: Faithfulness | None = None
     version: int = FORMAT_VERSION

@@ -119,6 +119,13 @@ class Falcon:
     select_low = _delegate("explainer", Explainer.select_low)
     cams = _delegate("explainer", Explainer.cams)
     text_embeddings = _delegate("explainer", Explainer.text_embeddings)
+    document_frequencies = _delegate("explainer", Explainer.document_frequencies)
+    caption_scale = _delegate("explainer", Explainer.caption_scale)
+    spurious_threshold = _delegate("explainer", Explainer.spurious_threshold)
+
+    def view_embeddings(self, compute: bool = True):
+        """CLIP embeddings of every probe view, encoded once (see :mod:`.calibration`)."""
+        return self.explainer.calibration.view_embeddings(compute)
 
     # ---- Stage 9: the failure analyser -------------------------------------------------------
     class_names = _delegate("failure_analyser", FailureAnalyser.class_names)

@@ -448,7 +448,7 @@ def write_report(falcon, path: str | Path, settings: FalconSettings | None = Non
                  options: ReportOptions | None = None,
                  progress: Progress | None = None) -> ReportResult:
     """Build the report and write it to ``path`` (atomically: the cache's ``atomic_write``)."""
-    from .cache import atomic_write
+    from .cache_format import atomic_write
 
     path = Path(path)
     if path.is_dir():

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from .errors import FalconError
+from .stages.contrast import LOW_RULES, SPURIOUS_RULES
 from .stages.high_rules import RULES
 
 HIGH_RULES = tuple(RULES.names())  # the registered rules for Stage 2's T (stages/high_rules/)
@@ -82,16 +83,38 @@ LIMITS: dict[str, Limit] = {
                                 "falcon_core index build'; LAION-400M)"),
     "top_words": Limit(0, 1000, what="words shown (authors: 8)"),
     "top_phrases": Limit(0, 1000, what="phrases shown (authors: 8)"),
+    "concept_hygiene": Limit(choices=(True, False),
+                             what="drop words and phrases that are concepts of more than "
+                                  "max_document_frequency of the vocabulary's captions (not in "
+                                  "the authors' code; their boilerplate list is always applied)"),
+    "max_document_frequency": Limit(0.01, 1.0,
+                                    what="concept hygiene: drop concepts of more than this share "
+                                         "of the vocabulary's captions"),
     "contrast": Limit(choices=(True, False),
                       what="remove spurious concepts with counterfactual images (Eq. 2)"),
+    "low_rule": Limit(choices=LOW_RULES,
+                      what="counterfactual images: global (authors' Eq. 2: the feature below ε), "
+                           "twins (the feature and its correlated twins below ε), quantile "
+                           "(below the feature's own quantile)"),
     "low_threshold": Limit(-1000.0, 1000.0, none=True,
                            what="ε: 'low' activation (default: the global mean of the normalised "
                                 "matrix, the authors')"),
+    "low_quantile": Limit(0.01, 0.99, what="low_rule quantile: counterfactuals are at or below "
+                                           "this quantile of the feature's own activations"),
+    "twin_correlation": Limit(0.0, 1.0, what="low_rule twins: features whose activations "
+                                             "correlate at least this much (Pearson r) are twins"),
     "beta": Limit(-1.0, 1.0, what="β: minimum similarity of a counterfactual to the high images "
                                   "(Eq. 2; authors: 0.3)"),
     "max_low_images": Limit(0, 100, what="at most this many counterfactual images (authors: 10)"),
     "spurious_threshold": Limit(0.0, 1.0, what="a concept whose score on the counterfactuals is "
                                                "at least this is spurious (authors: 0.1)"),
+    "spurious_rule": Limit(choices=SPURIOUS_RULES,
+                           what="absolute (authors: spurious_threshold as is) or relative "
+                                "(spurious_threshold moved to the CLIP's own caption similarity "
+                                "scale)"),
+    "spurious_reference_scale": Limit(0.01, 1.0,
+                                      what="relative rule: the caption similarity scale "
+                                           "spurious_threshold was set on (ViT-B/32: 0.3)"),
     "coherence_threshold": Limit(0.0, 1.0, what="a feature is interpretable when its crops' "
                                                 "coherence exceeds this (authors: 0.8)"),
     "group_min_images": Limit(1, 1_000_000, what="a discovered group needs at least this many "
@@ -179,12 +202,21 @@ class FalconSettings:
     # Stage 5
     top_words: int = 8
     top_phrases: int = 8
+    # Stage 5: concept hygiene
+    concept_hygiene: bool = True  # drop words in more than max_document_frequency of captions
+    max_document_frequency: float = 0.5
     # Stage 6
     contrast: bool = True
+    low_rule: str = "global"  # "global" (authors' Eq. 2), "twins", "quantile"
     low_threshold: float | None = None  # epsilon; None = global mean of Hn (authors)
+    low_quantile: float = 0.25  # for low_rule == "quantile"
+    twin_correlation: float = 0.5  # for low_rule == "twins"
     beta: float = 0.3
     max_low_images: int = 10
-    spurious_threshold: float = 0.1
+    spurious_rule: str = "absolute"  # "absolute" (authors) or "relative" (to the CLIP's scale)
+    spurious_threshold: float = 0.1  # authors, on OpenAI ViT-B/32's cosine scale
+    # relative: threshold = spurious_threshold x (measured caption scale) / spurious_reference_scale
+    spurious_reference_scale: float = 0.3
     # Stage 7
     coherence_threshold: float = 0.8
     # Stage 8

@@ -28,6 +28,7 @@ def main() -> None:
     n_removed = len(exp.spurious_words) + len(exp.spurious_phrases)
     views.heading(exp, f"{n_removed} concept(s) removed as spurious")
     st.caption(f"**L:** {exp.low_selection.get('description', '')}")
+    threshold = contrast.threshold(exp, settings)
     for note in exp.notes:
         st.info(note, icon=":material/info:")
     views.faithfulness_badge(exp, key="faithfulness_badge")
@@ -47,11 +48,12 @@ def main() -> None:
     items = exp.spurious_words + exp.spurious_phrases
     if items:
         st.plotly_chart(charts.concept_bars(items, "Removed concepts: T score and L score",
-                                            threshold=settings.spurious_threshold,
+                                            threshold=threshold,
                                             colour=charts.REMOVED_COLOUR),
                         key="removed_chart", width="stretch")
         st.markdown("##### The counterfactual images that removed each concept")
         contrast.removed_sources(falcon, exp)
+    contrast.hygiene(exp)
     views.low_images(falcon, exp, key="spurious_low")
     views.exports(exp, key="spurious")
 

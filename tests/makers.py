@@ -141,6 +141,15 @@ def make_tiny_cnn(seed: int = 0, width: int = 32, num_classes: int = 2):
     return TinyCNN().eval()
 
 
+def tiny_falcon(base: Path, settings):
+    """A Falcon over :func:`make_tiny_world` made in ``base``, with ``settings``."""
+    from falcon_core.pipeline import Falcon
+
+    world = make_tiny_world(base)
+    return Falcon.from_config(tiny_config(world), settings=settings,
+                              cache_dir=str(world["base"] / "cache"))
+
+
 # ---- damaged cache files (the cache's checksum trailer is the last 32 bytes) --------------------
 
 def npy_header_len(path) -> int:

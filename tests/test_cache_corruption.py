@@ -15,15 +15,20 @@ import shutil
 import numpy as np
 import pytest
 
-import falcon_core.cache as cache_mod
-from falcon_core.cache import TRAILER_SIZE, DiskCache
+import falcon_core.cache_format as fmt
+from falcon_core.cache import DiskCache
+from falcon_core.cache_format import TRAILER_SIZE
 from falcon_core.pipeline import Falcon
 from falcon_core.settings import FalconSettings
 from makers import garbage_after_header, make_tiny_world, tiny_config, truncate_file
 
 TOPK = FalconSettings(high_rule="topk", top_k=6)
+# the relative spurious threshold: the CLIP's caption scale is measured and cached (in a cache
+# folder of its own: its image embeddings are not read again once the scale is cached)
+RELATIVE = TOPK.replace(spurious_rule="relative")
 NAMESPACES = ["representations", "representation_errors", "text_embeddings", "cams",
-              "crop_embeddings", "image_embeddings", "explanations"]
+              "crop_embeddings", "image_embeddings", "document_frequency", "caption_scale",
+              "explanations"]
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +41,7 @@ def world(tmp_path_factory):
     parts["vocabulary"] = cfg.build_vocabulary()
     w["parts"] = parts
     w["cache"] = w["base"] / "cache"
+    w["relative"] = {"cache": w["base"] / "cache-relative"}
     f = make(w)
     # a feature whose explanation has counterfactual images (so image embeddings are cached)
     w["feature"] = next(i for i in range(64)
@@ -44,14 +50,18 @@ def world(tmp_path_factory):
     w["clean"] = exp.to_json()
     w["skipped"] = f.skipped_images
     assert w["skipped"], "the broken image is recorded in representation_errors"
+    rel = w["relative"]
+    rel["clean"] = make(w, relative=True).explain(w["feature"]).to_json()
+    rel.update(parts=w["parts"], skipped=w["skipped"])
     for ns in NAMESPACES:
-        assert files_of(w, ns), f"nothing cached in {ns}"
+        assert files_of(w, ns) or files_of(rel, ns), f"nothing cached in {ns}"
     return w
 
 
-def make(w, notes=None) -> Falcon:
-    cache = DiskCache(w["cache"], on_notice=(notes.append if notes is not None else None))
-    return Falcon(**w["parts"], settings=TOPK, cache=cache)
+def make(w, notes=None, relative: bool = False) -> Falcon:
+    root = w["relative"]["cache"] if relative else w["cache"]
+    cache = DiskCache(root, on_notice=(notes.append if notes is not None else None))
+    return Falcon(**w["parts"], settings=RELATIVE if relative else TOPK, cache=cache)
 
 
 def files_of(w, ns):
@@ -69,13 +79,13 @@ def wrong_shape_or_schema(path):
     if path.suffix == ".npy":
         arr = np.load(path)
         wrong = arr[:-1] if arr.shape[0] > 1 else np.concatenate([arr, arr])
-        cache_mod.atomic_write(path, lambda f: cache_mod._write_npy(f, wrong), checksum=True)
+        fmt.atomic_write(path, lambda f: fmt.write_npy(f, wrong), checksum=True)
     else:
         data = json.loads(path.read_bytes()[:-TRAILER_SIZE])
         wrong = [1] if isinstance(data, dict) and "features" not in data else \
             {**data, "words": [{"text": 3, "score": "high"}]}
         text = json.dumps(wrong).encode()
-        cache_mod.atomic_write(path, lambda f: f.write(text), checksum=True)
+        fmt.atomic_write(path, lambda f: f.write(text), checksum=True)
 
 
 def wrong_width(path):
@@ -85,24 +95,28 @@ def wrong_width(path):
         wrong = {"0": 1} if isinstance(data, dict) and "features" not in data else \
             {**data, "version": 99}
         text = json.dumps(wrong).encode()
-        cache_mod.atomic_write(path, lambda f: f.write(text), checksum=True)
+        fmt.atomic_write(path, lambda f: f.write(text), checksum=True)
         return
     arr = np.load(path)
     wrong = np.ascontiguousarray(arr[..., :-1])
-    cache_mod.atomic_write(path, lambda f: cache_mod._write_npy(f, wrong), checksum=True)
+    fmt.atomic_write(path, lambda f: fmt.write_npy(f, wrong), checksum=True)
 
 
 def wrong_dtype(path):
     if path.suffix != ".npy":
         return wrong_shape_or_schema(path)
     arr = np.load(path).astype(np.float64)
-    cache_mod.atomic_write(path, lambda f: cache_mod._write_npy(f, arr), checksum=True)
+    fmt.atomic_write(path, lambda f: fmt.write_npy(f, arr), checksum=True)
 
 
 @pytest.mark.parametrize("damage", [truncated, garbage_after_header, wrong_shape_or_schema,
                                     wrong_width, wrong_dtype], ids=lambda d: d.__name__)
 @pytest.mark.parametrize("ns", NAMESPACES)
 def test_a_damaged_entry_is_recomputed_and_the_result_is_that_of_a_clean_run(world, ns, damage):
+    relative = ns == "caption_scale"
+    make_ = lambda w, notes=None: make(w, notes, relative)  # noqa: E731
+    if relative:
+        world = {**world["relative"], "feature": world["feature"], "relative": world["relative"]}
     if ns != "explanations":  # the explanation must be recomputed for the damaged piece to be read
         shutil.rmtree(world["cache"] / "explanations", ignore_errors=True)
     shutil.rmtree(world["cache"] / "quarantine", ignore_errors=True)
@@ -110,7 +124,7 @@ def test_a_damaged_entry_is_recomputed_and_the_result_is_that_of_a_clean_run(wor
     for p in damaged:
         damage(p)
     notes: list[str] = []
-    f = make(world, notes)
+    f = make_(world, notes)
     exp = f.explain(world["feature"])
     assert exp.to_json() == world["clean"]
     assert f.skipped_images == world["skipped"]
@@ -124,5 +138,5 @@ def test_a_damaged_entry_is_recomputed_and_the_result_is_that_of_a_clean_run(wor
         assert p.is_file() and p.read_bytes()[-TRAILER_SIZE:][:8] == b"FALCONCK"
     # and the next run reads them without a word
     later: list[str] = []
-    assert make(world, later).explain(world["feature"]).to_json() == world["clean"]
+    assert make_(world, later).explain(world["feature"]).to_json() == world["clean"]
     assert later == []

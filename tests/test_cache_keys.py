@@ -58,8 +58,24 @@ def test_cams_key():
 def test_crop_and_image_embeddings_keys():
     cams = cache_keys.cams(FP["backbone"], FP["probe"], [3], [1, 2])
     _changes_each(cache_keys.crop_embeddings, {"cams_key": cams, "cam_threshold": 0.6,
+                                               "clip": FP["clip"], "boxes": [(0, 0, 5, 5)]},
+                  {"cams_key": "z" * 64, "cam_threshold": 0.5, "clip": "x" * 64,
+                   "boxes": [(0, 0, 5, 6)]})
+    _changes_each(cache_keys.view_embeddings, {"probe": FP["probe"], "backbone": FP["backbone"],
                                                "clip": FP["clip"]},
-                  {"cams_key": "z" * 64, "cam_threshold": 0.5, "clip": "x" * 64})
+                  {"probe": "y" * 64, "backbone": "x" * 64, "clip": "w" * 64})
+
+
+def test_document_frequency_and_caption_scale_keys():
+    _changes_each(cache_keys.document_frequency,
+                  {"vocabulary": FP["vocabulary"], "concepts": {"pos": ["NOUN"]}, "sample": 0},
+                  {"vocabulary": "y" * 64, "concepts": {"pos": ["VERB"]}, "sample": 1000})
+    df = cache_keys.document_frequency(FP["vocabulary"], {}, 0)
+    _changes_each(cache_keys.document_frequency_part, {"document_frequency_key": df, "start": 0},
+                  {"document_frequency_key": "z" * 64, "start": 10000})
+    _changes_each(cache_keys.caption_scale, {"inputs": {"clip": FP["clip"]}, "k": 5,
+                                             "sample": 500},
+                  {"inputs": {"clip": "x" * 64}, "k": 4, "sample": 100})
     _changes_each(cache_keys.image_embeddings, {"probe": FP["probe"], "backbone": FP["backbone"],
                                                 "clip": FP["clip"], "images": [5, 6]},
                   {"probe": "y" * 64, "backbone": "x" * 64, "clip": "w" * 64, "images": [5, 7]})
@@ -68,7 +84,8 @@ def test_crop_and_image_embeddings_keys():
 def test_every_namespace_has_its_own_keys():
     same = [cache_keys.representations("a", "b"), cache_keys.text_embeddings("a", "b", 1),
             cache_keys.cams("a", "b", [1], [1]), cache_keys.image_embeddings("a", "b", "c", [1]),
-            cache_keys.crop_embeddings("a", 0.6, "b")]
+            cache_keys.crop_embeddings("a", 0.6, "b", []), cache_keys.view_embeddings("a", "b", "c"),
+            cache_keys.document_frequency("a", {}, 0), cache_keys.caption_scale({}, 1, 1)]
     assert len(set(same)) == len(same)
 
 
@@ -80,6 +97,9 @@ CHANGED = {
     "quantile": 0.98, "max_high_images": 5, "cam_threshold": 0.5, "captions_per_image": 4,
     "top_words": 7, "top_phrases": 7, "contrast": False, "low_threshold": 0.01, "beta": 0.2,
     "max_low_images": 9, "spurious_threshold": 0.2, "coherence_threshold": 0.7,
+    "concept_hygiene": False, "max_document_frequency": 0.4, "low_rule": "twins",
+    "low_quantile": 0.3, "twin_correlation": 0.6, "spurious_rule": "relative",
+    "spurious_reference_scale": 0.25,
     "group_min_images": 12, "group_min_size": 3, "caption_index": "ivfpq",
 }
 NEUTRAL = {"batch_size": 7}
@@ -216,3 +236,15 @@ def test_skipped_images_are_found_again_whatever_the_batch_size(tmp_path):
         H, valid = again.representations()
         assert not valid[280] and valid.sum() == 299
         assert again.skipped_images == expected, batch_size
+
+
+def test_an_explanation_cached_before_the_method_settings_is_never_read():
+    """Concept hygiene is on by default and changes the words: an explanation cached with the
+    settings of before (no hygiene, counterfactual or spurious-rule fields) has another key, so
+    it is recomputed, never shown as today's result."""
+    new = FalconSettings().to_dict()
+    old = {k: v for k, v in new.items()
+           if k not in ("concept_hygiene", "max_document_frequency", "low_rule", "low_quantile",
+                        "twin_correlation", "spurious_rule", "spurious_reference_scale")}
+    assert cache_keys.explanation(_inputs(), [7], old) != cache_keys.explanation(_inputs(), [7],
+                                                                                  new)

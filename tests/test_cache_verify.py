@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 import falcon_core.cache as cache_mod
-from falcon_core.cache import TRAILER_SIZE, DiskCache
+import falcon_core.cache_format as fmt
+from falcon_core.cache import DiskCache
+from falcon_core.cache_format import TRAILER_SIZE
 from makers import cache_snapshot, garbage_after_header, truncate_file
 
 ARR = np.arange(6 * 5, dtype=np.float32).reshape(6, 5)
@@ -120,7 +122,7 @@ def test_json_of_the_wrong_structure_is_moved_aside(cache, notes):
     cache.write_bytes("explanations", "deep", b"", suffix=".json")
     deep = ("[" * 100000 + "]" * 100000).encode()
     p = cache.path("explanations", "deep", ".json")
-    cache_mod.atomic_write(p, lambda f: f.write(deep), checksum=True)
+    fmt.atomic_write(p, lambda f: f.write(deep), checksum=True)
     assert cache.read_json("explanations", "deep", schema=schema) is None
 
 
@@ -223,7 +225,7 @@ def test_a_read_only_cache_folder_mocked(tmp_path, notes, monkeypatch):
     def denied(*a, **k):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(cache_mod.tempfile, "mkstemp", denied)
+    monkeypatch.setattr(fmt.tempfile, "mkstemp", denied)
     cache = DiskCache(tmp_path / "cache", on_notice=notes.append)
     np.testing.assert_array_equal(cache.get_or_compute_npy("x", "k", lambda: ARR), ARR)
     out = cache.compute_chunked("representations", "k", 6, 2, lambda a, b: ARR[a:b], np.float32)
@@ -251,7 +253,7 @@ class FullDisk:
 
 @pytest.mark.parametrize("room, recomputed", [(0, 7), (100, 7), (5000, 5)])
 def test_a_full_disk_leaves_nothing_half_written(tmp_path, notes, monkeypatch, room, recomputed):
-    monkeypatch.setattr(cache_mod, "_write_chunk", FullDisk(room))
+    monkeypatch.setattr(fmt, "_write_chunk", FullDisk(room))
     cache = DiskCache(tmp_path / "cache", on_notice=notes.append)
     big = np.arange(400 * 8, dtype=np.float32).reshape(400, 8)
     out = cache.compute_chunked("representations", "k", 400, 64, lambda a, b: big[a:b],
@@ -261,7 +263,7 @@ def test_a_full_disk_leaves_nothing_half_written(tmp_path, notes, monkeypatch, r
     assert len(notes) == 1 and "is full" in notes[0] and "Free some disk space" in notes[0]
     assert_nothing_half_written(cache.root)
     # the parts that did fit are complete and verified: a later run resumes from them
-    monkeypatch.setattr(cache_mod, "_write_chunk", lambda f, d: f.write(d))
+    monkeypatch.setattr(fmt, "_write_chunk", lambda f, d: f.write(d))
     calls = []
     again = DiskCache(tmp_path / "cache").compute_chunked(
         "representations", "k", 400, 64, lambda a, b: calls.append(a) or big[a:b], np.float32,

@@ -12,7 +12,7 @@ import os
 import pytest
 import torch
 
-import falcon_core.cache as cache_mod
+import falcon_core.cache_format as fmt
 from falcon_core import cli
 from makers import cache_snapshot, make_tiny_world
 
@@ -66,7 +66,7 @@ def test_out_under_a_file_or_onto_a_folder(world, capsys, tmp_path):
 
 
 def test_out_on_a_full_disk_leaves_no_half_file(world, capsys, tmp_path, monkeypatch):
-    real = cache_mod.atomic_write
+    real = fmt.atomic_write
 
     def full(path, writer, checksum=False):
         def half(f):
@@ -74,7 +74,7 @@ def test_out_on_a_full_disk_leaves_no_half_file(world, capsys, tmp_path, monkeyp
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(path, half, checksum)
 
-    monkeypatch.setattr(cache_mod, "atomic_write", full)
+    monkeypatch.setattr(fmt, "atomic_write", full)
     target = tmp_path / "f.json"
     rc, out, err = run(world, capsys, "explain", F, *TOPK, "--out", str(target))
     assert rc == 2 and "FALCON explanation" in out
@@ -146,7 +146,7 @@ def test_a_full_disk_still_prints_the_result(world, capsys, tmp_path, monkeypatc
         room[0] -= n
         f.write(data)
 
-    monkeypatch.setattr(cache_mod, "_write_chunk", write)
+    monkeypatch.setattr(fmt, "_write_chunk", write)
     root = tmp_path / "small-disk"
     rc, out, err = run(world, capsys, "explain", F, *TOPK, "--json", cache=root)
     assert rc == 0 and json.loads(out)["features"] == [5]
@@ -161,7 +161,7 @@ def test_a_read_only_cache_still_prints_the_result(world, capsys, tmp_path, monk
     def denied(*a, **k):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(cache_mod.tempfile, "mkstemp", denied)
+    monkeypatch.setattr(fmt.tempfile, "mkstemp", denied)
     rc, out, err = run(world, capsys, "explain", F, *TOPK, cache=tmp_path / "ro")
     assert rc == 0 and "FALCON explanation" in out
     assert err.count("cannot be written (Permission denied)") == 1

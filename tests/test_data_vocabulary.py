@@ -287,3 +287,99 @@ def test_laion_captions_null_and_control_characters(tmp_path):
     assert v.captions([0, 1, 2]) == ["a dog on grass", "", "ok"]
     with pytest.raises(IndexError):
         v.caption(3)
+
+
+# ------------------------------------------------------------------ document frequency (issue 7)
+
+class WordsExtractor:
+    """Concepts = the caption's lower-case words (no spaCy: counts checkable by hand)."""
+
+    def __init__(self, fail_after=None):
+        self.seen = 0
+        self.fail_after = fail_after
+        self.fingerprint = {"fake": 1}
+
+    def iter_extract(self, texts):
+        from falcon_core.stages.concepts import CaptionConcepts
+
+        for t in texts:
+            if self.fail_after is not None and self.seen >= self.fail_after:
+                raise RuntimeError("interrupted")
+            self.seen += 1
+            ws = frozenset(t.lower().split())
+            yield CaptionConcepts(ws, frozenset([t.lower()]) if len(ws) > 1 else frozenset())
+
+
+CAPS = ["dog lie", "cat lie", "lie", "dog", "bird lie", "cat", "lie fish", "dog cow", "lie cow",
+        "cow"]
+# lie: rows 0 1 2 4 6 8 -> 6 of 10; dog: 0 3 7 -> 3; cow: 7 8 9 -> 3; cat: 1 5 -> 2
+
+
+def test_document_frequencies_by_hand_and_cached(tmp_path):
+    from falcon_core.data.vocabulary import document_frequencies
+
+    cache = DiskCache(tmp_path / "c")
+    v = ListVocabulary(CAPS)
+    ex = WordsExtractor()
+    df = document_frequencies(v, ex, cache, chunk=3)
+    assert (df.n_docs, df.total, df.sampled) == (10, 10, False)
+    assert df.words["lie"] == 6 and df.words["dog"] == 3 and df.words["cat"] == 2
+    assert df.share("lie") == 0.6 and df.share("nothing") == 0.0
+    assert df.phrases["dog lie"] == 1
+    assert df.frequent(0.5) == ({"lie": 0.6}, {})
+    assert df.top(3) == [("lie", 0.6), ("cow", 0.3), ("dog", 0.3)]  # ties: by text
+    assert ex.seen == 10
+    # cached: a second call reads it back, no caption is extracted again
+    again = document_frequencies(v, ex, cache, chunk=3)
+    assert ex.seen == 10 and again.words == df.words and again.n_docs == 10
+    # keyed by the vocabulary and by the extractor
+    other = WordsExtractor()
+    other.fingerprint = {"fake": 2}
+    document_frequencies(v, other, cache)
+    assert other.seen == 10
+
+
+def test_document_frequencies_resume_after_interruption(tmp_path):
+    from falcon_core.data.vocabulary import document_frequencies
+
+    cache = DiskCache(tmp_path / "c")
+    v = ListVocabulary(CAPS)
+    with pytest.raises(RuntimeError):
+        document_frequencies(v, WordsExtractor(fail_after=7), cache, chunk=3)
+    ex = WordsExtractor()
+    df = document_frequencies(v, ex, cache, chunk=3)
+    # chunks [0, 3) and [3, 6) were stored before the interruption: only 4 captions are left
+    assert ex.seen == 4
+    assert df.words["lie"] == 6 and df.n_docs == 10
+    assert not list((tmp_path / "c").rglob("document_frequency_parts/*.json"))
+
+
+def test_document_frequencies_sample_evenly(tmp_path):
+    from falcon_core.data.vocabulary import document_frequencies
+
+    ex = WordsExtractor()
+    df = document_frequencies(ListVocabulary(CAPS), ex, DiskCache(tmp_path / "c"), sample=4)
+    # rows linspace(0, 9, 4) = 0, 3, 6, 9: "dog lie", "dog", "lie fish", "cow"
+    assert (df.n_docs, df.total, df.sampled) == (4, 10, True)
+    assert df.words == {"dog": 2, "lie": 2, "fish": 1, "cow": 1}
+    assert ex.seen == 4
+
+
+def test_document_frequencies_of_laion_shards(tmp_path):
+    from falcon_core.data.vocabulary import document_frequencies
+
+    root = tmp_path / "laion"
+    (root / "text_emb").mkdir(parents=True)
+    (root / "metadata").mkdir()
+    rng = np.random.default_rng(0)
+    for s, caps in enumerate([CAPS[:4], CAPS[4:]]):
+        np.save(root / "text_emb" / f"text_emb_{s:04d}.npy",
+                rng.standard_normal((len(caps), 8)).astype(np.float16))
+        pd.DataFrame({"caption": caps}).to_parquet(root / "metadata" / f"metadata_{s:04d}.parquet")
+    v = LaionShards(root)
+    ex = WordsExtractor()
+    df = document_frequencies(v, ex, DiskCache(tmp_path / "c"), chunk=3)
+    assert df.n_docs == 10 and df.words["lie"] == 6 and df.words["cow"] == 3
+    # the same counts as the caption list: shards are read through vocab.captions()
+    df2 = document_frequencies(ListVocabulary(CAPS), WordsExtractor(), DiskCache(tmp_path / "d"))
+    assert df.words == df2.words

@@ -54,7 +54,7 @@ def test_scenes_use_the_config_values_and_correlations(world):
     others = [s for s in scenes if s["objects"][0]["shape"] not in ("star", "heart")]
     p_star = np.mean([s["background"] == "grass" for s in stars])
     p_other = np.mean([s["background"] == "grass" for s in others])
-    assert p_star > 0.75 and p_other < 0.25
+    assert p_star > 0.7 and p_other < 0.25
     assert any(len(s["objects"]) == 2 for s in scenes)
 
 
@@ -186,3 +186,75 @@ def test_ground_truth_from_scenes(world):
     t = ground_truth(H, scenes)
     assert (t[0].attribute, t[0].value, t[0].clear) == ("shape", "star", True)
     assert not t[1].clear
+
+
+FILLERS = ("lying", "resting", "placed", "sitting", "against", "front", "over", "seen", "photo", "close-up",
+           "picture")
+
+
+def _rates(texts):
+    toks = [set(t.lower().replace(".", "").replace(",", "").split()) for t in texts]
+    return {f: float(np.mean([f in t for t in toks])) for f in FILLERS}
+
+
+def test_object_and_scene_captions_share_fillers_at_the_same_rates(world):
+    # Issue 7: object captions said "lying on" twice as often as scene captions, so crops matched
+    # "lying" captions and "lie" became the top word of 34 of 128 features.
+    rng = np.random.default_rng(3)
+    scenes = world.uncorrelated().sample_scenes(6000, seed=12)
+    objs = _rates([C.object_caption(world, s, 0, rng) for s in scenes])
+    whole = _rates([C.scene_caption(world, s, rng) for s in scenes])
+    pairs = _rates([C.pair_caption(world, s, rng) for s in scenes if len(s["objects"]) == 2])
+    for f in FILLERS:
+        # 6000 captions each: a standard error of about 0.004 on a 5 % rate
+        assert abs(objs[f] - whole[f]) < 0.015, (f, objs[f], whole[f])
+        assert abs(pairs[f] - whole[f]) < 0.025, (f, pairs[f], whole[f])
+        assert whole[f] < 0.07, (f, whole[f])  # no filler is in more than 7 % of captions
+
+
+def test_the_vocabulary_carries_no_dominant_filler(world):
+    vocab = C.vocabulary(world, world.sample_scenes(500, seed=1), seed=2, target=6000)
+    rates = _rates(vocab)
+    assert max(rates.values()) < 0.07, rates
+
+
+def test_captions_of_a_changed_value_differ_only_in_its_words(world):
+    # the CLIP's hard negatives: same generator state, one value changed -> only its words change
+    scenes = world.uncorrelated().sample_scenes(300, seed=4)
+    for s in scenes:
+        t = {**s, "objects": [dict(o) for o in s["objects"]]}
+        t["objects"][0]["shape"] = "heart" if s["objects"][0]["shape"] != "heart" else "star"
+        t["objects"][0]["pattern"] = "plain"
+        for make in (lambda sc, r: C.scene_caption(world, sc, r), lambda sc, r: C.object_caption(world, sc, 0, r)):
+            a, b = make(s, np.random.default_rng(7)), make(t, np.random.default_rng(7))
+            named = lambda x: {w for w in x.lower().replace(".", "").replace(",", "").split()}
+            shape_pattern = {w for v in ("shape", "pattern") for k in world.values(v) for w in world.words(v, k)}
+            shape_pattern |= {"with", "covered", "in", "decorated", "a", "an", "one", "sign"}
+            assert named(a) - shape_pattern == named(b) - shape_pattern, (a, b)
+
+
+def test_uncorrelated_world_draws_attributes_independently(world):
+    u = world.uncorrelated()
+    assert u.correlations == [] and u.attributes == world.attributes and world.correlations
+    scenes = u.sample_scenes(4000, seed=6)
+    stars = [s for s in scenes if s["objects"][0]["shape"] == "star"]
+    assert abs(np.mean([s["background"] == "grass" for s in stars]) - 1 / 6) < 0.06
+
+
+@pytest.mark.parametrize("path", [DEFAULT_WORLD, ALT_WORLD])
+def test_planted_correlations_of_every_kind(path):
+    # issue 7: correlations of several kinds (shape -> background, shape -> pattern, shape -> colour,
+    # colour -> background) in both worlds, each visible in sampled scenes
+    w = load_world(path)
+    kinds = set()
+    scenes = w.sample_scenes(6000, seed=8)
+    get = lambda s, a: s["background"] if a == "background" else s["objects"][0][a]
+    for rule in w.correlations:
+        (a1, v1), = rule["if"].items()
+        (a2, v2), = rule["then"].items()
+        kinds.add((a1, a2))
+        src = [s for s in scenes if get(s, a1) == v1]
+        rest = [s for s in scenes if get(s, a1) != v1]
+        assert np.mean([get(s, a2) == v2 for s in src]) > 0.7
+        assert np.mean([get(s, a2) == v2 for s in rest]) < 0.3
+    assert kinds >= {("shape", "background"), ("shape", "pattern"), ("shape", "color"), ("color", "background")}

@@ -61,3 +61,15 @@ def test_json_round_trip_and_csv():
     rows = exp.to_csv().splitlines()
     assert rows[0] == "features,kind,concept,rank,t_score,l_score,status"
     assert rows[1:] == ["4,word,sea,1,0.4,0.0,kept", "4,word,sand,,0.2,0.15,spurious"]
+
+
+def test_an_explanation_saved_before_concept_hygiene_reads_back_without_a_record():
+    """A JSON export written before the ``hygiene`` field existed (same format version) reads
+    back with an empty record (nothing was dropped), and a hygiene record round-trips."""
+    data = json.loads(make().to_json())
+    del data["hygiene"]
+    assert Explanation.from_dict(data).hygiene == {}
+    exp = make()
+    exp.hygiene = {"enabled": True, "max_document_frequency": 0.5,
+                   "dropped_words": [{"text": "lie", "score": 0.7, "document_frequency": 0.97}]}
+    assert Explanation.from_json(exp.to_json()).hygiene == exp.hygiene

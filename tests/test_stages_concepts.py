@@ -109,3 +109,37 @@ def test_word_score_empty_and_frozensets():
 def test_rank():
     assert rank({"b": 0.5, "a": 0.5, "c": 0.25}, 2) == [("a", 0.5), ("b", 0.5)]
     assert rank({"b": 0.5}, 0) == []
+
+
+# ------------------------------------------------------------------ concept hygiene (issue 7)
+
+def _cc(words, phrases=()):
+    return C.CaptionConcepts(frozenset(words), frozenset(phrases))
+
+
+def test_document_frequency_by_hand():
+    concepts = [_cc({"dog", "lie"}, {"brown dog"}), _cc({"cat", "lie"}), _cc({"lie"}),
+                _cc({"dog"}, {"brown dog"})]
+    words, phrases, n = C.document_frequency(concepts)
+    assert n == 4
+    assert words == {"dog": 2, "lie": 3, "cat": 1}
+    assert phrases == {"brown dog": 2}
+    # strictly more than the share: lie is in 3/4 > 0.5; dog in exactly 2/4 = 0.5 stays
+    assert C.frequent(words, n, 0.5) == {"lie": 0.75}
+    assert C.frequent(words, n, 0.74) == {"lie": 0.75}
+    assert C.frequent(words, n, 0.75) == {}
+    assert C.frequent(words, 0, 0.5) == {}
+
+
+def test_drop_frequent_keeps_order_and_reports_share():
+    scores = {"lie": 0.8, "dog": 0.7, "grass": 0.2}
+    kept, dropped = C.drop_frequent(scores, {"lie": 0.75, "sky": 0.9})
+    assert list(kept.items()) == [("dog", 0.7), ("grass", 0.2)]
+    assert dropped == {"lie": (0.8, 0.75)}  # sky: frequent but not a concept here
+
+
+def test_real_extractor_counts_lemmas(extractor):
+    # "lying" and "lies" are both the concept "lie"; a caption counts once
+    texts = ["a dog lying on the grass", "a cat lies on a sofa, lying still", "a red car"]
+    words, _, n = C.document_frequency(extractor.iter_extract(texts))
+    assert n == 3 and words["lie"] == 2 and words["dog"] == 1 and words["car"] == 1

@@ -101,3 +101,135 @@ def test_split_spurious_threshold_edge():
     assert kept == {"dog": 0.3, "leash": 0.2, "sky": 0.1}  # absent from L -> L-score 0
     assert removed == {"grass": (0.25, 0.1)}  # 0.1 >= 0.1: removed (inclusive)
     assert list(kept) == ["dog", "leash", "sky"]  # order kept
+
+
+# ------------------------------------------------------------------ counterfactual rules (issue 7)
+# f1 is f0's redundant twin: row 3 shows the concept on f1 only. f2 is another concept of T.
+#        f0   f1    f2   f3
+TW = np.array([
+    [1.0, 1.0, 1.0, 0.0],    # 0  T
+    [1.0, 1.0, 0.0, 0.0],    # 1  T
+    [0.0, 0.0, 1.0, 0.0],    # 2  shares f2 with T, no concept
+    [0.0, 1.0, 0.0, 0.0],    # 3  the concept, on the twin only
+    [0.0, 0.25, 0.0, 1.0],   # 4  a little of the twin (below eps)
+    [0.0, 0.0, 1.0, 1.0],    # 5  shares f2 with T, no concept
+])
+# Pearson r with f0 = (1,1,0,0,0,0) (mean 1/3, var 2/9):
+#   f1 = (1,1,0,1,1/4,0): mean 13/24, var 49/96 - (13/24)^2 = 125/576, cov = 1/3 - 13/72 = 11/72
+#        -> r = (11/72) / sqrt(2/9 * 125/576) = 88 / sqrt(16000) = 2.2 / sqrt(10)
+#   f2 = (1,0,1,0,0,1): cov = 1/6 - 1/3 * 1/2 = 0 -> r = 0
+#   f3 = (0,0,0,0,1,1): cov = 0 - 1/9, var 2/9 -> r = -1/2
+R01 = 2.2 / 10 ** 0.5
+
+
+def test_column_correlations_by_hand():
+    from falcon_core.stages.contrast import column_correlations
+
+    r = column_correlations(TW, TW[:, 0])
+    assert r == pytest.approx([1.0, R01, 0.0, -0.5])
+    # a constant column correlates 0 with everything (not nan)
+    assert column_correlations(TW, np.ones(6)).tolist() == [0.0, 0.0, 0.0, 0.0]
+    # invalid rows are left out: without rows 4 and 5, f3 is constant (0) -> 0
+    valid = np.array([True, True, True, True, False, False])
+    assert column_correlations(TW, TW[:, 0], valid)[3] == 0.0
+
+
+def test_find_twins_by_hand():
+    from falcon_core.stages.contrast import find_twins
+
+    twins, corr = find_twins(TW, 0, 0.5)
+    assert twins == (1,) and corr == pytest.approx((R01,))
+    twins, corr = find_twins(TW, 0, -0.6)  # most correlated first; the feature itself never
+    assert twins == (1, 2, 3) and corr == pytest.approx((R01, 0.0, -0.5))
+    # a group: correlation with the summed activation s = f0 + f3 = (1,1,0,0,1,1) (mean 2/3,
+    # var 2/9): with f1, cov = E[s f1] - 2/3 * 13/24 = 3/8 - 13/36 = 1/72 -> r = 1/sqrt(250);
+    # with f2, cov = 1/3 - 2/3 * 1/2 = 0; f0 and f3 are the group, never twins
+    twins, corr = find_twins(TW, [0, 3], -0.6)
+    assert twins == (1, 2) and corr == pytest.approx((250 ** -0.5, 0.0))
+    assert find_twins(TW, [0, 3], 0.5) == ((), ())
+
+
+def test_authors_rule_picks_the_image_whose_concept_is_on_the_twin():
+    # V = f1, f2, f3; h_mu = (1, 0.5, 0); candidates f0 < 0.5: rows 2, 3, 4, 5
+    # sims: row 2 = 0.5, row 3 = 1 (through the twin f1), row 4 = 0.25, row 5 = 0.5
+    low = select_low(TW, [0], [0, 1], low_threshold=0.5, beta=0.25, rule="global")
+    assert low.indices.tolist() == [3, 2, 5, 4]
+    assert low.similarity.tolist() == [1.0, 0.5, 0.5, 0.25]
+    assert low.n_candidates == 4 and low.twins == () and low.rule == "global"
+
+
+def test_twins_rule_keeps_the_concept_out_of_L():
+    # W = {f0, f1} (r = 0.696 >= 0.5), both below 0.5: rows 2, 4, 5 (row 3 has f1 = 1)
+    # V = f2, f3; h_mu = (0.5, 0): sims row 2 = 0.5, row 4 = 0 (its f1 = 0.25 no longer
+    # counts: it would give 0.25 >= beta), row 5 = 0.5
+    low = select_low(TW, [0], [0, 1], low_threshold=0.5, beta=0.25, rule="twins",
+                     twin_correlation=0.5)
+    assert low.indices.tolist() == [2, 5]
+    assert low.similarity.tolist() == [0.5, 0.5]
+    assert low.n_candidates == 3
+    assert low.twins == (1,) and low.twin_correlations == pytest.approx((R01,))
+    assert low.feature_thresholds == (0.5, 0.5)
+    assert "twin" in low.description and "feature 0" in low.description
+    # with a bar no feature reaches, "twins" is the authors' rule
+    same = select_low(TW, [0], [0, 1], low_threshold=0.5, beta=0.25, rule="twins",
+                      twin_correlation=0.9)
+    assert same.indices.tolist() == [3, 2, 5, 4] and same.twins == ()
+    assert "no twin" in same.description
+
+
+# A dense feature: f0's own 0.4-quantile is 0.375 (sorted 1/8, 1/4, 3/8, 1/2, 3/4, 1: position
+# 0.4 * 5 = 2 -> 3/8). V = f1, h_mu = 0.5 (rows 0, 1).
+#        f0     f1
+DQ = np.array([
+    [1.0, 0.5],     # 0 T
+    [0.75, 0.5],    # 1 T
+    [0.125, 0.5],   # 2 sim 0.25
+    [0.5, 1.0],     # 3 sim 0.5  (below a global 0.6, not in f0's lower 0.4)
+    [0.25, 0.25],   # 4 sim 0.125
+    [0.375, 0.0],   # 5 sim 0    (exactly at the quantile: a candidate, "at or below")
+])
+
+
+def test_quantile_rule_by_hand():
+    glob = select_low(DQ, [0], [0, 1], low_threshold=0.6, beta=0.125, rule="global")
+    assert glob.indices.tolist() == [3, 2, 4] and glob.n_candidates == 4
+    low = select_low(DQ, [0], [0, 1], beta=0.125, rule="quantile", low_quantile=0.4)
+    assert low.feature_thresholds == (0.375,) and low.low_threshold == 0.375
+    assert low.n_candidates == 3  # rows 2, 4 and 5 (0.375 <= 0.375)
+    assert low.indices.tolist() == [2, 4]  # row 5 has similarity 0 < beta
+    assert low.similarity.tolist() == [0.25, 0.125]
+    assert low.rule == "quantile" and "0.4-quantile" in low.description
+    # invalid rows neither count in the quantile nor get chosen: without row 2, f0's valid
+    # values are 1, 3/4, 1/2, 1/4, 3/8 -> sorted 1/4, 3/8, 1/2, 3/4, 1; 0.4 * 4 = 1.6 ->
+    # 3/8 + 0.6 * (1/2 - 3/8) = 0.45
+    valid = np.array([True, True, False, True, True, True])
+    low = select_low(DQ, [0], [0, 1], beta=0.125, rule="quantile", low_quantile=0.4, valid=valid)
+    assert low.feature_thresholds == pytest.approx((0.45,))
+    assert low.indices.tolist() == [4] and low.n_candidates == 2
+
+
+def test_unknown_rules():
+    from falcon_core.stages.contrast import spurious_threshold
+
+    with pytest.raises(FalconError):
+        select_low(TW, [0], [0, 1], rule="nope")
+    with pytest.raises(FalconError):
+        select_low(TW, [0], [0, 1], rule="quantile", low_quantile=1.0)
+    with pytest.raises(FalconError):
+        spurious_threshold("nope")
+
+
+def test_spurious_threshold_absolute_and_relative():
+    from falcon_core.stages.contrast import caption_scale, spurious_threshold
+
+    # the mean of every top-k score: (0.5 + 0.25 + 1.0 + 0.25) / 4
+    assert caption_scale(np.array([[0.5, 0.25], [1.0, 0.25]])) == 0.5
+    assert np.isnan(caption_scale(np.zeros((0, 5))))
+    assert spurious_threshold("absolute", 0.1, scale=0.8) == 0.1
+    # 0.1 on a scale of 0.3 = named by a third of L; on a scale of 0.75: 0.1 * 0.75 / 0.3
+    assert spurious_threshold("relative", 0.1, scale=0.75, reference_scale=0.3) == pytest.approx(0.25)
+    assert spurious_threshold("relative", 0.1, scale=0.3, reference_scale=0.3) == pytest.approx(0.1)
+    with pytest.raises(FalconError):
+        spurious_threshold("relative", 0.1, scale=None)
+    with pytest.raises(FalconError):
+        spurious_threshold("relative", 0.1, scale=float("nan"))

@@ -113,3 +113,112 @@ def test_vit_gradcam_with_reshape():
     assert cams.shape == (1, 224, 224)
     assert np.isfinite(cams).all() and cams.min() >= 0 and cams.max() <= 1 and cams.max() > 0
     assert not vit.model.training and not vit.cam_layer._forward_hooks
+
+
+# ---- the stopped backward pass (issue 9): the same maps and boxes as pytorch-grad-cam -------
+
+def _reference_and_boxes(bb, x, feats):
+    from falcon_core.stages.crops import crop_box
+
+    fast = compute_cams(bb, x, feats, method="stopped")
+    ref = compute_cams(bb, x, feats, method="pytorch-grad-cam")
+    return fast, ref, [crop_box(c, 0.6).as_tuple() for c in fast], \
+        [crop_box(c, 0.6).as_tuple() for c in ref]
+
+
+@pytest.mark.parametrize("arch,size", [("resnet18", 96), ("timm:tf_efficientnet_lite0", 96),
+                                       ("timm:vit_tiny_patch16_224", 224)])
+def test_stopped_backward_gives_pytorch_grad_cams_maps_and_boxes(arch, size):
+    bb = create_backbone(BackboneSpec(arch, weights="random"))
+    torch.manual_seed(1)
+    x = torch.randn(3, 3, size, size)
+    for feats in ([4], [2, 9]):
+        fast, ref, boxes_fast, boxes_ref = _reference_and_boxes(bb, x, feats)
+        assert fast.max() > 0
+        np.testing.assert_array_equal(fast, ref)
+        assert boxes_fast == boxes_ref
+    assert all(p.requires_grad for p in bb.model.parameters())  # unfrozen again
+    assert all(p.grad is None for p in bb.model.parameters())
+    assert not bb.cam_layer._forward_hooks
+
+
+def test_stopped_backward_stops_at_the_cam_layer(r18):
+    """No gradient reaches a module before the CAM layer (pytorch-grad-cam's backward does)."""
+    reached = []
+    h = r18.model.layer1.register_full_backward_hook(lambda m, gi, go: reached.append(1))
+    try:
+        x = torch.randn(1, 3, 64, 64)
+        compute_cams(r18, x, [5], method="stopped")
+        assert reached == []
+        compute_cams(r18, x, [5], method="pytorch-grad-cam")
+        assert reached  # the hook itself works
+    finally:
+        h.remove()
+
+
+def test_stopped_backward_mixin_keeps_the_classs_arithmetic(r18):
+    from pytorch_grad_cam import GradCAMPlusPlus
+
+    from falcon_core.stages.gradcam import FeatureTarget, StoppedBackwardMixin
+
+    class Fast(StoppedBackwardMixin, GradCAMPlusPlus):
+        pass
+
+    torch.manual_seed(2)
+    x = torch.randn(2, 3, 64, 64)
+    targets = [FeatureTarget([3])] * 2
+    ref = GradCAMPlusPlus(model=r18.feature_model, target_layers=[r18.cam_layer])
+    fast = Fast(model=r18.feature_model, target_layers=[r18.cam_layer])
+    try:
+        with torch.enable_grad():
+            a, b = fast(input_tensor=x, targets=targets), ref(input_tensor=x, targets=targets)
+    finally:
+        ref.activations_and_grads.release()
+        fast.activations_and_grads.release()
+        r18.model.zero_grad(set_to_none=True)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    assert a.max() > 0
+
+
+class Twice(nn.Module):
+    """The CAM layer runs twice per forward pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.block = nn.Conv2d(3, 3, 3, padding=1)
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.fc(self.block(self.block(x)).mean((2, 3)))
+
+
+def test_a_layer_run_twice_falls_back_to_pytorch_grad_cam():
+    torch.manual_seed(0)
+    bb = Backbone.from_module(Twice(), "twice", input_size=16, cam_layer="block")
+    x = torch.randn(2, 3, 16, 16)
+    np.testing.assert_array_equal(compute_cams(bb, x, [1]),
+                                  compute_cams(bb, x, [1], method="pytorch-grad-cam"))
+    with pytest.raises(FalconError, match="Unknown GradCAM method"):
+        compute_cams(bb, x, [1], method="nope")
+
+
+def test_the_default_path_does_not_import_pytorch_grad_cam():
+    """Importing pytorch-grad-cam pulls in scikit-learn and matplotlib (seconds): the first
+    GradCAM of a fresh process must not pay for it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\n"
+            "from falcon_core.models.backbones import Backbone\n"
+            "from falcon_core.stages.gradcam import compute_cams\n"
+            "m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(),\n"
+            "    torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 2))\n"
+            "bb = Backbone.from_module(m, 'tiny', input_size=16, head_name='4', cam_layer='1')\n"
+            "assert compute_cams(bb, torch.randn(1, 3, 16, 16), [0]).shape == (1, 16, 16)\n"
+            "print('pytorch_grad_cam' in sys.modules, 'sklearn' in sys.modules)\n")
+    import os
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False"]

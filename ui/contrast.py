@@ -1,5 +1,6 @@
-"""The Spurious concepts page's pieces: the contrast sliders (ε, β, the removal threshold, how
-many L images), the kept and removed lists, and the counterfactuals that removed each concept."""
+"""The Spurious concepts page's pieces: the contrast settings (the counterfactual rule, the
+threshold rule, ε, β, the removal threshold, how many L images), the kept and removed lists, the
+counterfactuals that removed each concept, and what concept hygiene dropped."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ from falcon_core.settings import FalconSettings
 
 from . import errors, loaders, state
 
-CONTRAST = ("low_threshold", "beta", "spurious_threshold", "max_low_images")
+CONTRAST = ("low_rule", "low_threshold", "beta", "spurious_rule", "spurious_threshold",
+            "max_low_images")
+LOW_RULE_LABELS = {"global": "below ε (authors' Eq. 2)",
+                   "twins": "below ε, with the feature's correlated twins",
+                   "quantile": "below the feature's own quantile"}
+SPURIOUS_RULE_LABELS = {"absolute": "absolute (authors: on ViT-B/32's scale)",
+                        "relative": "relative to this CLIP's similarity scale"}
 
 
 def sliders(falcon, settings: FalconSettings) -> FalconSettings:
@@ -38,6 +45,24 @@ def sliders(falcon, settings: FalconSettings) -> FalconSettings:
     for name, (a, b) in ranges.items():
         state.clamp_widget(state.widget_key(name), a, b)
 
+    rules = st.columns(2)
+    with rules[0]:
+        state.seed_widget(state.widget_key("low_rule"), settings.low_rule)
+        low_rule = st.selectbox("Counterfactual images (L)", list(LOW_RULE_LABELS),
+                                format_func=LOW_RULE_LABELS.get, key=state.widget_key("low_rule"),
+                                help="Which images count as low on the feature. The twins rule "
+                                     "also requires them low on every feature whose activations "
+                                     "correlate with this one (r ≥ "
+                                     f"{settings.twin_correlation:g}), so a concept the backbone "
+                                     "encodes in several features is not removed from itself.")
+    with rules[1]:
+        state.seed_widget(state.widget_key("spurious_rule"), settings.spurious_rule)
+        spurious_rule = st.radio("Removal threshold", list(SPURIOUS_RULE_LABELS),
+                                 format_func=SPURIOUS_RULE_LABELS.get, horizontal=True,
+                                 key=state.widget_key("spurious_rule"),
+                                 help="Relative: the slider's value × this CLIP's caption scale / "
+                                      f"{settings.spurious_reference_scale:g} (the scale of "
+                                      "ViT-B/32, on which the authors set 0.1).")
     c = st.columns(4)
     with c[0]:
         auto = st.toggle("ε = global mean (authors)", key=state.widget_key("low_threshold", "auto"))
@@ -65,7 +90,8 @@ def sliders(falcon, settings: FalconSettings) -> FalconSettings:
     try:
         return settings.replace(low_threshold=None if auto else float(eps_value),
                                 beta=float(beta), spurious_threshold=float(thr),
-                                max_low_images=int(n_low))
+                                max_low_images=int(n_low), low_rule=str(low_rule),
+                                spurious_rule=str(spurious_rule))
     except FalconError as e:
         errors.show_falcon_error(e)
         return settings
@@ -123,3 +149,31 @@ def removed_sources(falcon, exp) -> None:
                          caption=[f"#{i}" for i in idx[:8]], width=110)
             else:
                 st.caption("No stored caption of an L image holds it as written.")
+
+
+def threshold(exp, settings: FalconSettings) -> float:
+    """The removal threshold the explanation used (the relative rule moves the slider's value);
+    its sentence is shown next to L's."""
+    spurious = exp.low_selection.get("spurious") or {}
+    if spurious.get("description"):
+        st.caption(f"**Threshold:** {spurious['description']}")
+    return float(spurious.get("threshold", settings.spurious_threshold))
+
+
+def hygiene(exp) -> None:
+    """What concept hygiene dropped from this explanation, why, and each concept's share of the
+    vocabulary's captions."""
+    record = exp.hygiene or {}
+    dropped = record.get("dropped_words", []) + record.get("dropped_phrases", [])
+    with st.expander(f"Dropped by concept hygiene ({len(dropped)})"
+                     if record.get("enabled") else "Concept hygiene is off"):
+        if not record.get("enabled"):
+            st.caption("Turn it on in the method settings on the Setup page (concept hygiene).")
+            return
+        st.caption(record.get("description", ""))
+        if dropped:
+            st.dataframe(pd.DataFrame([{"concept": d["text"], "T score": round(d["score"], 4),
+                                        "share of the vocabulary's captions":
+                                            round(d["document_frequency"], 3)}
+                                       for d in dropped]),
+                         hide_index=True, width="stretch", key="hygiene_table")

@@ -50,8 +50,8 @@ def _evict(path: Path) -> None:
 
 def _split(path: Path, nbytes: int) -> tuple[float, float]:
     """(seconds reading, seconds hashing) of one verified read, timed call by call: the loop of
-    ``falcon_core.cache._read_npy`` (blocks of READ_BLOCK, each hashed right after it is read)."""
-    from falcon_core.cache import READ_BLOCK
+    ``falcon_core.cache_format.read_npy`` (blocks of READ_BLOCK, each hashed right after it is read)."""
+    from falcon_core.cache_format import READ_BLOCK
 
     read = hashing = 0.0
     with open(path, "rb", buffering=0) as f:

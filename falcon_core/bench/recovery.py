@@ -1,23 +1,49 @@
-"""Concept-recovery benchmark on the demo world, whose ground truth is known.
+"""Concept-recovery benchmark on the demo worlds, whose ground truth is known, with ablations.
 
 For each backbone feature the ground truth is the attribute value whose presence best separates
 its activations over the probe set (ROC AUC, ``falcon_core.demo.ground_truth``); a feature is
-*clear* when that AUC is at least 0.85. The benchmark explains every clear feature with the
-authors' settings and reports:
+*clear* when that AUC is at least 0.85. Every clear feature is explained, and a feature is
+*recovered* when its top-3 FALCON words hold the ground-truth value or one of its synonyms
+(lemmatised as FALCON lemmatises).
 
-- ``top3_recovery``: the share of clear features whose top-3 FALCON words contain the
-  ground-truth value or one of its synonyms (lemmatised as FALCON lemmatises);
-- ``top3_recovery_no_contrast``: the same without the contrast step (Stage 6);
-- for each planted correlation (e.g. stars mostly on grass): over the clear features whose truth
-  is the planted object, how often the correlated background reaches the top words without the
-  contrast step, and the share of those that the contrast step removes (``spurious_removed``);
-- ``true_kept``: over all clear features whose true concept is among the top words without the
-  contrast step, the share for which it is still there with it;
-- a pair of clear features with different ground truths, explained together, and whether the
-  pair's concepts hold both values.
+Runs (one world, one command; every run is the pipeline's own code with one component replaced):
 
-Nothing here is tuned to pass: the settings are the demo workspace's defaults (the authors'
-constants, with the per-feature top-20 rule for T; see ``WorkspaceConfig.default_settings``).
+``full``         the pipeline with the workspace's settings (and without the contrast step)
+``no_crop``      CLIP sees the whole view instead of the GradCAM crop (``Falcon._boxes``)
+``wrong_cam``    GradCAM aims at another feature: the clear feature of another attribute whose
+                 activation is least correlated with the explained one's (``Falcon._cams``)
+``random_clip``  the demo CLIP's architecture with random weights (another ``ClipModel``)
+``oracle_clip``  each image's captions are its own ground-truth captions, score 1
+                 (``Falcon._match_captions``); a reference, not an ablation
+``chance``       the full run's words scored against ground truths shuffled across the clear
+                 features (1,000 permutations)
+
+An ablated run gets its own explanation keys (``inputs["ablation"]``) and every derived cache entry
+is keyed by what it depends on, so no ablation ever reads or writes the full run's results, while
+representations, text embeddings, GradCAM maps and crop embeddings that an ablation does not change
+are shared through the cache.
+
+Figures, each with its count and a 95 % Wilson score interval: top-3 recovery (all clear
+features, and per attribute); spurious removed (planted correlations ``if -> then``: over the
+clear features whose truth is the ``if`` value and whose words hold the ``then`` value without
+the contrast step, the share where the contrast step removed it); true kept (over the clear
+features whose true value is among the top words without the contrast step, the share still there
+with it); features whose top word is a caption filler (a concept word of the vocabulary that names
+no attribute value); the pair check over every eligible pair (two individually recovered clear
+features with different attributes that fire together on at least ``PAIR_MIN_COFIRE`` images of
+the top 1 % of both; held when the pair's words and phrases name both values).
+
+The run fails (exit status 1) when the full pipeline is not clearly above an ablation: for each of
+``no_crop``, ``wrong_cam``, ``random_clip`` and ``chance``, the paired difference in top-3
+recovery over the same clear features must be at least ``MARGIN`` (0.10) and the lower end of its
+95 % bootstrap interval (2,000 resamples of the features) above 0. Why 0.10: a stage that does its
+job should be worth more than one feature in ten; a smaller gap is within what two settings of one
+working pipeline differ by (the side-by-side table shows such gaps), so it would not say the stage
+works.
+
+``--compare`` adds the side-by-side table: the counterfactual rule (authors' Eq. 2 ``global``,
+``twins``, ``quantile``) × the spurious threshold (``absolute`` 0.1, ``relative``), with the demo
+CLIP and the oracle CLIP.
 """
 
 from __future__ import annotations
@@ -26,7 +52,8 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -35,213 +62,701 @@ from ..settings import FalconSettings
 from ..workspace import WorkspaceConfig
 from . import faithfulness as faithfulness_bench
 
+REPO = Path(__file__).resolve().parents[2]
+DOCS_JSON = REPO / "docs" / "recovery.json"
+README = REPO / "README.md"
+DOCS_COMMAND = "python -m falcon_core.bench recovery --docs"
+README_BEGIN = f"<!-- recovery: begin ({DOCS_COMMAND}) -->"
+README_END = "<!-- recovery: end -->"
+# the committed worlds, by the name load_world takes, and the file each is
+WORLD_FILES = {"default": "assets/world.json", "alt": "assets/world_alt.json"}
+
+MARGIN = 0.10
+ABLATIONS = ("no_crop", "wrong_cam", "random_clip", "chance")
+PAIR_MIN_COFIRE = 5
+ENCODES_AUC = 0.85  # the bar for "clear": a feature encodes a value it separates this well
+TOP_N = 3
+N_BOOT = 2000
+N_PERMUTATIONS = 1000
+
+
+# ---------------------------------------------------------------------------------- statistics
+
+def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float] | None:
+    """The 95 % Wilson score interval of a proportion k/n (None when n = 0)."""
+    if n <= 0:
+        return None
+    p = k / n
+    den = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / den
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return (max(0.0, float(centre - half)), min(1.0, float(centre + half)))
+
+
+def proportion(flags: Sequence[bool]) -> dict[str, Any]:
+    flags = [bool(x) for x in flags]
+    n, k = len(flags), int(sum(flags))
+    ci = wilson(k, n)
+    return {"value": k / n if n else None, "k": k, "n": n,
+            "ci95": None if ci is None else [round(ci[0], 4), round(ci[1], 4)]}
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float], n_boot: int = N_BOOT,
+                      seed: int = 0) -> dict[str, Any]:
+    """mean(a - b) over paired items, with a 95 % percentile bootstrap interval."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    d = a - b
+    if len(d) == 0:
+        return {"difference": None, "ci95": None, "n": 0}
+    rng = np.random.default_rng(seed)
+    boots = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return {"difference": float(d.mean()), "ci95": [round(float(lo), 4), round(float(hi), 4)],
+            "n": int(len(d))}
+
+
+# ---------------------------------------------------------------------------------- ablations
+
+def ablated(base, name: str, **methods: Callable) -> Any:
+    """The same Falcon (same store, cache and in-memory state) whose explainer has some methods
+    replaced.
+
+    The replacements are bound to a copy of the explainer; its ``inputs`` gain
+    ``{"ablation": name}``, so explanations (and the caption scale) are keyed apart from the base
+    run's. The store, the concept extractor and the calibration (document frequencies, view
+    embeddings) are shared: the replaced methods cannot change them."""
+    import copy
+
+    ex = base.explainer
+    cls = type(ex)
+
+    class Ablated(cls):  # type: ignore[misc, valid-type]
+        @property
+        def inputs(self):
+            return {**cls.inputs.fget(self), "ablation": name}
+
+    for attr, fn in methods.items():
+        setattr(Ablated, attr, fn)
+    Ablated.__name__ = f"Ablated_{name}"
+    ab = Ablated.__new__(Ablated)
+    ab.__dict__.update(ex.__dict__)
+    ab.timings = {}
+    ab.ablation = name
+    out = copy.copy(base)
+    out.explainer = ab
+    out.timings = ab.timings
+    return out
+
+
+def _whole_boxes(self, cams, threshold):
+    from ..stages.crops import CropBox
+
+    return [CropBox(0, 0, int(c.shape[1]), int(c.shape[0]), fallback=False) for c in cams]
+
+
+def no_crop(base):
+    """CLIP sees the whole view: every crop box is the whole image (``Explainer._boxes``)."""
+    return ablated(base, "no_crop", _boxes=_whole_boxes)
+
+
+def wrong_cam(base, wrong: dict[int, int]):
+    """GradCAM of another feature: ``wrong[i]`` for feature i (a group: each of its features)
+    (``Explainer._cams``; its cache key names the feature it really aims at)."""
+    cls = type(base.explainer)
+    r = base.num_features
+
+    def _cams(self, feats, indices):
+        other = tuple(wrong.get(int(f), (int(f) + r // 2) % r) for f in feats)
+        return cls._cams(self, other, indices)
+
+    return ablated(base, "wrong_cam", _cams=_cams)
+
+
+def oracle_clip(base, world, scenes, seed: int = 0):
+    """Each probe image's captions are its own ground-truth captions (the demo world's caption
+    generator on the image's scene), every score 1 (``Explainer._match_captions``)."""
+    from ..demo.captions import scene_caption
+
+    def _match_captions(self, B, k, images, settings=None):
+        texts = []
+        for i in images:
+            rng = np.random.default_rng([seed, 7, int(i)])
+            texts.append([scene_caption(world, scenes[int(i)], rng) for _ in range(k)])
+        n = len(texts)
+        return (np.full((n, k), -1, dtype=np.int64), texts, np.ones((n, k), dtype=np.float32))
+
+    return ablated(base, "oracle_clip", _match_captions=_match_captions)
+
+
+def random_clip(base, world: str | None):
+    """The same pipeline with the demo CLIP's architecture, randomly initialised (seed 0): a
+    Falcon built on another CLIP model (its own fingerprint, so its own cache entries)."""
+    from ..demo.assets import demo_clip_spec, ensure_assets
+    from ..models.clip import ClipSpec, create_clip
+    from ..pipeline import Falcon
+
+    name, _ = demo_clip_spec(ensure_assets(world))
+    clip = create_clip(ClipSpec(name=name, pretrained=None))
+    f = Falcon(base.backbone, clip, base.probe, base.vocabulary, settings=base.settings,
+               cache=base.cache, progress=base.progress, config=base.config)
+    f.explainer._extractor = base.explainer.extractor  # spaCy and its memo of captions
+    f.text_embeddings()
+    f.view_embeddings()
+    return f
+
+
+def wrong_features(falcon, clear) -> dict[int, int]:
+    """For each clear feature, the clear feature of another attribute least correlated with it."""
+    from ..stages.contrast import column_correlations
+
+    Hn = falcon.normalized()
+    _, valid = falcon.representations()
+    out = {}
+    for t in clear:
+        corr = column_correlations(Hn, Hn[:, t.feature], valid)
+        others = [u.feature for u in clear if u.attribute != t.attribute]
+        if others:
+            out[t.feature] = int(min(others, key=lambda f: (corr[f], f)))
+    return out
+
+
+# ---------------------------------------------------------------------------------- one world
 
 def _words(exp, n: int | None = None) -> list[str]:
     return [c.text for c in (exp.words if n is None else exp.words[:n])] if exp else []
 
 
 def _phrase_words(exp) -> set[str]:
-    if exp is None:
-        return set()
-    return {w for c in exp.phrases for w in c.text.split()}
+    return {w for c in exp.phrases for w in c.text.split()} if exp else set()
 
 
 def _hit(words, synonyms: set[str]) -> bool:
     return any(w in synonyms for w in words)
 
 
-def run_recovery(world: str | None = None, seed: int = 0, settings: FalconSettings | None = None,
-                 cache_dir: str | None = None, progress=None, top_n: int = 3,
-                 max_features: int | None = None) -> dict[str, Any]:
-    from ..demo import attribute_matrix, ground_truth, synonyms
-    from ..demo.integration import demo_probe_truth
-    from ..pipeline import Falcon
+class World:
+    """One demo world, its pipeline, ground truth and what the figures need."""
 
-    t0 = time.perf_counter()
-    cfg = WorkspaceConfig.demo(world=world, seed=seed)
-    settings = settings or cfg.default_settings()
-    falcon = Falcon.from_config(cfg, settings=settings, cache_dir=cache_dir, progress=progress)
-    H, valid = falcon.representations()
-    w, scenes = demo_probe_truth(cfg.world, n=cfg.probe_size, seed=cfg.seed)
-    names, binary = attribute_matrix(scenes, w)
-    truths = ground_truth(H[valid], binary[valid], names)
-    syn = {k: set(v) for k, v in synonyms(w).items()}
-    clear = [t for t in truths if t.clear]
-    if max_features:
-        clear = clear[:max_features]
-    no_contrast = settings.replace(contrast=False)
+    def __init__(self, world: str | None, seed: int, settings: FalconSettings | None,
+                 cache_dir: str | None, progress, max_features: int | None):
+        from ..demo import attribute_matrix, ground_truth, synonyms
+        from ..demo.integration import demo_probe_truth
+        from ..pipeline import Falcon
 
-    per_feature = []
-    for n, t in enumerate(clear):
-        exp, err = falcon.try_explain(t.feature)
-        exp_nc, _ = falcon.try_explain(t.feature, no_contrast)
-        truth_words = syn[t.name]
-        per_feature.append({
-            "feature": t.feature, "truth": t.name, "auc": t.auc,
-            "top_words": _words(exp, 8), "top_words_no_contrast": _words(exp_nc, 8),
-            "spurious": [c.text for c in exp.spurious_words] if exp else [],
-            "hit": _hit(_words(exp, top_n), truth_words),
-            "hit_no_contrast": _hit(_words(exp_nc, top_n), truth_words),
-            "truth_in_top_no_contrast": _hit(_words(exp_nc), truth_words),
-            "truth_in_top": _hit(_words(exp), truth_words),
-            "coherence": None if exp is None or exp.coherence != exp.coherence else exp.coherence,
-            "n_high": exp.high_selection["n_used"] if exp else 0,
-            "n_low": exp.low_selection["n_used"] if exp else 0,
-            "error": err,
-            **faithfulness_bench.feature_fields(exp),
-        })
-        if progress:
-            progress(n + 1, len(clear), "benchmark features")
+        self.world_arg, self.seed = world, seed
+        self.cfg = WorkspaceConfig.demo(world=world, seed=seed)
+        self.settings = settings or self.cfg.default_settings()
+        self.falcon = Falcon.from_config(self.cfg, settings=self.settings, cache_dir=cache_dir,
+                                         progress=progress)
+        H, valid = self.falcon.representations()
+        self.w, self.scenes = demo_probe_truth(self.cfg.world, n=self.cfg.probe_size,
+                                               seed=self.cfg.seed)
+        names, binary = attribute_matrix(self.scenes, self.w)
+        self.truths = ground_truth(H[valid], binary[valid], names)
+        self.clear = [t for t in self.truths if t.clear]
+        if max_features:
+            self.clear = self.clear[:max_features]
+        self.encodes = self._encoded_correlates(H[valid], binary[valid], names)
+        self.syn = {k: set(v) for k, v in synonyms(self.w).items()}
+        self.falcon.text_embeddings()
+        self.falcon.view_embeddings()  # counterfactuals are looked up, not encoded, in every run
+        df = self.falcon.document_frequencies()
+        named = set().union(*self.syn.values())
+        self.fillers = sorted(w for w in df.words if w not in named)
+        self.progress = progress
 
-    def share(xs) -> float | None:
-        xs = list(xs)
-        return float(np.mean(xs)) if xs else None
+    def _encoded_correlates(self, H, binary, names) -> dict[int, float]:
+        """For each clear feature whose truth is a planted correlation's ``if`` value: the ROC
+        AUC of its activation for the ``then`` value among the images *without* the ``if``
+        value. At or above ``ENCODES_AUC`` the feature responds to the correlated value on its
+        own, so that value is one of its concepts, not a spurious one (Eq. 2 rightly keeps it:
+        the images low on the feature lack it too)."""
+        from sklearn.metrics import roc_auc_score
 
-    # planted correlations
-    planted = []
-    for corr in w.correlations if hasattr(w, "correlations") else []:
-        (a1, v1), = corr["if"].items()
-        (a2, v2), = corr["then"].items()
-        src, dst = f"{a1}={v1}", f"{a2}={v2}"
-        feats = [r for r in per_feature if r["truth"] == src]
-        present = [r for r in feats if _hit(r["top_words_no_contrast"], syn[dst])]
-        removed = [r for r in present if not _hit(r["top_words"], syn[dst])]
-        planted.append({
-            "correlation": f"{src} -> {dst} (p={corr.get('p')})",
-            "features": [r["feature"] for r in feats],
-            "spurious_in_top_without_contrast": len(present),
-            "removed_by_contrast": len(removed),
-            "spurious_removed": share(r in removed for r in present),
-            "true_kept": share(r["truth_in_top"] for r in feats if r["truth_in_top_no_contrast"]),
-        })
-    present_total = sum(p["spurious_in_top_without_contrast"] for p in planted)
-    removed_total = sum(p["removed_by_contrast"] for p in planted)
+        col = {n: j for j, n in enumerate(names)}
+        out: dict[int, float] = {}
+        for corr in getattr(self.w, "correlations", []) or []:
+            (a1, v1), = corr["if"].items()
+            (a2, v2), = corr["then"].items()
+            src, dst = f"{a1}={v1}", f"{a2}={v2}"
+            rows = binary[:, col[src]] == 0
+            y = binary[rows, col[dst]]
+            if y.all() or not y.any():
+                continue
+            for t in self.clear:
+                if t.name == src:
+                    out[t.feature] = float(roc_auc_score(y, H[rows, t.feature]))
+        return out
 
-    result: dict[str, Any] = {
-        "world": w.name,
-        "seed": seed,
-        "num_features": falcon.num_features,
-        "num_images": falcon.num_images,
-        "clear_features": len(clear),
-        "clear_share": len([t for t in truths if t.clear]) / max(len(truths), 1),
-        f"top{top_n}_recovery": share(r["hit"] for r in per_feature),
-        f"top{top_n}_recovery_no_contrast": share(r["hit_no_contrast"] for r in per_feature),
-        "features_without_high_images": sum(r["error"] is not None for r in per_feature),
-        "spurious_removed": removed_total / present_total if present_total else None,
-        "spurious_cases": present_total,
-        "true_kept": share(r["truth_in_top"] for r in per_feature if r["truth_in_top_no_contrast"]),
-        "by_attribute": {
-            attr: {"clear": len(rows), "top3_recovery": share(r["hit"] for r in rows),
-                   "top3_recovery_no_contrast": share(r["hit_no_contrast"] for r in rows)}
-            for attr in sorted({r["truth"].split("=")[0] for r in per_feature})
-            for rows in [[r for r in per_feature if r["truth"].split("=")[0] == attr]]},
-        "planted": planted,
-        "pair": _pair(falcon, per_feature, syn, settings),
-        "faithfulness": faithfulness_bench.validate(per_feature),
-        "settings": settings.to_dict(),
-        "per_feature": per_feature,
-    }
-    result["seconds"] = round(time.perf_counter() - t0, 1)
-    return result
+    def explain_all(self, falcon, settings: FalconSettings, label: str) -> list[dict[str, Any]]:
+        rows = []
+        for n, t in enumerate(self.clear):
+            exp, err = falcon.try_explain(t.feature, settings)
+            rows.append({"feature": t.feature, "truth": t.name, "exp": exp, "error": err})
+            if self.progress:
+                self.progress(n + 1, len(self.clear), label)
+        return rows
 
 
-def _pair(falcon, per_feature, syn, settings) -> dict[str, Any] | None:
-    """Two recovered features with ground truths on different attributes that fire together most.
+def _score_rows(world: World, rows, rows_nc=None) -> list[dict[str, Any]]:
+    out = []
+    for i, r in enumerate(rows):
+        syn = world.syn[r["truth"]]
+        exp = r["exp"]
+        d = {"feature": r["feature"], "truth": r["truth"], "top_words": _words(exp, 8),
+             "hit": _hit(_words(exp, TOP_N), syn), "truth_in_top": _hit(_words(exp), syn),
+             "spurious": [c.text for c in exp.spurious_words] if exp else [],
+             "error": r["error"], **faithfulness_bench.feature_fields(exp)}
+        if rows_nc is not None:
+            e2 = rows_nc[i]["exp"]
+            d.update({"top_words_no_contrast": _words(e2, 8),
+                      "hit_no_contrast": _hit(_words(e2, TOP_N), syn),
+                      "truth_in_top_no_contrast": _hit(_words(e2), syn)})
+        out.append(d)
+    return out
 
-    "Fire together": the number of images in the top 1 % of both features (a per-feature
-    quantile, so dense and sparse representations compare alike).
-    """
-    recovered = [r for r in per_feature if r["hit"]]
-    if len(recovered) < 2:
-        return None
+
+def _figures(world: World, scored: list[dict[str, Any]], first_exp=None) -> dict[str, Any]:
+    attrs = sorted({r["truth"].split("=")[0] for r in scored})
+    has_nc = bool(scored) and "hit_no_contrast" in scored[0]
+    fig: dict[str, Any] = {"top3_recovery": proportion(r["hit"] for r in scored),
+                           "by_attribute": {}}
+    for a in attrs:
+        rows = [r for r in scored if r["truth"].split("=")[0] == a]
+        fig["by_attribute"][a] = {"top3_recovery": proportion(r["hit"] for r in rows)}
+        if has_nc:
+            fig["by_attribute"][a]["top3_recovery_no_contrast"] = proportion(
+                r["hit_no_contrast"] for r in rows)
+    fillers = set(world.fillers)
+    fig["filler_top_word"] = proportion(bool(r["top_words"]) and r["top_words"][0] in fillers
+                                        for r in scored)
+    fig["filler_top_words"] = sorted({r["top_words"][0] for r in scored
+                                      if r["top_words"] and r["top_words"][0] in fillers})
+    if has_nc:
+        fig["top3_recovery_no_contrast"] = proportion(r["hit_no_contrast"] for r in scored)
+        fig["true_kept"] = proportion(r["truth_in_top"] for r in scored
+                                      if r["truth_in_top_no_contrast"])
+        planted, cases, cases_free = [], [], []
+        for corr in getattr(world.w, "correlations", []) or []:
+            (a1, v1), = corr["if"].items()
+            (a2, v2), = corr["then"].items()
+            src, dst = f"{a1}={v1}", f"{a2}={v2}"
+            feats = [r for r in scored if r["truth"] == src]
+            present = [r for r in feats if _hit(r["top_words_no_contrast"], world.syn[dst])]
+            removed = [r for r in present if not _hit(r["top_words"], world.syn[dst])]
+            cases += [r in removed for r in present]
+            free = [r for r in present if world.encodes.get(r["feature"], 0.5) < ENCODES_AUC]
+            cases_free += [r in removed for r in free]
+            planted.append({"correlation": f"{src} -> {dst} (p={corr.get('p')})",
+                            "features": [r["feature"] for r in feats],
+                            "cases": [{"feature": r["feature"], "removed": r in removed,
+                                       "auc_without_truth": round(world.encodes.get(r["feature"], float("nan")), 3)}
+                                      for r in present],
+                            "n_cases": len(present), "removed": len(removed)})
+        fig["spurious_removed"] = proportion(cases)
+        fig["spurious_removed_not_encoded"] = proportion(cases_free)
+        fig["planted"] = planted
+    return fig
+
+
+def _pair_check(world: World, falcon, settings, scored) -> dict[str, Any]:
+    """Every eligible pair (see the module docstring), explained together."""
+    recovered = [r for r in scored if r["hit"]]
     Hn = falcon.normalized(settings.normalize_rows)
     _, valid = falcon.representations()
     high = (Hn > np.quantile(Hn[valid], 0.99, axis=0)) & valid[:, None]
-    best, best_count = None, -1
+    pairs = []
     for i, a in enumerate(recovered):
         for b in recovered[i + 1:]:
             if a["truth"].split("=")[0] == b["truth"].split("=")[0]:
                 continue
-            count = int((high[:, a["feature"]] & high[:, b["feature"]]).sum())
-            if count > best_count:
-                best, best_count = (a, b), count
-    if best is None:
-        return None
-    a, b = best
-    pair_settings = settings
-    exp, err = falcon.try_explain([a["feature"], b["feature"]], pair_settings)
-    words = set(_words(exp)) | _phrase_words(exp)
-    return {
-        "features": [a["feature"], b["feature"]],
-        "truths": [a["truth"], b["truth"]],
-        "images_in_top_1pct_of_both": best_count,
-        "rule": pair_settings.high_rule,
-        "words": _words(exp),
-        "phrases": [c.text for c in exp.phrases] if exp else [],
-        "holds_first": bool(words & syn[a["truth"]]),
-        "holds_second": bool(words & syn[b["truth"]]),
-        "holds_both": bool(words & syn[a["truth"]]) and bool(words & syn[b["truth"]]),
-        "error": err,
+            co = int((high[:, a["feature"]] & high[:, b["feature"]]).sum())
+            if co >= PAIR_MIN_COFIRE:
+                pairs.append((a, b, co))
+    rows = []
+    for n, (a, b, co) in enumerate(pairs):
+        exp, err = falcon.try_explain([a["feature"], b["feature"]], settings)
+        words = set(_words(exp)) | _phrase_words(exp)
+        h1, h2 = bool(words & world.syn[a["truth"]]), bool(words & world.syn[b["truth"]])
+        rows.append({"features": [a["feature"], b["feature"]], "truths": [a["truth"], b["truth"]],
+                     "cofire": co, "holds_first": h1, "holds_second": h2, "holds_both": h1 and h2,
+                     "words": _words(exp), "error": err})
+        if world.progress:
+            world.progress(n + 1, len(pairs), "pairs")
+    return {"eligible": len(pairs), "holds_both": proportion(r["holds_both"] for r in rows),
+            "min_cofire": PAIR_MIN_COFIRE, "pairs": rows}
+
+
+def _chance(world: World, full_scored, n_perm: int = N_PERMUTATIONS, seed: int = 0):
+    """Top-3 recovery of the full run's words against truths shuffled across clear features."""
+    truths = [r["truth"] for r in full_scored]
+    tops = [r["top_words"][:TOP_N] for r in full_scored]
+    rng = np.random.default_rng(seed)
+    per_feature = np.zeros(len(truths))
+    totals = []
+    for _ in range(n_perm):
+        perm = rng.permutation(len(truths))
+        hits = np.array([_hit(tops[i], world.syn[truths[j]]) for i, j in enumerate(perm)], float)
+        per_feature += hits
+        totals.append(hits.mean())
+    per_feature /= max(n_perm, 1)
+    lo, hi = np.percentile(totals, [2.5, 97.5]) if totals else (None, None)
+    return per_feature, {"value": float(np.mean(totals)) if totals else None, "n": len(truths),
+                         "permutations": n_perm,
+                         "ci95": None if lo is None else [round(float(lo), 4), round(float(hi), 4)],
+                         "interval": "2.5-97.5 percentiles over the permutations"}
+
+
+def run_world(world: str | None = None, seed: int = 0, settings: FalconSettings | None = None,
+              cache_dir: str | None = None, progress=None, max_features: int | None = None,
+              compare: bool = False, pairs: bool = True) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    label = WORLD_FILES.get(str(world or "default"), str(world))
+    world = None if world in (None, "default") else world  # the app's name for the default world
+    W = World(world, seed, settings, cache_dir, progress, max_features)
+    f, s = W.falcon, W.settings
+    s_nc = s.replace(contrast=False)
+    timings: dict[str, float] = {}
+    runs: dict[str, Any] = {}
+    hits: dict[str, np.ndarray] = {}
+
+    def timed(name, fn):
+        t = time.perf_counter()
+        out = fn()
+        timings[name] = round(time.perf_counter() - t, 1)
+        return out
+
+    # full pipeline, with and without the contrast step
+    full_rows = timed("full", lambda: W.explain_all(f, s, "full"))
+    full_nc = timed("full_no_contrast", lambda: W.explain_all(f, s_nc, "full, no contrast"))
+    full_scored = _score_rows(W, full_rows, full_nc)
+    runs["full"] = _figures(W, full_scored)
+    hits["full"] = np.array([r["hit"] for r in full_scored], float)
+    first = next((r["exp"] for r in full_rows if r["exp"] is not None), None)
+    if first is not None:
+        runs["full"]["spurious_threshold"] = first.low_selection.get("spurious")
+        runs["full"]["hygiene"] = {k: v for k, v in first.hygiene.items()
+                                   if k not in ("dropped_words", "dropped_phrases")}
+    runs["full"]["hygiene_dropped_words"] = sorted({d["text"] for r in full_rows if r["exp"]
+                                                    for d in r["exp"].hygiene.get("dropped_words", [])})
+
+    # ablations: one component replaced each
+    wrong = wrong_features(f, W.clear)
+    variants = {
+        "no_crop": lambda: no_crop(f),
+        "wrong_cam": lambda: wrong_cam(f, wrong),
+        "random_clip": lambda: random_clip(f, world),
     }
+    for name, make in variants.items():
+        fa = make()
+        rows = timed(name, lambda: W.explain_all(fa, s, name))
+        scored = _score_rows(W, rows)
+        runs[name] = _figures(W, scored)
+        hits[name] = np.array([r["hit"] for r in scored], float)
+    runs["wrong_cam"]["targets"] = {str(k): v for k, v in wrong.items()}
+
+    # oracle CLIP (a reference: isolates the contrast step from CLIP quality)
+    fo = oracle_clip(f, W.w, W.scenes, seed)
+    o_rows = timed("oracle_clip", lambda: W.explain_all(fo, s, "oracle"))
+    o_nc = timed("oracle_clip_no_contrast", lambda: W.explain_all(fo, s_nc, "oracle, no contrast"))
+    o_scored = _score_rows(W, o_rows, o_nc)
+    runs["oracle_clip"] = _figures(W, o_scored)
+    hits["oracle_clip"] = np.array([r["hit"] for r in o_scored], float)
+
+    # chance
+    per_feature, chance = _chance(W, full_scored)
+    runs["chance"] = {"top3_recovery": chance}
+    hits["chance"] = per_feature
+
+    checks = []
+    for name in ABLATIONS:
+        d = paired_difference(hits["full"], hits[name])
+        ok = d["difference"] is not None and d["difference"] >= MARGIN and d["ci95"][0] > 0
+        checks.append({"world": W.w.name, "ablation": name, **d, "margin": MARGIN, "ok": bool(ok)})
+    d = paired_difference(hits["oracle_clip"], hits["full"])
+    reference = {"oracle_minus_full": d}
+
+    result: dict[str, Any] = {
+        "world": W.w.name, "world_file": label, "seed": seed,
+        "num_features": f.num_features, "num_images": f.num_images,
+        "clear_features": len(W.clear),
+        "clear_by_attribute": {a: sum(t.attribute == a for t in W.clear)
+                               for a in sorted({t.attribute for t in W.clear})},
+        "fillers": W.fillers,
+        "settings": {k: v for k, v in s.to_dict().items() if k != "batch_size"},
+        "runs": runs, "checks": checks, "reference": reference,
+        "per_feature": [{k: v for k, v in r.items() if k != "error"} for r in full_scored],
+    }
+    # issue 12: does the faithfulness score tell explanations that hold the truth from the others?
+    result["faithfulness"] = faithfulness_bench.validate(full_scored)
+    if pairs:
+        result["pairs"] = timed("pairs", lambda: _pair_check(W, f, s, full_scored))
+    if compare:
+        result["compare"] = timed("compare", lambda: _compare(W, full_nc, o_nc, fo))
+    timings["total"] = round(time.perf_counter() - t0, 1)
+    result["seconds"] = timings
+    return result
 
 
-def format_result(r: dict[str, Any]) -> str:
-    def pct(x):
-        return "n/a" if x is None else f"{100 * x:.0f}%"
+def _compare(W: World, full_nc, oracle_nc, fo) -> dict[str, Any]:
+    """Counterfactual rule × spurious threshold, demo CLIP and oracle CLIP (same T, same truths)."""
+    from ..stages.contrast import LOW_RULES, SPURIOUS_RULES
 
-    lines = [
-        f"Concept recovery on the demo world '{r['world']}' (seed {r['seed']}): "
-        f"{r['num_features']} features, {r['num_images']} probe images",
-        f"  clear features (AUC >= 0.85):          {r['clear_features']}",
-        f"  top-3 recovery, with contrast:         {pct(r['top3_recovery'])}",
-        f"  top-3 recovery, without contrast:      {pct(r['top3_recovery_no_contrast'])}",
-        f"  planted spurious concepts removed:     {pct(r['spurious_removed'])} "
-        f"of {r['spurious_cases']} cases",
-        f"  true concepts kept by the contrast:    {pct(r['true_kept'])}",
-        f"  clear features with no high image:     {r['features_without_high_images']}",
-    ]
-    for attr, a in r.get("by_attribute", {}).items():
-        lines.append(f"    {attr:<12} {a['clear']:>3} clear, top-3 recovery {pct(a['top3_recovery'])}"
-                     f" ({pct(a['top3_recovery_no_contrast'])} without contrast)")
-    for p in r["planted"]:
-        lines.append(f"  {p['correlation']}: features {p['features']}, spurious in top words "
-                     f"without contrast {p['spurious_in_top_without_contrast']}, removed "
-                     f"{p['removed_by_contrast']}")
+    out: dict[str, Any] = {}
+    for clip_name, falcon, nc in (("demo_clip", W.falcon, full_nc), ("oracle_clip", fo, oracle_nc)):
+        rows_out = {}
+        for rule in LOW_RULES:
+            for thr in SPURIOUS_RULES:
+                s = W.settings.replace(low_rule=rule, spurious_rule=thr)
+                rows = W.explain_all(falcon, s, f"{clip_name} {rule} {thr}")
+                fig = _figures(W, _score_rows(W, rows, nc))
+                rows_out[f"{rule}/{thr}"] = {k: fig[k] for k in (
+                    "top3_recovery", "top3_recovery_no_contrast", "by_attribute",
+                    "spurious_removed", "spurious_removed_not_encoded", "true_kept",
+                    "filler_top_word")}
+        out[clip_name] = rows_out
+    return out
+
+
+def run(worlds: Sequence[str | None] = (None,), seed: int = 0, cache_dir: str | None = None,
+        progress=None, max_features: int | None = None, compare: bool = False,
+        pairs: bool = True) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    results = [run_world(w, seed=seed, cache_dir=cache_dir, progress=progress,
+                         max_features=max_features, compare=compare, pairs=pairs)
+               for w in worlds]
+    checks = [c for r in results for c in r["checks"]]
+    return {"worlds": results, "checks": checks, "ok": all(c["ok"] for c in checks),
+            "margin": MARGIN, "seconds": round(time.perf_counter() - t0, 1),
+            "command": None}
+
+
+# ---------------------------------------------------------------------------------- output
+
+def _pct(p: dict[str, Any] | None, pct: str = "%", dash: str = "-", none: str = "n/a") -> str:
+    """A proportion as "80% (8/10; 49-94)" (the console) or "80 % (8/10; 49–94)" (markdown)."""
+    if not p or p.get("value") is None:
+        return none
+    ci = p.get("ci95")
+    k = f"{p['k']}/{p['n']}" if "k" in p else f"n={p['n']}"
+    v = f"{100 * p['value']:.0f}{pct}"
+    return f"{v} ({k}; {100 * ci[0]:.0f}{dash}{100 * ci[1]:.0f})" if ci else f"{v} ({k})"
+
+
+def format_world(r: dict[str, Any]) -> str:
+    full = r["runs"]["full"]
+    lines = [f"Concept recovery on the demo world '{r['world']}' ({r['world_file']}, seed {r['seed']}): "
+             f"{r['num_features']} features, {r['num_images']} probe images, "
+             f"{r['clear_features']} clear ({', '.join(f'{a} {n}' for a, n in r['clear_by_attribute'].items())})",
+             "  [figure (k/n; 95 % Wilson interval)]",
+             f"  top-3 recovery                  {_pct(full['top3_recovery'])}",
+             f"  ... without the contrast step   {_pct(full['top3_recovery_no_contrast'])}"]
+    for a, v in full["by_attribute"].items():
+        lines.append(f"    {a:<12} {_pct(v['top3_recovery'])}   without contrast "
+                     f"{_pct(v['top3_recovery_no_contrast'])}")
+    lines += [f"  spurious removed                {_pct(full['spurious_removed'])}",
+              f"  ... where the feature does not encode the planted value itself (AUC < "
+              f"{ENCODES_AUC}): {_pct(full['spurious_removed_not_encoded'])}",
+              f"  true concept kept by contrast   {_pct(full['true_kept'])}",
+              f"  top word is a caption filler    {_pct(full['filler_top_word'])} "
+              f"{full['filler_top_words'] or ''}"]
+    st = full.get("spurious_threshold") or {}
+    if st.get("description"):
+        lines.append(f"  {st['description']}")
+    for p in full.get("planted", []):
+        lines.append(f"    {p['correlation']}: {p['n_cases']} cases, {p['removed']} removed; "
+                     + ", ".join(f"{c['feature']}{'' if c['removed'] else ' kept'} "
+                                 f"(AUC {c['auc_without_truth']})" for c in p["cases"]))
+    if "pairs" in r:
+        pr = r["pairs"]
+        lines.append(f"  pairs holding both concepts     {_pct(pr['holds_both'])} of {pr['eligible']} "
+                     f"eligible pairs")
+    lines.append("  ablations (top-3 recovery; paired difference full - ablation, 95 % bootstrap):")
+    for c in r["checks"]:
+        run_fig = r["runs"][c["ablation"]]["top3_recovery"]
+        lines.append(f"    {c['ablation']:<12} {_pct(run_fig):<28} difference {c['difference']:+.2f} "
+                     f"[{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]  {'ok' if c['ok'] else 'NOT CLEARLY BELOW'}")
+    o = r["runs"]["oracle_clip"]
+    lines.append(f"    oracle CLIP  {_pct(o['top3_recovery'])} (without contrast "
+                 f"{_pct(o['top3_recovery_no_contrast'])}; true kept {_pct(o['true_kept'])}; "
+                 f"spurious removed {_pct(o['spurious_removed'])})")
+    if "compare" in r:
+        lines.append("  side by side (top-3 recovery | shape | spurious removed | true kept):")
+        for clip_name, table in r["compare"].items():
+            for key, v in table.items():
+                shape = v["by_attribute"].get("shape", {}).get("top3_recovery")
+                lines.append(f"    {clip_name:<11} {key:<18} {_pct(v['top3_recovery']):<26} "
+                             f"{_pct(shape):<26} {_pct(v['spurious_removed']):<24} "
+                             f"{_pct(v['true_kept'])}")
     if r.get("faithfulness"):
         lines += faithfulness_bench.format_validation(r["faithfulness"])
-    pair = r.get("pair")
-    if pair:
-        lines.append(f"  pair {pair['features']} ({' + '.join(pair['truths'])}, "
-                     f"{pair['images_in_top_1pct_of_both']} images in the top 1% of both, rule {pair['rule']}): "
-                     f"concepts hold both: {pair['holds_both']}  {', '.join(pair['words'][:8])}")
-    lines.append("\n  feature  truth                    AUC  top words (with contrast)")
-    for f in r["per_feature"]:
-        mark = "+" if f["hit"] else "-"
-        lines.append(f"  {mark} {f['feature']:>5}  {f['truth']:<22} {f['auc']:.2f}  "
-                     f"{', '.join(f['top_words'][:5])}"
-                     + (f"   [removed: {', '.join(f['spurious'][:3])}]" if f['spurious'] else ""))
-    lines.append(f"\n  ({r['seconds']} s)")
+    lines.append(f"  seconds: {r['seconds']}")
     return "\n".join(lines)
+
+
+def format_result(res: dict[str, Any]) -> str:
+    parts = [format_world(r) for r in res["worlds"]]
+    bad = [c for c in res["checks"] if not c["ok"]]
+    parts.append("All ablations clearly below the full pipeline (margin "
+                 f"{MARGIN:.2f})." if not bad else
+                 "FAILED: the full pipeline is not clearly above: " +
+                 ", ".join(f"{c['ablation']} ({c['world']})" for c in bad))
+    return "\n\n".join(parts)
+
+
+def _md(p: dict[str, Any] | None) -> str:
+    return _pct(p, " %", "–", "–")
+
+
+def markdown(res: dict[str, Any]) -> str:
+    """The README's tables, from one result (``--json`` output)."""
+    out = []
+    worlds = res["worlds"]
+    names = [f"{w['world']} (`{w.get('world_file', '?')}`)" for w in worlds]
+    missing = [f for f in WORLD_FILES.values() if f not in {w.get("world_file") for w in worlds}]
+    if missing:
+        out += ["Not in this result: " + ", ".join(f"`{f}`" for f in missing) +
+                f" (`{DOCS_COMMAND}` runs every committed world).", ""]
+    if res.get("command"):
+        out += [f"Measured by `{res['command'].strip()}` (seed "
+                f"{', '.join(sorted({str(w.get('seed', 0)) for w in worlds}))}).", ""]
+    out.append("| figure (k/n; 95 % Wilson interval) | " + " | ".join(names) + " |")
+    out.append("|---|" + "---|" * len(worlds))
+
+    def row(label, get):
+        out.append(f"| {label} | " + " | ".join(get(w) for w in worlds) + " |")
+
+    row("settings: counterfactuals / spurious threshold / hygiene",
+        lambda w: f"{w['settings'].get('low_rule', 'global')} / "
+                  f"{w['settings'].get('spurious_rule', 'absolute')} / "
+                  f"{'on' if w['settings'].get('concept_hygiene') else 'off'}")
+    row("clear features", lambda w: f"{w['clear_features']} of {w['num_features']}")
+    row("top-3 recovery, all clear features", lambda w: _md(w["runs"]["full"]["top3_recovery"]))
+    row("… without the contrast step",
+        lambda w: _md(w["runs"]["full"]["top3_recovery_no_contrast"]))
+    attrs = sorted({a for w in worlds for a in w["runs"]["full"]["by_attribute"]})
+    for a in attrs:
+        row(f"— {a}", lambda w, a=a: _md(w["runs"]["full"]["by_attribute"].get(a, {})
+                                         .get("top3_recovery")))
+    row("spurious removed (planted)", lambda w: _md(w["runs"]["full"]["spurious_removed"]))
+    row(f"… where the feature does not itself encode the planted value (AUC < {ENCODES_AUC})",
+        lambda w: _md(w["runs"]["full"]["spurious_removed_not_encoded"]))
+    row("true concept kept by the contrast step", lambda w: _md(w["runs"]["full"]["true_kept"]))
+    row("top word is a caption filler", lambda w: _md(w["runs"]["full"]["filler_top_word"]))
+    row("pairs holding both concepts", lambda w: (_md(w["pairs"]["holds_both"]) + f" of "
+                                                  f"{w['pairs']['eligible']} eligible")
+        if "pairs" in w else "–")
+    for name in ABLATIONS:
+        def get(w, name=name):
+            c = next(c for c in w["checks"] if c["ablation"] == name)
+            return (f"{_md(w['runs'][name]['top3_recovery'])}; full − this {c['difference']:+.2f} "
+                    f"[{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}] {'ok' if c['ok'] else '**not clearly below**'}")
+        row(f"ablation: {name.replace('_', ' ')}", get)
+    row("reference: oracle CLIP", lambda w: _md(w["runs"]["oracle_clip"]["top3_recovery"]))
+    row("… without the contrast step",
+        lambda w: _md(w["runs"]["oracle_clip"]["top3_recovery_no_contrast"]))
+    if all("compare" in w for w in worlds):
+        out.append("")
+        cols = ["top-3 recovery"] + attrs + ["spurious removed", "… not encoded", "true kept",
+                                             "filler top word"]
+        out.append("| world | CLIP | counterfactuals / threshold | " + " | ".join(cols) + " |")
+        out.append("|---|---|---|" + "---|" * len(cols))
+        for w in worlds:
+            for clip_name, table in w["compare"].items():
+                first = next(iter(table.values()))
+                cells = [_md(first["top3_recovery_no_contrast"])] + [
+                    _md(first["by_attribute"].get(a, {}).get("top3_recovery_no_contrast"))
+                    for a in attrs] + ["–"] * 4
+                out.append(f"| {w['world']} | {clip_name.replace('_', ' ')} | no contrast step | "
+                           + " | ".join(cells) + " |")
+                for key, v in table.items():
+                    cells = [_md(v["top3_recovery"])] + [
+                        _md(v["by_attribute"].get(a, {}).get("top3_recovery")) for a in attrs] + [
+                        _md(v["spurious_removed"]), _md(v["spurious_removed_not_encoded"]),
+                        _md(v["true_kept"]), _md(v["filler_top_word"])]
+                    out.append(f"| {w['world']} | {clip_name.replace('_', ' ')} | {key} | "
+                               + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def write_readme(res: dict[str, Any], readme: Path = README) -> bool:
+    """Rewrite the README's block between :data:`README_BEGIN` and :data:`README_END` with the
+    tables of ``res``; False (and nothing written) when the README has no such block."""
+    text = readme.read_text(encoding="utf-8")
+    a, b = text.find(README_BEGIN), text.find(README_END)
+    if a < 0 or b < a:
+        return False
+    block = f"{README_BEGIN}\n\n{markdown(res)}\n\n{README_END}"
+    new = text[:a] + block + text[b + len(README_END):]
+    if new != text:
+        readme.write_text(new, encoding="utf-8")
+    return True
+
+
+def readme_block(readme: Path = README) -> str | None:
+    """The tables in the README's recovery block (None when it has none)."""
+    text = readme.read_text(encoding="utf-8")
+    a, b = text.find(README_BEGIN), text.find(README_END)
+    if a < 0 or b < a:
+        return None
+    return text[a + len(README_BEGIN):b].strip()
 
 
 def main(argv=None) -> int:
     from ..progress import null_progress, tqdm_progress
 
     p = argparse.ArgumentParser(prog="python -m falcon_core.bench recovery",
-                                description="Does FALCON recover the demo world's known concepts?")
-    p.add_argument("--json", action="store_true")
+                                description="Does FALCON recover the demo worlds' known concepts, "
+                                            "and does every stage matter?")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--out", default=None, help="also write the JSON to this file")
     p.add_argument("--seed", type=int, default=0, help="probe set seed")
-    p.add_argument("--world", default=None, help="world config (default: assets/world.json)")
+    p.add_argument("--world", action="append", default=None,
+                   help="world config (repeatable; default: assets/world.json)")
+    p.add_argument("--compare", action="store_true",
+                   help="also the side-by-side table of counterfactual rules and thresholds")
+    p.add_argument("--no-pairs", action="store_true", help="skip the pair check")
     p.add_argument("--cache-dir", default=None)
     p.add_argument("--max-features", type=int, default=None)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--markdown", action="store_true", help="print the README's tables")
+    p.add_argument("--from-json", default=None,
+                   help="format a saved result (--json/--out output) instead of running")
+    p.add_argument("--write-readme", action="store_true",
+                   help="rewrite the README's recovery block with this result's tables")
+    p.add_argument("--docs", action="store_true",
+                   help="the README's figures in one run: both committed worlds "
+                        f"({', '.join(WORLD_FILES.values())}), the side-by-side table and the pair "
+                        f"check; writes {DOCS_JSON.relative_to(REPO)} and the README's block")
     args = p.parse_args(argv)
+    if args.docs:
+        if args.world or args.max_features or args.no_pairs or args.from_json:
+            p.error("--docs runs the committed worlds in full; leave out --world, "
+                    "--max-features, --no-pairs and --from-json")
+        args.world, args.compare, args.write_readme = list(WORLD_FILES), True, True
+        args.out = args.out or str(DOCS_JSON)
+    if args.from_json:
+        res = json.loads(Path(args.from_json).read_text())
+        if args.write_readme and not write_readme(res):
+            print(f"error: {README} has no block {README_BEGIN} ... {README_END}", file=sys.stderr)
+            return 2
+        print(markdown(res) if args.markdown else format_result(res))
+        return 0 if res["ok"] else 1
     try:
-        r = run_recovery(world=args.world, seed=args.seed, cache_dir=args.cache_dir,
-                         progress=null_progress if args.no_progress else tqdm_progress(),
-                         max_features=args.max_features)
+        res = run(worlds=args.world or [None], seed=args.seed, cache_dir=args.cache_dir,
+                  progress=null_progress if args.no_progress else tqdm_progress(),
+                  max_features=args.max_features, compare=args.compare,
+                  pairs=not args.no_pairs)
     except FalconError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(r, indent=2) if args.json else format_result(r))
-    return 0
+    res["command"] = "python -m falcon_core.bench recovery " + " ".join(
+        a for a in (argv if argv is not None else sys.argv[1:]) if a != "--no-progress")
+    text = json.dumps(res, indent=1)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    if args.write_readme and not write_readme(res):
+        print(f"error: {README} has no block {README_BEGIN} ... {README_END}", file=sys.stderr)
+        return 2
+    print(text if args.json else markdown(res) if args.markdown else format_result(res))
+    return 0 if res["ok"] else 1

@@ -66,6 +66,8 @@ __all__ = [
     "clean_caption",
     "clean_captions",
     "text_embeddings",
+    "DocumentFrequencies",
+    "document_frequencies",
     "create_vocabulary",
     "register_vocabulary",
     "VOCABULARIES",
@@ -957,6 +959,15 @@ def _norm_model_name(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", str(name).lower())
 
 
+def _parameters(fn) -> set[str]:
+    import inspect
+
+    try:
+        return set(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
 def text_embeddings(vocab: Vocabulary, clip: Any, cache: DiskCache, batch_size: int = 256,
                     progress: Optional[Progress] = None, chunk_batches: int = 32,
                     engine: Any = None, config: Any = None) -> Any:
@@ -1029,16 +1040,162 @@ class TextChunk(ConfigParts):
     def __call__(self, start: int, stop: int) -> np.ndarray:
         k = int(self.clip.embed_dim)
         out = np.empty((stop - start, k), dtype=np.float16)
-        for a in range(start, stop, self.batch_size):
-            b = min(stop, a + self.batch_size)
-            emb = np.asarray(self.clip.encode_texts(self.vocabulary.captions(range(a, b))),
-                             dtype=np.float32)
+        # A ClipModel sorts a chunk's captions by length and embeds each batch only up to its
+        # longest caption (ClipModel.encode_texts): the whole chunk goes in one call so the
+        # batches are length-bucketed. Any other encoder gets one batch per call.
+        whole_chunk = "batch_size" in _parameters(getattr(self.clip, "encode_texts", None))
+        step = (stop - start) if whole_chunk else self.batch_size
+        for a in range(start, stop, step):
+            b = min(stop, a + step)
+            texts = self.vocabulary.captions(range(a, b))
+            if whole_chunk:
+                emb = self.clip.encode_texts(texts, batch_size=self.batch_size, progress=(
+                    None if self.progress is None else
+                    lambda d, _t, _s, a=a: report(self.progress, a + d, self.total,
+                                                  "text embeddings")))
+            else:
+                emb = self.clip.encode_texts(texts)
+            emb = np.asarray(emb, dtype=np.float32)
             if emb.shape != (b - a, k):
                 raise RuntimeError(f"clip.encode_texts returned shape {emb.shape} for "
                                    f"{b - a} captions (expected ({b - a}, {k}))")
             out[a - start:b - start] = emb
             report(self.progress, b, self.total, "text embeddings")
         return out
+
+
+# ------------------------------------------------------------------------- document frequency
+
+DF_SAMPLE = 200_000  # captions counted at most (evenly spaced); SE of a share <= 0.0011
+DF_CHUNK = 10_000  # captions per resumable chunk
+
+
+class DocumentFrequencies:
+    """How many captions of a vocabulary each concept (word or phrase) is a concept of.
+
+    ``n_docs`` captions were counted: all of them, or, for vocabularies larger than the sample
+    (LAION: 400 million), ``sample`` captions evenly spaced over the whole vocabulary (every
+    shard), so a share is estimated within ±0.0022 (95 %) whatever the vocabulary's size, and
+    memory holds one chunk's captions and the counts of the sample's distinct concepts.
+    """
+
+    def __init__(self, words: dict[str, int], phrases: dict[str, int], n_docs: int,
+                 total: int):
+        self.words, self.phrases = dict(words), dict(phrases)
+        self.n_docs, self.total = int(n_docs), int(total)
+
+    @property
+    def sampled(self) -> bool:
+        return self.n_docs < self.total
+
+    def share(self, concept: str, phrase: bool = False) -> float:
+        counts = self.phrases if phrase else self.words
+        return counts.get(concept, 0) / self.n_docs if self.n_docs else 0.0
+
+    def frequent(self, max_share: float) -> tuple[dict[str, float], dict[str, float]]:
+        """``({word: share}, {phrase: share})`` of the concepts above ``max_share``."""
+        from ..stages.concepts import frequent
+
+        return (frequent(self.words, self.n_docs, max_share),
+                frequent(self.phrases, self.n_docs, max_share))
+
+    def top(self, n: int = 20, phrase: bool = False) -> list[tuple[str, float]]:
+        counts = self.phrases if phrase else self.words
+        items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+        return [(w, c / self.n_docs) for w, c in items]
+
+    def describe(self) -> dict:
+        return {"captions_counted": self.n_docs, "vocabulary_size": self.total,
+                "sampled": self.sampled}
+
+
+def _df_rows(total: int, sample: int) -> np.ndarray | None:
+    """The caption rows counted: None for all of them, else ``sample`` evenly spaced rows."""
+    if sample <= 0 or total <= sample:
+        return None
+    return np.unique(np.linspace(0, total - 1, sample).round().astype(np.int64))
+
+
+def _counts(value: Any, name: str) -> dict[str, int]:
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(c, int) and not isinstance(c, bool) and c >= 0
+            for k, c in value.items()):
+        raise ValueError(f"{name}: not a table of concept counts")
+    return value
+
+
+def _count(value: Any, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{name}: not a count")
+    return value
+
+
+def _df_schema(value: Any) -> DocumentFrequencies:
+    """A cached ``document_frequency`` entry, checked (the cache moves a wrong one aside)."""
+    if not isinstance(value, dict) or set(value) != {"words", "phrases", "n_docs", "total"}:
+        raise ValueError("not a document frequency table")
+    n_docs, total = _count(value["n_docs"], "n_docs"), _count(value["total"], "total")
+    if n_docs > total:
+        raise ValueError("more captions counted than the vocabulary holds")
+    return DocumentFrequencies(_counts(value["words"], "words"),
+                               _counts(value["phrases"], "phrases"), n_docs, total)
+
+
+def _df_part_schema(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict) or set(value) != {"words", "phrases", "n"}:
+        raise ValueError("not the counts of a chunk of captions")
+    _counts(value["words"], "words"), _counts(value["phrases"], "phrases"), _count(value["n"], "n")
+    return value
+
+
+def document_frequencies(vocab: Vocabulary, extractor: Any, cache: DiskCache,
+                         sample: int = DF_SAMPLE, progress: Optional[Progress] = None,
+                         chunk: int = DF_CHUNK) -> DocumentFrequencies:
+    """Each concept's document frequency over ``vocab`` (see :class:`DocumentFrequencies`).
+
+    Computed once per (vocabulary, concept extractor, sample) and cached next to the text
+    embeddings (namespace ``document_frequency``, keyed by the vocabulary's fingerprint like
+    them, plus the extractor's fingerprint: spaCy pipeline, POS set, boilerplate); resumable in
+    chunks of ``chunk`` captions. Caption files and LAION shards go through the same code
+    (``vocab.captions(rows)``)."""
+    from ..stages.concepts import document_frequency
+
+    total = len(vocab)
+    rows = _df_rows(total, int(sample))
+    n = total if rows is None else len(rows)
+    key = cache_keys.document_frequency(vocab.fingerprint, extractor.fingerprint,
+                                        int(sample) if rows is not None else 0)
+    found = cache.read_json("document_frequency", key, schema=_df_schema)
+    if found is not None:
+        return found
+    stage = "word document frequency"
+    words: dict[str, int] = {}
+    phrases: dict[str, int] = {}
+    counted = 0
+    for a in range(0, n, chunk):
+        b = min(n, a + chunk)
+        part_key = cache_keys.document_frequency_part(key, a)
+        part = cache.read_json("document_frequency_parts", part_key, schema=_df_part_schema)
+        if part is None or part["n"] != b - a:
+            idx = range(a, b) if rows is None else rows[a:b]
+            w, p, m = document_frequency(extractor.iter_extract(vocab.captions(idx)))
+            part = {"words": w, "phrases": p, "n": m}
+            cache.write_json("document_frequency_parts", part_key, part)
+        for k, c in part["words"].items():
+            words[k] = words.get(k, 0) + int(c)
+        for k, c in part["phrases"].items():
+            phrases[k] = phrases.get(k, 0) + int(c)
+        counted += int(part["n"])
+        report(progress, b, n, stage)
+    cache.write_json("document_frequency", key,
+                     {"words": words, "phrases": phrases, "n_docs": counted, "total": total})
+    for a in range(0, n, chunk):  # the chunks' counts are in the whole now
+        try:
+            cache.path("document_frequency_parts", cache_keys.document_frequency_part(key, a),
+                       ".json").unlink(missing_ok=True)
+        except OSError:  # an unusable cache folder (kept in memory): nothing on disk to remove
+            pass
+    return DocumentFrequencies(words, phrases, counted, total)
 
 
 # ------------------------------------------------------------------------------ registry

@@ -12,35 +12,52 @@ from ..errors import FalconError
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m falcon_core.demo", description="The offline demo world.")
     sub = p.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("build", help="train the demo CLIP and backbone and write them with a manifest")
+    b = sub.add_parser("build", help="train the demo CLIP and both backbones and write them with a manifest")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--world", default=None, help="world config JSON (default: assets/world.json; 'alt': assets/world_alt.json)")
     b.add_argument("--out", default=None, help="output folder (default: assets/)")
     b.add_argument("--tiny", action="store_true", help="a tiny world and a few steps (a smoke test, seconds)")
     b.add_argument("--threads", type=int, default=2, help="torch threads (part of what makes the build reproducible)")
-    for name, typ in [("train-scenes", int), ("eval-scenes", int), ("clip-steps", int), ("clip-batch", int),
-                      ("clip-lr", float), ("clip-crop-share", float), ("backbone-steps", int), ("backbone-batch", int),
-                      ("backbone-lr", float), ("aux-weight", float)]:
+    settings = [("train-scenes", int), ("clip-scenes", int), ("eval-scenes", int), ("clip-eval-scenes", int),
+                ("vocabulary", int), ("clip-steps", int), ("clip-batch", int), ("clip-lr", float), ("clip-visual-lr", float),
+                ("clip-hard-negatives", float),
+                ("backbone-steps", int), ("backbone-batch", int), ("backbone-lr", float), ("aux-weight", float)]
+    for name, typ in settings:
         b.add_argument(f"--{name}", type=typ, default=None)
     i = sub.add_parser("info", help="print the manifest of the committed assets")
     i.add_argument("--dir", default=None)
+    i.add_argument("--markdown", action="store_true", help="print the measured figures as Markdown (the README's tables)")
+    i.add_argument("--write-readme", action="store_true",
+                   help="rewrite the figure blocks of README.md and assets/README.md from the manifest")
     args = p.parse_args(argv)
     try:
         if args.cmd == "build":
             from .build import build
             from .world import ASSETS_DIR
 
+            overrides = {name.replace("-", "_"): getattr(args, name.replace("-", "_")) for name, _ in settings}
             m = build(seed=args.seed, world=args.world, out=args.out or ASSETS_DIR, tiny=args.tiny,
-                      threads=args.threads, train_scenes=args.train_scenes, eval_scenes=args.eval_scenes,
-                      clip_steps=args.clip_steps, clip_batch=args.clip_batch, clip_lr=args.clip_lr,
-                      clip_crop_share=args.clip_crop_share,
-                      backbone_steps=args.backbone_steps, backbone_batch=args.backbone_batch,
-                      backbone_lr=args.backbone_lr, aux_weight=args.aux_weight)
-            print(json.dumps({k: m[k] for k in ("seed", "world", "world_hash", "files", "sizes")}, indent=2))
+                      threads=args.threads, **overrides)
+            print(json.dumps({k: m[k] for k in ("seed", "world", "world_hash", "files", "sizes", "build_time")},
+                             indent=2))
         elif args.cmd == "info":
             from .assets import read_manifest
 
-            print(json.dumps(read_manifest(args.dir), indent=2))
+            m = read_manifest(args.dir)
+            if args.write_readme:
+                from . import report
+                from .world import ASSETS_DIR
+
+                for rel, (name, fill) in report.README_BLOCKS.items():
+                    path = ASSETS_DIR.parent / rel
+                    path.write_text(report.replace_block(path.read_text(), name, fill(m)))
+                    print(f"updated {path}")
+            elif args.markdown:
+                from .report import figures_markdown
+
+                print(figures_markdown(m))
+            else:
+                print(json.dumps(m, indent=2))
     except FalconError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -26,7 +26,7 @@ import numpy as np
 from ..cache import default_cache_root
 from ..errors import FalconError
 from . import captions as C
-from .build import (BACKBONE_FILE, CLIP_FILE, DEFAULT_SEED, MANIFEST_FILE, atomic_write_bytes,
+from .build import (BACKBONE_FILES, CLIP_FILE, DEFAULT_SEED, MANIFEST_FILE, atomic_write_bytes,
                     render_many, stream_seed)
 from .world import ASSETS_DIR, DEFAULT_WORLD, GENERATOR_VERSION, World, load_world
 
@@ -160,24 +160,39 @@ def load_demo_clip(directory: str | Path | None = None):
     return model, pp_train, pp_val
 
 
-def build_demo_backbone_module(directory: str | Path | None = None):
+BACKBONE_VARIANTS = ("default", "uncorrelated")
+"""``default``: trained on the world with its planted correlations (the demo workspace's backbone);
+``uncorrelated``: the same training on the same world without them (for model comparison)."""
+
+
+def build_demo_backbone_module(directory: str | Path | None = None, variant: str = "default"):
     """(DemoResNet in eval mode with its weights, meta) where meta has input_size, mean, std,
-    class_names, head="fc", cam_layer, feature_layer, num_features, checkpoint, sha256."""
+    class_names, head="fc", cam_layer, feature_layer, num_features, checkpoint, sha256, variant.
+
+    ``variant``: one of :data:`BACKBONE_VARIANTS`."""
     import torch
 
     from .backbone import DemoResNet
 
+    if variant not in BACKBONE_VARIANTS:
+        raise FalconError(f"Unknown demo backbone variant {variant!r}.",
+                          f"Choose one of {', '.join(BACKBONE_VARIANTS)}.")
     d = Path(directory or ASSETS_DIR)
     m = read_manifest(d)
-    meta = dict(m["backbone"]["meta"])
-    path = d / BACKBONE_FILE
+    entry = m.get("backbone" if variant == "default" else f"backbone_{variant}")
+    filename = BACKBONE_FILES[variant]
+    if entry is None:
+        raise FalconError(f"The demo assets in {d} have no '{variant}' backbone (an older build).", _BUILD_HINT)
+    meta = dict(entry["meta"])
+    path = d / filename
     if not path.is_file():
         raise FalconError(f"The demo backbone checkpoint is missing ({path}).", _BUILD_HINT)
-    model = DemoResNet(len(meta["class_names"]), tuple(m["backbone"]["widths"]))
+    model = DemoResNet(len(meta["class_names"]), tuple(entry["widths"]))
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     model.eval()
     meta["checkpoint"] = str(path)
-    meta["sha256"] = m["files"][BACKBONE_FILE]
+    meta["sha256"] = m["files"][filename]
+    meta["variant"] = variant
     return model, meta
 
 

@@ -144,3 +144,52 @@ def meta(world: World) -> dict[str, Any]:
     return {"input_size": world.image_size, "mean": list(MEAN), "std": list(STD),
             "class_names": world.class_names, "head": "fc", "cam_layer": "layer4[-1]",
             "feature_layer": "avgpool", "num_features": WIDTHS[-1]}
+
+
+def planted_reliance(world: World, H: np.ndarray, scenes: list[dict], truths: list) -> list[dict[str, Any]]:
+    """For each planted correlation ``if {a1: v1} then {a2: v2}``: the clear features whose ground
+    truth is the source ``a1=v1`` and how much each one *also* responds to the target where the
+    source is absent: the ROC AUC of its activation for "the scene has ``a2=v2``" over the scenes
+    with no ``a1=v1``. About 0.5: the feature ignores the target; well above: the feature carries
+    the spurious concept (a backbone trained on the correlated world should show it, one trained
+    without the correlations should not)."""
+    from sklearn.metrics import roc_auc_score
+
+    from .ground_truth import attribute_matrix
+
+    names, binary = attribute_matrix(scenes, world)
+    col = {n: j for j, n in enumerate(names)}
+    out = []
+    for rule in world.correlations:
+        for (a1, v1) in rule["if"].items():
+            for (a2, v2) in rule["then"].items():
+                src, dst = f"{a1}={v1}", f"{a2}={v2}"
+                feats = [t.feature for t in truths if t.clear and t.name == src]
+                rows = binary[:, col[src]] == 0
+                y = binary[rows, col[dst]].astype(bool)
+                aucs = [round(float(roc_auc_score(y, H[rows, f])), 4) for f in feats] if 0 < y.sum() < len(y) else []
+                out.append({"correlation": f"{src} -> {dst}", "p": rule["p"], "source_clear_features": feats,
+                            "target_auc_without_source": aucs,
+                            "mean_target_auc_without_source": round(float(np.mean(aucs)), 4) if aucs else None})
+    return out
+
+
+def backbone_metrics(world: World, model: DemoResNet, scenes: list[dict], images: np.ndarray
+                     ) -> tuple[dict[str, Any], np.ndarray, list]:
+    """(metrics, H, ground truths) on held-out scenes: accuracy, clear features (per attribute)
+    and :func:`planted_reliance`."""
+    from .ground_truth import attribute_matrix, clear_share, ground_truth
+
+    H, logits = features_and_logits(model, images)
+    labels = np.array([world.label(s) for s in scenes])
+    names, binary = attribute_matrix(scenes, world)
+    truths = ground_truth(H, binary, names)
+    by_attr: dict[str, int] = {}
+    for t in truths:
+        if t.clear:
+            by_attr[t.attribute] = by_attr.get(t.attribute, 0) + 1
+    return {"heldout_acc": round(float((logits.argmax(1) == labels).mean()), 4),
+            "heldout_clear_share": round(clear_share(truths), 4),
+            "heldout_clear_by_attribute": dict(sorted(by_attr.items())),
+            "heldout_clear_values": len({t.name for t in truths if t.clear}),
+            "planted": planted_reliance(world, H, scenes, truths)}, H, truths

@@ -23,32 +23,21 @@ from .world import GENERATOR_VERSION, World, load_world
 
 def demo_backbone(spec, world: str | None = None, variant: str = "default"):
     """The demo world's backbone; ``spec`` (a BackboneSpec) chooses the layer. ``variant``:
-    "default" (trained with the world's planted correlations) or "uncorrelated" (without)."""
+    ``"default"`` (trained on the world with its planted correlations) or ``"uncorrelated"`` (the
+    same training without them; registered as ``"demo-uncorrelated"``)."""
     from ..models.backbones import Backbone
 
-    if variant == "default":
-        model, meta = build_demo_backbone_module(ensure_assets(world))
-    else:
-        import inspect
-
-        if "variant" not in inspect.signature(build_demo_backbone_module).parameters:
-            from ..errors import FalconError
-
-            raise FalconError(f"These demo assets have no '{variant}' backbone (an older build).",
-                              "Rebuild the demo assets with `python -m falcon_core.demo build "
-                              "--seed 0`, or update to a version that ships them.")
-        model, meta = build_demo_backbone_module(ensure_assets(world), variant=variant)
+    model, meta = build_demo_backbone_module(ensure_assets(world), variant=variant)
     size = int(meta["input_size"])
     return Backbone.from_module(
-        model, "demo" if variant == "default" else f"demo-{variant}", input_size=size,
-        resize_size=size, mean=tuple(meta["mean"]), std=tuple(meta["std"]), head_name="fc",
-        class_names=list(meta["class_names"]),
+        model, "demo" if variant == "default" else f"demo-{variant}", input_size=size, resize_size=size,
+        mean=tuple(meta["mean"]), std=tuple(meta["std"]), head_name="fc", class_names=list(meta["class_names"]),
         layer=spec.layer, weights=meta["checkpoint"])
 
 
 def demo_backbone_uncorrelated(spec, world: str | None = None):
-    """The demo world's second backbone, trained without the planted correlations (registered
-    as ``"demo-uncorrelated"``; model B of the demo's model comparison)."""
+    """The demo backbone trained on the world without its planted correlations (for comparing two
+    models: its features of a planted source do not carry the planted target)."""
     return demo_backbone(spec, world, variant="uncorrelated")
 
 

@@ -33,8 +33,10 @@ from PIL import Image, ImageDraw
 
 from ..errors import FalconError
 
-GENERATOR_VERSION = 1
-"""Bump when sampling or rendering changes: it is part of every cache key of generated data."""
+GENERATOR_VERSION = 2
+"""Bump when sampling, rendering or captions change: it is part of every cache key of generated data.
+
+2: captions share one filler table across kinds (issue 7); validated configs; ``uncorrelated()``."""
 
 OBJECT_ATTRIBUTES = ("shape", "color", "pattern", "size")
 SCENE_ATTRIBUTES = ("background",)
@@ -155,6 +157,11 @@ class World:
         """sha256 of the canonical JSON of the config (independent of formatting and path)."""
         return hashlib.sha256(_canonical(self.raw).encode()).hexdigest()
 
+    def uncorrelated(self) -> "World":
+        """The same world without its planted correlations (every attribute drawn independently):
+        what the demo CLIP and the second demo backbone are trained on."""
+        return World.from_dict({**self.raw, "correlations": []}, self.path)
+
     def values(self, attribute: str) -> list[str]:
         return list(self.attributes[attribute])
 
@@ -231,84 +238,141 @@ class World:
         return render(self, scene, size)
 
 
+MAX_VALUES = 32
+"""At most this many values per attribute (a world is a small, hand-written file)."""
+MAX_CONFIG_BYTES = 1 << 20
+"""A world config file larger than this is refused before it is parsed."""
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: Any) -> bool:
+    """A finite JSON number (not a bool; an integer too large for a float is not one)."""
+    if _is_int(x):
+        return abs(x) <= 2 ** 53
+    return isinstance(x, float) and math.isfinite(x)
+
+
+def _short(x: Any, n: int = 60) -> str:
+    """A bounded repr for messages (a hostile config may hold huge or deeply nested values)."""
+    try:
+        r = repr(x)
+    except (RecursionError, ValueError):  # pragma: no cover - repr of JSON values does not fail
+        r = f"<{type(x).__name__}>"
+    return r if len(r) <= n else r[: n - 3] + "..."
+
+
 def _validate(data: Any, path: str | None) -> None:
+    """Raise :class:`WorldConfigError` (and nothing else) unless ``data`` is a valid world config.
+
+    Every value is type-checked before it is used, so a config of the wrong shape (a list where an
+    object belongs, numbers as strings, NaN, huge numbers, deep nesting) gets a message that says
+    which key is wrong, never a TypeError from deeper down."""
     where = f" in {path}" if path else ""
 
     def fail(msg: str) -> None:
         raise WorldConfigError(f"Invalid world config{where}: {msg}",
                                "Compare it with assets/world.json, the default world.")
 
+    def str_list(x: Any, what: str, required: bool = True) -> list[str]:
+        if not isinstance(x, list) or not all(isinstance(s, str) and s.strip() for s in x):
+            fail(f"{what} must be a list of non-empty strings, not {_short(x)}.")
+        if required and not x:
+            fail(f"{what} must not be empty.")
+        return x
+
     if not isinstance(data, dict):
-        fail("the top level must be a JSON object.")
+        fail(f"the top level must be a JSON object, not {type(data).__name__}.")
+    try:  # the hash is the canonical JSON of everything: it must exist (no absurd nesting)
+        _canonical(data)
+    except (RecursionError, ValueError, TypeError) as e:
+        fail(f"it cannot be serialised canonically ({type(e).__name__}: nested too deeply or not JSON).")
     for key in ("name", "attributes"):
         if key not in data:
             fail(f"missing key {key!r}.")
+    if not isinstance(data["name"], str) or not data["name"].strip() or len(data["name"]) > 200:
+        fail(f"'name' must be a non-empty string of at most 200 characters, not {_short(data['name'])}.")
+    if not isinstance(data.get("description", ""), str):
+        fail("'description' must be a string.")
     size = data.get("image_size", 64)
-    if not isinstance(size, int) or not 32 <= size <= 256:
-        fail(f"image_size must be an integer in 32..256, not {size!r}.")
+    if not _is_int(size) or not 32 <= size <= 256:
+        fail(f"image_size must be an integer in 32..256, not {_short(size)}.")
     p2 = data.get("two_objects_p", 0.35)
-    if not isinstance(p2, (int, float)) or not 0.0 <= p2 <= 1.0:
-        fail(f"two_objects_p must be in [0, 1], not {p2!r}.")
+    if not _is_number(p2) or not 0.0 <= p2 <= 1.0:
+        fail(f"two_objects_p must be a number in [0, 1], not {_short(p2)}.")
     attrs = data["attributes"]
     if not isinstance(attrs, dict):
         fail("'attributes' must be an object.")
     missing = [a for a in ATTRIBUTES if a not in attrs]
-    extra = [a for a in attrs if a not in ATTRIBUTES]
+    extra = [_short(a, 30) for a in attrs if a not in ATTRIBUTES]
     if missing or extra:
         fail(f"'attributes' must have exactly {', '.join(ATTRIBUTES)} "
              f"(missing: {missing or 'none'}, unknown: {extra or 'none'}).")
-    if data.get("class_attribute", "shape") not in OBJECT_ATTRIBUTES:
-        fail(f"class_attribute must be one of {OBJECT_ATTRIBUTES}.")
+    ca = data.get("class_attribute", "shape")
+    if not isinstance(ca, str) or ca not in OBJECT_ATTRIBUTES:
+        fail(f"class_attribute must be one of {OBJECT_ATTRIBUTES}, not {_short(ca)}.")
     owner: dict[str, str] = {}
     for a in ATTRIBUTES:
         vals = attrs[a]
-        if not isinstance(vals, dict) or len(vals) < 2:
-            fail(f"attribute {a!r} needs at least two values.")
+        if not isinstance(vals, dict) or not 2 <= len(vals) <= MAX_VALUES:
+            fail(f"attribute {a!r} needs an object of 2..{MAX_VALUES} values.")
         for v, spec in vals.items():
-            tag = f"{a}={v}"
+            tag = f"{a}={_short(v, 30)}"
+            if not isinstance(v, str) or not v.strip() or len(v) > 60:
+                fail(f"{tag}: a value name must be a non-empty string of at most 60 characters.")
             if not isinstance(spec, dict):
                 fail(f"{tag}: the value's spec must be an object.")
-            words = spec.get("words")
-            if not isinstance(words, list) or not words or not all(isinstance(w, str) and w for w in words):
-                fail(f"{tag}: 'words' must be a non-empty list of strings (the value's synonyms).")
+            words = str_list(spec.get("words"), f"{tag}: 'words' (the value's synonyms)")
             for w in words:
-                if w != w.lower() or " " in w:
-                    fail(f"{tag}: synonym {w!r} must be one lower-case word.")
+                if w != w.lower() or w.split() != [w]:
+                    fail(f"{tag}: synonym {_short(w)} must be one lower-case word.")
                 if w in owner and owner[w] != tag:
                     fail(f"the word {w!r} names both {owner[w]} and {tag}; synonyms must be unambiguous.")
                 owner[w] = tag
             allowed = set(words) | FUNCTION_WORDS
             for key in ("phrases", "adj", "with"):
-                for ph in spec.get(key, []):
-                    bad = [t for t in _tokens(ph) if t not in allowed]
+                if key not in spec:
+                    continue
+                for ph in str_list(spec[key], f"{tag}: {key!r}", required=False):
+                    toks = _tokens(ph)
+                    bad = [t for t in toks if t not in allowed]
                     if bad:
-                        fail(f"{tag}: phrase {ph!r} uses {bad}, which are not among its words.")
+                        fail(f"{tag}: phrase {_short(ph)} uses {_short(bad)}, which are not among its words.")
+                    if not set(toks) & set(words):
+                        fail(f"{tag}: phrase {_short(ph)} names none of the value's words.")
             if a == "shape":
-                if spec.get("draw") not in SHAPES:
-                    fail(f"{tag}: 'draw' must be one of {sorted(SHAPES)}.")
+                draw = spec.get("draw")
+                if not isinstance(draw, str) or draw not in SHAPES:
+                    fail(f"{tag}: 'draw' must be one of {sorted(SHAPES)}, not {_short(draw)}.")
                 if not spec.get("phrases"):
                     fail(f"{tag}: 'phrases' (how captions name the shape) is required.")
             elif a == "color":
                 rgb = spec.get("rgb")
-                if not (isinstance(rgb, list) and len(rgb) == 3 and all(isinstance(c, int) and 0 <= c <= 255 for c in rgb)):
-                    fail(f"{tag}: 'rgb' must be three integers in 0..255.")
+                if not (isinstance(rgb, list) and len(rgb) == 3 and all(_is_int(c) and 0 <= c <= 255 for c in rgb)):
+                    fail(f"{tag}: 'rgb' must be three integers in 0..255, not {_short(rgb)}.")
             elif a == "pattern":
-                if spec.get("draw") not in PATTERNS:
-                    fail(f"{tag}: 'draw' must be one of {PATTERNS}.")
+                draw = spec.get("draw")
+                if not isinstance(draw, str) or draw not in PATTERNS:
+                    fail(f"{tag}: 'draw' must be one of {PATTERNS}, not {_short(draw)}.")
                 if not spec.get("adj"):
                     fail(f"{tag}: 'adj' (adjectives for captions) is required.")
             elif a == "size":
                 sc = spec.get("scale")
-                if not (isinstance(sc, list) and len(sc) == 2 and 0.03 <= sc[0] < sc[1] <= 0.45):
-                    fail(f"{tag}: 'scale' must be [lo, hi] with 0.03 <= lo < hi <= 0.45 (radius / image side).")
+                if not (isinstance(sc, list) and len(sc) == 2 and all(_is_number(x) for x in sc)
+                        and 0.03 <= sc[0] < sc[1] <= 0.45):
+                    fail(f"{tag}: 'scale' must be two numbers [lo, hi] with 0.03 <= lo < hi <= 0.45 "
+                         f"(radius / image side), not {_short(sc)}.")
             elif a == "background":
-                if spec.get("texture") not in TEXTURES:
-                    fail(f"{tag}: 'texture' must be one of {TEXTURES}.")
+                tex = spec.get("texture")
+                if not isinstance(tex, str) or tex not in TEXTURES:
+                    fail(f"{tag}: 'texture' must be one of {TEXTURES}, not {_short(tex)}.")
                 cols = spec.get("colors")
                 if not (isinstance(cols, list) and len(cols) == 2 and all(
-                        isinstance(c, list) and len(c) == 3 and all(isinstance(x, int) and 0 <= x <= 255 for x in c)
+                        isinstance(c, list) and len(c) == 3 and all(_is_int(x) and 0 <= x <= 255 for x in c)
                         for c in cols)):
-                    fail(f"{tag}: 'colors' must be two RGB triples.")
+                    fail(f"{tag}: 'colors' must be two RGB triples of integers in 0..255, not {_short(cols)}.")
                 if not spec.get("phrases"):
                     fail(f"{tag}: 'phrases' (how captions name the background) is required.")
     corr = data.get("correlations", [])
@@ -321,27 +385,42 @@ def _validate(data: Any, path: str | None) -> None:
             fail(f"correlation #{k}: 'if' and 'then' must not be empty.")
         for part in ("if", "then"):
             for a, v in rule[part].items():
-                if a not in ATTRIBUTES or v not in attrs[a]:
-                    fail(f"correlation #{k}: {a}={v} is not an attribute value of this world.")
+                if a not in ATTRIBUTES or not isinstance(v, str) or v not in attrs[a]:
+                    fail(f"correlation #{k}: {_short(a, 30)}={_short(v, 30)} is not an attribute value of this world.")
         p = rule.get("p")
-        if not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
-            fail(f"correlation #{k}: 'p' must be in [0, 1].")
+        if not _is_number(p) or not 0.0 <= p <= 1.0:
+            fail(f"correlation #{k}: 'p' must be a number in [0, 1], not {_short(p)}.")
 
 
 def load_world(path: str | Path | None = None) -> World:
     """Load and validate a world config (default: ``assets/world.json``). ``"alt"`` and
-    ``"default"`` name the two shipped worlds."""
+    ``"default"`` name the two shipped worlds. Raises :class:`WorldConfigError` and nothing else."""
     if path is None or str(path) == "default":
         path = DEFAULT_WORLD
     elif str(path) == "alt":
         path = ALT_WORLD
-    p = Path(path)
-    if not p.is_file():
-        raise WorldConfigError(f"World config not found: {p}", "Give the path of a world JSON file.")
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise WorldConfigError(f"World config {p} is not valid JSON: {e}") from e
+        p = Path(path)
+        if not p.is_file():
+            raise WorldConfigError(f"World config not found: {_short(str(p), 300)}",
+                                   "Give the path of a world JSON file.")
+        if p.stat().st_size > MAX_CONFIG_BYTES:
+            raise WorldConfigError(f"World config {p} is larger than {MAX_CONFIG_BYTES // 1024} KiB; "
+                                   "a world config is a small hand-written file.")
+        raw = p.read_bytes()
+    except (OSError, ValueError, TypeError) as e:  # unreadable, NUL in the path, not a path
+        raise WorldConfigError(f"World config {_short(str(path), 300)} cannot be read: {e}") from e
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise WorldConfigError(f"World config {p} is not UTF-8 text (byte {e.start}).",
+                               "Save it as UTF-8 JSON.") from e
+    try:
+        data = json.loads(text)
+    except RecursionError as e:
+        raise WorldConfigError(f"World config {p} is nested too deeply to be a world config.") from e
+    except ValueError as e:  # JSONDecodeError, and integers too long to convert
+        raise WorldConfigError(f"World config {p} is not valid JSON: {_short(str(e), 200)}") from e
     return World.from_dict(data, str(p))
 
 

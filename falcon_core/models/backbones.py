@@ -636,8 +636,7 @@ for _arch in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
 # which no pair of demo features reaches (at most 7). A group is kept from 5 images (k / 4).
 register_backbone("demo", "falcon_core.demo.integration:demo_backbone",
                   settings={"high_rule": "topk", "top_k": 20, "group_min_images": 5})
-# The same network trained the same way on the same world without its planted correlations (stars
-# mostly on grass, ...): model B of the demo's model comparison (issue 12). Same settings.
+# The same network trained on the same world without the planted correlations (model comparison).
 register_backbone("demo-uncorrelated", "falcon_core.demo.integration:demo_backbone_uncorrelated",
                   settings={"high_rule": "topk", "top_k": 20, "group_min_images": 5})
 

@@ -341,14 +341,18 @@ def apply_checkpoint(model: nn.Module, path, head_name: str | None = "fc",
 
 
 def hash_state_dict(model) -> str:
-    """sha256 of every tensor of a module's state dict: names, dtypes, shapes and bytes."""
-    import hashlib
+    """A digest of every tensor of a module's state dict: names, dtypes, shapes and bytes.
 
-    h = hashlib.sha256()
+    xxh3-128 over the tensors' memory (no copy): ~10x faster than sha256, so fingerprinting a
+    ResNet-50 or a CLIP held in memory costs milliseconds, not a second (issue 9). Prefixed
+    ``xxh3:`` so it is never confused with a sha256 of the same weights."""
+    import xxhash
+
+    h = xxhash.xxh3_128()
     for k, t in model.state_dict().items():
         h.update(k.encode())
         h.update(f"{t.dtype}{tuple(t.shape)}".encode())
         t = t.detach().cpu().contiguous().reshape(-1)
         if t.numel():
-            h.update(t.view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+            h.update(memoryview(t.view(torch.uint8).numpy()))
+    return "xxh3:" + h.hexdigest()

@@ -9,6 +9,17 @@ Named presets are kept in a registry (:data:`CLIP_MODELS`): the offline demo wor
 ``"demo"``.
 
 Embeddings are float32, L2-normalised, computed in eval mode without gradients.
+
+Text is embedded at the length it has (issue 9): captions are tokenized to the model's context
+(77 tokens for CLIP), but a caption of 12 tokens does not need the other 65 positions. With a causal
+text tower (CLIP's) the output at position p depends only on positions <= p, so the pooled token
+(the end-of-text token: ``argmax`` / ``eos`` pooling, or the first) is the same when the padding
+after the batch's longest caption is cut off. :meth:`ClipModel.encode_texts` therefore sorts the
+captions by length, cuts each batch to its longest caption (:func:`encode_text_trimmed`) and puts
+the rows back in order. Towers where this would change the result (no causal mask, a padding
+mask, an appended class token as in CoCa, ``last`` pooling, or a tower open_clip builds another
+way, e.g. Hugging Face text models) are run untrimmed; ``ClipModel.text_trim`` says which, and
+why (:func:`text_trim_support`).
 """
 
 from __future__ import annotations
@@ -26,7 +37,7 @@ import numpy as np
 import torch
 
 from falcon_core.errors import OFFLINE_HINT, FalconError, OfflineError
-from falcon_core.cache import hash_file
+from falcon_core.cache import file_digest
 from falcon_core.models.backbones import hub_offline_guard
 from falcon_core.models.checkpoints import hash_state_dict
 from falcon_core.progress import Progress
@@ -45,6 +56,86 @@ class ClipSpec:
 
     name: str = "ViT-B-32"
     pretrained: str | None = "openai"
+
+
+def _text_tower(model):
+    """(tower, pool type, eos id) of an open_clip model whose text tower is a causal
+    ``TextTransformer`` laid out the way ``encode_text_trimmed`` runs it, else (None, reason, None)."""
+    if all(hasattr(model, a) for a in ("token_embedding", "positional_embedding", "transformer",
+                                        "ln_final", "attn_mask", "text_pool_type")):
+        tower, pool, eos, cls_emb, pad = (model, model.text_pool_type,
+                                          getattr(model, "text_eos_id", None), None, False)
+    else:
+        tower = getattr(model, "text", None)
+        needed = ("token_embedding", "positional_embedding", "transformer", "ln_final",
+                  "attn_mask", "pool_type")
+        if tower is None or not all(hasattr(tower, a) for a in needed):
+            return None, ("its text tower is not open_clip's TextTransformer "
+                          f"({type(tower if tower is not None else model).__name__})"), None
+        pool, eos = tower.pool_type, getattr(tower, "eos_id", None)
+        cls_emb, pad = getattr(tower, "cls_emb", None), bool(getattr(tower, "use_pad_mask", False))
+    if cls_emb is not None:
+        return None, "its text tower appends a class token (CoCa)", None
+    if pad:
+        return None, "its text tower masks padding tokens", None
+    mask = tower.attn_mask
+    if not isinstance(mask, torch.Tensor) or mask.ndim != 2:
+        return None, "its text attention is not causal (no causal mask)", None
+    causal = torch.triu(torch.ones(mask.shape, dtype=torch.bool, device=mask.device), 1)
+    if not torch.equal(torch.isneginf(mask), causal) or bool((mask[~causal] != 0).any()):
+        return None, "its text attention mask is not the causal mask", None
+    if pool not in ("argmax", "eos", "first"):
+        return None, f"its text pooling is {pool!r} (the last position moves when trimmed)", None
+    if pool == "eos" and eos is None:
+        return None, "its text pooling is 'eos' without an eos token id", None
+    return tower, pool, eos
+
+
+def text_trim_support(model) -> tuple[bool, str]:
+    """Whether ``encode_text_trimmed`` gives ``model.encode_text``'s result, and why not."""
+    tower, why, _ = _text_tower(model)
+    if tower is None:
+        return False, f"untrimmed: {why}"
+    return True, f"trimmed to each batch's longest caption (causal mask, {why} pooling)"
+
+
+def _pool_positions(tokens: torch.Tensor, pool: str, eos) -> torch.Tensor:
+    if pool == "argmax":
+        return tokens.argmax(dim=-1)
+    if pool == "eos":
+        return (tokens == eos).int().argmax(dim=-1)
+    return torch.zeros(tokens.shape[0], dtype=torch.long, device=tokens.device)
+
+
+def text_lengths(model, tokens: torch.Tensor) -> torch.Tensor:
+    """How many leading positions of each row ``encode_text`` needs: the pooled position + 1."""
+    tower, pool, eos = _text_tower(model)
+    if tower is None:
+        return torch.full((tokens.shape[0],), tokens.shape[1], dtype=torch.long)
+    return _pool_positions(tokens, pool, eos) + 1
+
+
+def encode_text_trimmed(model, tokens: torch.Tensor) -> torch.Tensor:
+    """``model.encode_text(tokens)`` run on the first L positions only, L = the longest caption
+    of the batch (the pooled position + 1). The same as open_clip's ``encode_text`` for a causal
+    tower (see :func:`text_trim_support`); for any other tower it is ``encode_text`` itself."""
+    from open_clip.transformer import text_global_pool
+
+    tower, pool, eos = _text_tower(model)
+    if tower is None:
+        return model.encode_text(tokens)
+    L = int(_pool_positions(tokens, pool, eos).max()) + 1 if tokens.shape[0] else 1
+    t = tokens[:, :L]
+    cast_dtype = tower.transformer.get_cast_dtype()
+    x = tower.token_embedding(t).to(cast_dtype)
+    x = x + tower.positional_embedding[:L].to(cast_dtype)
+    x = tower.transformer(x, attn_mask=tower.attn_mask[:L, :L])
+    x = tower.ln_final(x)
+    x = text_global_pool(x, t, pool, eos_token_id=eos)
+    proj = tower.text_projection
+    if proj is not None:
+        x = proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
+    return x
 
 
 class ClipModel:
@@ -68,6 +159,8 @@ class ClipModel:
         with torch.no_grad():
             self.embed_dim = int(self._encode_text_tokens(self.tokenizer(["a"])).shape[1])
         self._fingerprint: str | None = None
+        # whether captions are embedded at their own length (see the module docstring)
+        self.text_trim, self.text_trim_note = text_trim_support(model)
 
     # ---- encoding ----------------------------------------------------------------------------
 
@@ -92,12 +185,32 @@ class ClipModel:
         return self._encode(images, batch_size, encode, progress, "clip images")
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256,
-                     progress: Progress | None = None) -> np.ndarray:
-        """Captions -> float32 (n, embed_dim), L2-normalised."""
-        def encode(batch):
-            return self._encode_text_tokens(self.tokenizer([str(t) for t in batch]))
+                     progress: Progress | None = None, trim: bool | None = None) -> np.ndarray:
+        """Captions -> float32 (n, embed_dim), L2-normalised.
 
-        return self._encode(texts, batch_size, encode, progress, "clip texts")
+        ``trim`` (default: ``self.text_trim``): sort the captions by length and run each batch
+        only up to its longest caption (:func:`encode_text_trimmed`); rows come back in the
+        order given. ``trim=False`` is open_clip's ``encode_text`` on the full context."""
+        if trim is None:
+            trim = self.text_trim
+        if not trim or len(texts) == 0:
+            def encode(batch):
+                return self._encode_text_tokens(self.tokenizer([str(t) for t in batch]))
+
+            return self._encode(texts, batch_size, encode, progress, "clip texts")
+        tokens = self.tokenizer([str(t) for t in texts])
+        lengths = text_lengths(self.model, tokens)
+        order = torch.argsort(lengths, stable=True)
+        sorted_tokens = tokens[order]
+
+        def encode_sorted(idx):  # idx: a range of positions in the sorted order
+            return encode_text_trimmed(self.model, sorted_tokens[idx.start:idx.stop].to(self.device))
+
+        out_sorted = self._encode(range(len(texts)), batch_size, encode_sorted, progress,
+                                  "clip texts")
+        out = np.empty_like(out_sorted)
+        out[order.numpy()] = out_sorted
+        return out
 
     def _encode(self, items: Sequence, batch_size: int, encode, progress: Progress | None,
                 stage: str) -> np.ndarray:
@@ -120,14 +233,15 @@ class ClipModel:
     @property
     def fingerprint(self) -> str:
         """sha256 of the model name and its weights' identity (tag, checkpoint bytes, or the
-        random weights themselves)."""
+        random weights themselves). A checkpoint's sha256 is stored under the file's identity
+        (:func:`~falcon_core.cache.file_digest`), so a new process does not read it again."""
         if self._fingerprint is None:
             h = hashlib.sha256()
             h.update(f"open_clip:{self.name}\0".encode())
             if self.source == "tag":
                 h.update(f"tag:{self.pretrained}".encode())
             elif self.source == "file":
-                h.update(f"file:{hash_file(self.pretrained)}".encode())
+                h.update(f"file:{file_digest(self.pretrained)}".encode())
             else:
                 h.update(f"random:{hash_state_dict(self.model)}".encode())
             self._fingerprint = h.hexdigest()

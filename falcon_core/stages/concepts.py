@@ -19,6 +19,16 @@ Phrases
     list). The phrase text is the span of the doc between the kept edges, lower-cased, with
     whitespace collapsed.
 
+Concept hygiene (document frequency)
+    A word (or phrase) that is a concept of more than a share ``max_share`` of the vocabulary's
+    captions describes almost everything, so it cannot tell one feature from another: with k
+    captions per image, a word in a share d of the captions is among an image's k captions by
+    chance alone with probability 1 - (1 - d)^k (d = 0.5, k = 5: 97 %), so Eq. 1 gives it nearly
+    the score of a true concept for *any* feature. :func:`document_frequency` counts, for each
+    concept, the captions it is a concept of; :func:`drop_frequent` removes those above the share.
+    (The README shows the distribution on the demo vocabulary.) The boilerplate list stays: it
+    removes words like "photo" or "stock" that are frequent on LAION but far below any such share.
+
 Word Score (Eq. 1)
     ``WordScore(w) = (1/n) Σ_q max_p C^w[q, p]`` with ``C^w[q, p] = C[q, p]`` if ``w`` is a concept
     of caption ``p`` of image ``q`` and 0 otherwise; ``n`` is the number of images (all of them,
@@ -92,6 +102,32 @@ def load_spacy():
     )
 
 
+def _pipeline_id(meta: dict) -> tuple[str, str, str]:
+    return (str(meta.get("lang", "")), str(meta.get("name", "")), str(meta.get("version", "")))
+
+
+def _installed_pipeline_meta() -> dict | None:
+    """The ``meta.json`` of the pipeline :func:`load_spacy` loads (the first of ``_PREFERRED``
+    that is installed), read without loading it; None when none is found that way."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    for name in _PREFERRED:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None or not spec.origin:
+            continue
+        meta = Path(spec.origin).parent / "meta.json"
+        try:
+            return json.loads(meta.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None  # load_spacy would take this package: let it say what is wrong
+    return None
+
+
 @dataclass(frozen=True)
 class CaptionConcepts:
     words: frozenset[str]
@@ -161,11 +197,18 @@ class ConceptExtractor:
         self.boilerplate = frozenset(boilerplate)
         self.pos = frozenset(pos)
         self._memo: dict[str, CaptionConcepts] = {}
+        self._fast_meta: dict | None = None
 
     @property
     def nlp(self):
         if self._nlp is None:
-            self._nlp = load_spacy()
+            nlp = load_spacy()
+            if self._fast_meta is not None and _pipeline_id(nlp.meta) != _pipeline_id(self._fast_meta):
+                raise FalconError(  # the fingerprint already given named another pipeline
+                    f"spaCy loaded {_pipeline_id(nlp.meta)}, but the installed "
+                    f"{_pipeline_id(self._fast_meta)} was expected.",
+                    "Reinstall the spaCy pipeline (en_core_web_sm), then retry.")
+            self._nlp = nlp
         return self._nlp
 
     @property
@@ -173,14 +216,17 @@ class ConceptExtractor:
         """What determines the concepts of a caption: the spaCy pipeline (name and version) and
         library version, the POS tags kept, and the boilerplate list (as its sha256)."""
         import hashlib
+        from importlib.metadata import version
 
-        import spacy
-
-        meta = self.nlp.meta
+        if self._nlp is not None:
+            meta = self._nlp.meta
+        else:  # read from the installed package: loading the pipeline costs seconds
+            self._fast_meta = self._fast_meta or _installed_pipeline_meta()
+            meta = self._fast_meta if self._fast_meta is not None else self.nlp.meta
         return {
             "spacy_pipeline": f"{meta.get('lang', '')}_{meta.get('name', '')}",
             "spacy_pipeline_version": str(meta.get("version", "")),
-            "spacy_version": spacy.__version__,
+            "spacy_version": version("spacy"),
             "pos": sorted(self.pos),
             "boilerplate": hashlib.sha256("\n".join(sorted(self.boilerplate)).encode()).hexdigest(),
         }
@@ -188,11 +234,15 @@ class ConceptExtractor:
     def docs(self, texts: Sequence[str]) -> list:
         """spaCy docs of ``texts``, run through exactly the pipes concept extraction uses (so
         another module that needs FALCON's lemmas gets the same ones)."""
+        return list(self.iter_docs(texts))
+
+    def iter_docs(self, texts: Iterable[str]):
+        """:meth:`docs`, one at a time (``texts`` may be a generator)."""
         nlp = self.nlp
         unneeded = [p for p in nlp.pipe_names if p not in
                     ("tok2vec", "tagger", "attribute_ruler", "lemmatizer", "parser", "morphologizer")]
         with nlp.select_pipes(disable=unneeded):
-            return list(nlp.pipe(texts, batch_size=self.batch_size))
+            yield from nlp.pipe(texts, batch_size=self.batch_size)
 
     def extract(self, texts: Sequence[str]) -> list[CaptionConcepts]:
         texts = ["" if t is None else str(t) for t in texts]
@@ -204,6 +254,11 @@ class ConceptExtractor:
 
     def __len__(self) -> int:
         return len(self._memo)
+
+    def iter_extract(self, texts: Iterable[str]):
+        """Like :meth:`extract` but streaming and without memoising (for whole vocabularies)."""
+        for doc in self.iter_docs("" if t is None else str(t) for t in texts):
+            yield concepts_of_doc(self.nlp, doc, self.boilerplate, self.pos)
 
 
 def word_scores(
@@ -243,3 +298,62 @@ def rank(scores: dict[str, float], top: int) -> list[tuple[str, float]]:
     """The ``top`` concepts by score (descending), ties by text (ascending)."""
     items = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
     return items[: max(int(top), 0)]
+
+
+def document_frequency(concepts: Iterable[CaptionConcepts]) -> tuple[dict[str, int], dict[str, int], int]:
+    """``(word counts, phrase counts, number of captions)``: for each concept, the number of
+    captions it is a concept of (a caption counts once however often the word occurs in it)."""
+    words: dict[str, int] = {}
+    phrases: dict[str, int] = {}
+    n = 0
+    for c in concepts:
+        n += 1
+        for w in c.words:
+            words[w] = words.get(w, 0) + 1
+        for p in c.phrases:
+            phrases[p] = phrases.get(p, 0) + 1
+    return words, phrases, n
+
+
+def frequent(counts: dict[str, int], n_docs: int, max_share: float) -> dict[str, float]:
+    """``{concept: share}`` of the concepts in strictly more than ``max_share`` of ``n_docs``
+    captions."""
+    if n_docs <= 0:
+        return {}
+    limit = float(max_share) * n_docs
+    return {w: c / n_docs for w, c in counts.items() if c > limit}
+
+
+def drop_frequent(scores: dict[str, float], shares: dict[str, float]
+                  ) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """Split Word Scores into kept concepts and dropped ones (those in ``shares``, from
+    :func:`frequent`). Returns ``(kept, dropped)`` with ``dropped[c] = (score, share)``; the order
+    of ``scores`` is preserved in both."""
+    kept: dict[str, float] = {}
+    dropped: dict[str, tuple[float, float]] = {}
+    for c, v in scores.items():
+        if c in shares:
+            dropped[c] = (float(v), float(shares[c]))
+        else:
+            kept[c] = float(v)
+    return kept, dropped
+
+
+def hygiene_record(dropped_words: dict[str, tuple[float, float]],
+                   dropped_phrases: dict[str, tuple[float, float]], max_share: float,
+                   counted: dict) -> dict:
+    """What concept hygiene dropped from one explanation, and why (stored with it for the app):
+    ``dropped_*`` from :func:`drop_frequent`, best score first; ``counted`` says how many
+    captions the frequencies were counted on (``DocumentFrequencies.describe()``)."""
+    def rows(dropped):
+        ranked = sorted(dropped.items(), key=lambda kv: (-kv[1][0], kv[0]))
+        return [{"text": c, "score": float(t), "document_frequency": float(share)}
+                for c, (t, share) in ranked]
+
+    n = counted.get("captions_counted", 0)
+    sampled = " sampled evenly" if counted.get("sampled") else ""
+    return {"enabled": True, "max_document_frequency": float(max_share), **counted,
+            "description": (f"Words and phrases that are concepts of more than {max_share:.0%} "
+                            f"of the vocabulary's captions (counted on {n:,} captions{sampled}) "
+                            "describe almost everything, so they are not shown as concepts."),
+            "dropped_words": rows(dropped_words), "dropped_phrases": rows(dropped_phrases)}

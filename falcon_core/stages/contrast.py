@@ -1,17 +1,41 @@
 """Stage 6: lowly activating counterfactual images ``L`` (Eq. 2) and spurious-concept removal.
 
-``L = { j : Hn[j, f] < eps for every f of the group,  Hn[j, V] · h_mu >= beta }`` where ``V`` is
-every column but the group's and ``h_mu`` the mean of ``Hn[T, V]`` over the highly activating
-images ``T``. As in the authors' code the similarity is the plain dot product of the (already
-row-normalised) rows with the group's dimensions removed; nothing is renormalised. ``eps``
-defaults to the global mean of ``Hn`` over the valid rows. Images of ``T`` and invalid rows are
-never candidates. ``L`` is sorted by similarity, best first (ties: lower index), and capped at
-``max_images`` (0 = no cap, as for ``max_high_images``; turn contrast off with
-``FalconSettings.contrast``). ``LowSelection.activations`` is the summed activation of the group
-features of each L image.
+``L = { j : Hn[j, f] low for every f of W,  Hn[j, V] · h_mu >= beta }`` where ``W`` is the set of
+features the counterfactuals must be low on, ``V`` every column but ``W`` and ``h_mu`` the mean of
+``Hn[T, V]`` over the highly activating images ``T``. As in the authors' code the similarity is the
+plain dot product of the (already row-normalised) rows with ``W``'s dimensions removed; nothing is
+renormalised. Images of ``T`` and invalid rows are never candidates. ``L`` is sorted by similarity,
+best first (ties: lower index), and capped at ``max_images`` (0 = no cap, as for
+``max_high_images``; turn contrast off with ``FalconSettings.contrast``).
+``LowSelection.activations`` is the summed activation of the group features of each L image.
+
+Which features must be low, and what "low" means (``rule``, :data:`LOW_RULES`):
+
+``"global"`` (the authors' Eq. 2)
+    ``W`` = the feature (or group); low = strictly below ``eps``, by default the global mean of
+    ``Hn`` over the valid rows (one number for every feature).
+``"twins"``
+    ``W`` = the group plus its *twins*: every other feature whose activation over the probe set
+    correlates with the group's summed activation with Pearson ``r >= twin_correlation``;
+    low = strictly below ``eps`` as in ``"global"``. The twins leave ``V`` too, so they pull no
+    image into ``L``.
+``"quantile"``
+    ``W`` = the feature (or group); low = at or below the feature's own ``low_quantile``
+    (``np.quantile`` over the valid rows, linear interpolation; ``<=``, so a sparse feature whose
+    lower quantile is 0 still has its zero images as candidates).
+
+Why a rule other than the authors': on a representation that encodes a concept in many redundant
+features (the demo backbone has 12 star features), the images that are below the global mean on
+feature i but most similar to T on every other feature are the few images of the concept on which
+i happens to be weak while its twins are strong: they show the concept itself, and Eq. 2 removes
+the true concept. The README has the measurements.
 
 A concept of ``T`` is spurious when its Word Score on ``L`` is ``>= threshold`` (inclusive); a
-concept absent from ``L``'s captions has L-score 0.
+concept absent from ``L``'s captions has L-score 0. The threshold is either the authors' absolute
+0.1 (on OpenAI ViT-B/32's cosine scale) or relative to the CLIP in use
+(:func:`spurious_threshold`): ``0.1 × scale / 0.3``, the authors' value moved from ViT-B/32's
+scale (0.3) to the scale of the CLIP in use, the mean top-k caption cosine of probe images
+(:func:`caption_scale`).
 """
 
 from __future__ import annotations
@@ -26,18 +50,80 @@ from .common import (as_matrix, best_first, count_images, global_mean, name_feat
                      validate_features)
 
 
+LOW_RULES = ("global", "twins", "quantile")
+SPURIOUS_RULES = ("absolute", "relative")
+
+
 @dataclass
 class LowSelection:
     indices: np.ndarray  # int64, most similar first
     activations: np.ndarray  # summed activation of the group features
     similarity: np.ndarray  # Hn[j, V] · h_mu
-    low_threshold: float
+    low_threshold: float  # eps of the first feature of the group (one number for displays)
     beta: float
-    n_candidates: int  # images low on every group feature (not in T, valid)
+    n_candidates: int  # images low on every feature of W (not in T, valid)
     description: str
+    rule: str = "global"
+    twins: tuple[int, ...] = ()  # features added to W by the "twins" rule, most correlated first
+    twin_correlations: tuple[float, ...] = ()
+    feature_thresholds: tuple[float, ...] = ()  # eps of each feature of W (group, then twins)
 
     def __len__(self) -> int:
         return int(len(self.indices))
+
+
+def column_correlations(Hn: np.ndarray, column: np.ndarray, valid: np.ndarray | None = None
+                        ) -> np.ndarray:
+    """Pearson correlation of ``column`` (N,) with every column of ``Hn`` over the valid rows.
+
+    A constant column (or a constant ``column``) correlates 0 with everything. Computed in row
+    blocks, so a large ``Hn`` (memory-mapped) is never copied whole."""
+    Hn = as_matrix(Hn)
+    N, r = Hn.shape
+    v = valid_mask(valid, N)
+    x = np.asarray(column, dtype=np.float64).reshape(-1)
+    if x.shape[0] != N:
+        raise FalconError(f"The column has {x.shape[0]} entries but the matrix has {N} rows.")
+    rows = np.flatnonzero(v)
+    n = len(rows)
+    if n < 2:
+        return np.zeros(r)
+    xv = x[rows]
+    xc = xv - xv.mean()
+    sx = np.sqrt((xc ** 2).sum())
+    s1 = np.zeros(r)
+    s2 = np.zeros(r)
+    sxy = np.zeros(r)
+    step = max(1, 2**22 // max(r, 1))
+    for i in range(0, n, step):
+        block = np.asarray(Hn[rows[i:i + step]], dtype=np.float64)
+        s1 += block.sum(axis=0)
+        s2 += (block ** 2).sum(axis=0)
+        sxy += xc[i:i + step] @ block
+    var = np.maximum(s2 - s1 ** 2 / n, 0.0)
+    sy = np.sqrt(var)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = sxy / (sx * sy)
+    corr[~np.isfinite(corr)] = 0.0
+    if sx == 0:
+        corr[:] = 0.0
+    return np.clip(corr, -1.0, 1.0)
+
+
+def find_twins(Hn: np.ndarray, features: Sequence[int] | int, min_correlation: float = 0.5,
+               valid: np.ndarray | None = None) -> tuple[tuple[int, ...], tuple[float, ...]]:
+    """Features outside the group whose activation correlates with the group's summed activation
+    with Pearson ``r >= min_correlation`` over the valid rows; most correlated first (ties: lower
+    index). Returns ``(twins, their correlations)``."""
+    Hn = as_matrix(Hn)
+    feats = validate_features(features, Hn.shape[1])
+    v = valid_mask(valid, Hn.shape[0])
+    summed = np.asarray(Hn[:, list(feats)], dtype=np.float64).sum(axis=1)
+    corr = column_correlations(Hn, summed, v)
+    corr[list(feats)] = -np.inf
+    cand = np.flatnonzero(corr >= float(min_correlation))
+    twins = cand[best_first(cand, corr[cand])]
+    return tuple(int(t) for t in twins), tuple(float(corr[t]) for t in twins)
 
 
 def select_low(
@@ -48,6 +134,9 @@ def select_low(
     beta: float = 0.3,
     max_images: int = 10,
     valid: np.ndarray | None = None,
+    rule: str = "global",
+    low_quantile: float = 0.25,
+    twin_correlation: float = 0.5,
 ) -> LowSelection:
     Hn = as_matrix(Hn)
     N, r = Hn.shape
@@ -60,15 +149,41 @@ def select_low(
         max_images = 0
     if max_images < 0:
         raise FalconError(f"max_images={max_images} must be 0 (no cap) or positive.")
+    if rule not in LOW_RULES:
+        raise FalconError(f"Unknown rule for counterfactual images: {rule!r}.",
+                          f"Use one of {', '.join(LOW_RULES)}.")
+    if rule == "quantile" and not 0.0 < float(low_quantile) < 1.0:
+        raise FalconError(f"low_quantile={low_quantile!r} must be between 0 and 1.")
 
-    if low_threshold is None:
-        eps = global_mean(Hn, v)
-        eps_text = "the global mean"
+    twins: tuple[int, ...] = ()
+    twin_corr: tuple[float, ...] = ()
+    if rule == "twins":
+        twins, twin_corr = find_twins(Hn, feats, twin_correlation, v)
+    W = list(feats) + list(twins)
+    if rule == "quantile":
+        q = float(low_quantile)
+        rows = np.flatnonzero(v)
+        eps_w = [float(np.quantile(np.asarray(Hn[rows, f], dtype=np.float64), q)) for f in W]
+        eps_text = f"its own {q:g}-quantile"
+        strict = False
     else:
-        eps = float(low_threshold)
-        eps_text = "the set threshold"
+        if low_threshold is None:
+            eps = global_mean(Hn, v)
+            eps_text = "the global mean"
+        else:
+            eps = float(low_threshold)
+            eps_text = "the set threshold"
+        eps_w = [eps] * len(W)
+        strict = True
+    eps0 = eps_w[0]
     beta = float(beta)
     who = name_features(feats)
+    if twins:
+        who += f" and its {len(twins)} twin{'s' if len(twins) != 1 else ''} " \
+               f"(features {', '.join(map(str, twins[:12]))}{', ...' if len(twins) > 12 else ''}: " \
+               f"r ≥ {float(twin_correlation):g})"
+    elif rule == "twins":
+        who += f" (no twin: no other feature has r ≥ {float(twin_correlation):g})"
     empty = np.zeros(0, dtype=np.int64)
 
     def result(idx, act, sim, n_cand, description):
@@ -76,30 +191,40 @@ def select_low(
             indices=np.asarray(idx, dtype=np.int64),
             activations=np.asarray(act, dtype=np.float64),
             similarity=np.asarray(sim, dtype=np.float64),
-            low_threshold=eps,
+            low_threshold=eps0,
             beta=beta,
             n_candidates=int(n_cand),
             description=description,
+            rule=rule,
+            twins=twins,
+            twin_correlations=twin_corr,
+            feature_thresholds=tuple(float(e) for e in eps_w),
         )
 
-    cols = Hn[:, list(feats)].astype(np.float64)
-    cand_mask = v & np.all(cols < eps, axis=1)
+    colsW = np.asarray(Hn[:, W], dtype=np.float64)
+    eps_arr = np.asarray(eps_w, dtype=np.float64)
+    low_each = colsW < eps_arr if strict else colsW <= eps_arr
+    cand_mask = v & np.all(low_each, axis=1)
     cand_mask[high] = False
     cand = np.flatnonzero(cand_mask)
     n_cand = len(cand)
+    cmp = "below" if strict else "at or below"
+    if rule == "quantile":
+        low = f"{who} {cmp} {eps_text}"
+    else:
+        low = f"{who} {cmp} ε = {eps0:.4g} ({eps_text})"
     if high.size == 0:
         return result(empty, [], [], n_cand,
                       "No counterfactual images: there are no highly activating images to contrast with.")
     if n_cand == 0:
-        return result(empty, [], [], 0,
-                      f"No counterfactual images: no other image has {who} below ε = {eps:.4g} ({eps_text}).")
+        return result(empty, [], [], 0, f"No counterfactual images: no other image has {low}.")
 
-    # h_mu over V, written as a full-length vector with zeros on the group's dimensions, so that
+    # h_mu over V, written as a full-length vector with zeros on W's dimensions, so that
     # Hn[j] · h_mu_full == Hn[j, V] · h_mu without copying the columns of V
-    h_mu = Hn[high].astype(np.float64).mean(axis=0)
-    h_mu[list(feats)] = 0.0
+    h_mu = np.asarray(Hn[high], dtype=np.float64).mean(axis=0)
+    h_mu[W] = 0.0
     step = max(1, 2**22 // max(r, 1))
-    sim = np.concatenate([Hn[cand[i:i + step]].astype(np.float64) @ h_mu
+    sim = np.concatenate([np.asarray(Hn[cand[i:i + step]], dtype=np.float64) @ h_mu
                           for i in range(0, n_cand, step)])
     ok = sim >= beta
     idx, sim = cand[ok], sim[ok]
@@ -108,9 +233,8 @@ def select_low(
     n_ok = len(idx)
     if max_images and n_ok > max_images:
         idx, sim = idx[:max_images], sim[:max_images]
-    act = cols[idx].sum(axis=1)
+    act = np.asarray(Hn[idx][:, list(feats)], dtype=np.float64).sum(axis=1)
 
-    low = f"{who} below ε = {eps:.4g} ({eps_text})"
     if n_ok == 0:
         description = (f"No counterfactual images: {count_images(n_cand)} {'has' if n_cand == 1 else 'have'} {low}, but none has a "
                        f"similarity ≥ β = {beta:g} to the highly activating images on the other features.")
@@ -122,6 +246,80 @@ def select_low(
         description = (f"{n_ok} of {n_cand} images with {low} {verb} a similarity ≥ β = {beta:g} to "
                        f"the highly activating images on the other features; {use}.")
     return result(idx, act, sim, n_cand, description)
+
+
+def caption_scale(scores: np.ndarray) -> float:
+    """The similarity scale of a CLIP model on a probe set: the mean of the top-k caption scores
+    (rows: images, columns: their k best captions), i.e. the score a caption that describes an
+    image typically gets. nan when there is no score."""
+    s = np.asarray(scores, dtype=np.float64)
+    if s.size == 0:
+        return float("nan")
+    if s.ndim != 2:
+        raise FalconError(f"Caption scores must be 2-D (images x captions); got shape {s.shape}.")
+    return float(s.mean())
+
+
+def spurious_threshold(rule: str, absolute: float = 0.1, scale: float | None = None,
+                       reference_scale: float = 0.3) -> float:
+    """The L-score at or above which a concept is spurious.
+
+    ``"absolute"``: ``absolute`` (the authors' 0.1, on OpenAI ViT-B/32's cosine scale).
+    ``"relative"``: the same threshold moved to the scale of the CLIP in use,
+    ``absolute × scale / reference_scale``, with ``scale`` from :func:`caption_scale` and
+    ``reference_scale`` the scale the absolute value was set on (0.3 for ViT-B/32: the cosine at
+    which LAION-400M judged, with human checks, that a caption matches its image). A Word Score is
+    the mean over L of the best caption score naming the concept (0 where none does), so a concept
+    named by a share p of the counterfactuals scores about ``p × scale``: the authors' 0.1 at
+    scale 0.3 means "named by a third of the counterfactuals", and the relative threshold keeps
+    that meaning on any CLIP.
+    """
+    if rule not in SPURIOUS_RULES:
+        raise FalconError(f"Unknown rule for the spurious threshold: {rule!r}.",
+                          f"Use one of {', '.join(SPURIOUS_RULES)}.")
+    if rule == "absolute":
+        return float(absolute)
+    if scale is None or not np.isfinite(scale) or scale <= 0:
+        raise FalconError(
+            f"The relative spurious threshold needs the CLIP's caption scale (got {scale!r}).",
+            "Use spurious_rule='absolute', or a probe set with readable images.")
+    if not reference_scale > 0:
+        raise FalconError(f"reference_scale={reference_scale!r} must be positive.")
+    return float(absolute) * float(scale) / float(reference_scale)
+
+
+def scale_sample(valid: np.ndarray, n: int) -> np.ndarray:
+    """The (at most ``n``) images a CLIP's caption scale is measured on: evenly spaced over the
+    valid rows (ascending, deterministic)."""
+    rows = np.flatnonzero(np.asarray(valid, dtype=bool))
+    if len(rows) == 0 or n <= 0:
+        return rows[:0]
+    return rows[np.unique(np.linspace(0, len(rows) - 1, min(int(n), len(rows))).round()
+                          .astype(np.int64))]
+
+
+def spurious_threshold_info(rule: str, absolute: float = 0.1, reference_scale: float = 0.3,
+                            scale: float | None = None, captions_per_image: int = 5,
+                            scale_images: int = 0) -> dict:
+    """:func:`spurious_threshold` with what the app shows about it: the rule, the inputs, and a
+    sentence saying where the number comes from."""
+    threshold = spurious_threshold(rule, absolute, scale, reference_scale)
+    info = {"rule": rule, "absolute": float(absolute), "threshold": threshold}
+    if rule == "relative":
+        share = absolute / reference_scale
+        info.update({"caption_scale": float(scale), "reference_scale": float(reference_scale),
+                     "scale_images": int(scale_images)})
+        info["description"] = (
+            f"A concept is spurious when its L-score is ≥ {threshold:.3g} = {absolute:g} × "
+            f"{scale:.3g} / {reference_scale:g}: the authors' {absolute:g} (set on CLIP ViT-B/32, "
+            f"whose matching captions score about {reference_scale:g}) moved to this CLIP's scale, "
+            f"{scale:.3g} (its mean top-{captions_per_image} caption cosine on {scale_images} probe "
+            f"images). It means: named by about {share:.0%} of the counterfactual images.")
+    else:
+        info["description"] = (f"A concept is spurious when its L-score is ≥ {threshold:.3g} "
+                               "(absolute; the authors' value, set on CLIP ViT-B/32's cosine "
+                               "scale).")
+    return info
 
 
 def split_spurious(

@@ -1,0 +1,477 @@
+"""Every speed ratio of issue 9, each measured side by side against its bare baseline in one run.
+
+    python -m falcon_core.bench speed [--json] [--repeat 3] [--only text,gradcam_resnet50]
+
+Each row times a tool of this project and the bare baseline it must be compared with, alternating
+(baseline, tool, baseline, tool, ...) so a busy machine slows both alike, ``--repeat`` times
+(at least 3), and reports the minimum and the median of the CPU time of the process (all threads)
+and of the wall time, and their ratios tool / baseline. Peak RSS (``ru_maxrss``) is printed after
+every row, and the load average before and after it.
+
+Models and data are offline: timm / torchvision / open_clip architectures with **random weights**
+(``tf_efficientnet_lite0``, ResNet-50, CLIP ViT-B-32), the demo world's rendered scenes and its
+captions (``falcon_core.demo``). Random weights run at the speed of trained ones; the ratios are
+what count, and the output says so.
+
+Adding a row: write ``def row_<name>(ctx, repeat) -> dict`` that calls :func:`side_by_side`
+(or :func:`rows_of`) and decorate it with ``@row("<name>", "what it measures", target)``;
+``ctx`` (:class:`Context`) builds shared inputs once (models, images, captions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+ROWS: dict[str, tuple[str, str | None, Callable]] = {}
+
+
+def row(name: str, what: str, target: str | None = None):
+    """Register ``fn(ctx, repeat) -> dict`` as a row of the table."""
+    def deco(fn):
+        ROWS[name] = (what, target, fn)
+        return fn
+    return deco
+
+
+def _timed(fn) -> tuple[float, float, Any]:
+    c0, t0 = time.process_time(), time.perf_counter()
+    out = fn()
+    return time.process_time() - c0, time.perf_counter() - t0, out
+
+
+def side_by_side(tool: Callable[[], Any], baseline: Callable[[], Any], repeat: int = 3,
+                 warmup: bool = True) -> dict:
+    """Time ``baseline`` and ``tool`` alternately ``repeat`` times (after one untimed call of each
+    when ``warmup``). Returns the times (CPU and wall; min and median) and the ratios
+    tool / baseline, plus the last outputs (``tool_out``, ``baseline_out``) for checks."""
+    if warmup:
+        baseline()
+        tool()
+    t: dict[str, dict[str, list[float]]] = {k: {"cpu": [], "wall": []} for k in ("tool", "baseline")}
+    outs: dict[str, Any] = {}
+    for _ in range(max(3, int(repeat))):
+        for k, fn in (("baseline", baseline), ("tool", tool)):
+            c, w, out = _timed(fn)
+            t[k]["cpu"].append(c)
+            t[k]["wall"].append(w)
+            outs[k] = out
+    res: dict[str, Any] = {}
+    for k in ("tool", "baseline"):
+        for m in ("cpu", "wall"):
+            res[f"{k}_{m}_min_s"] = round(min(t[k][m]), 4)
+            res[f"{k}_{m}_median_s"] = round(statistics.median(t[k][m]), 4)
+    for m in ("cpu", "wall"):
+        for agg in ("min", "median"):
+            b = res[f"baseline_{m}_{agg}_s"]
+            res[f"ratio_{m}_{agg}"] = round(res[f"tool_{m}_{agg}_s"] / b, 3) if b > 0 else None
+    res["repeat"] = max(3, int(repeat))
+    res["tool_out"], res["baseline_out"] = outs["tool"], outs["baseline"]
+    return res
+
+
+class Context:
+    """Inputs shared by the rows, each built once: models with random weights, demo images and
+    captions."""
+
+    def __init__(self):
+        self._memo: dict[str, Any] = {}
+
+    def _get(self, key, build):
+        if key not in self._memo:
+            self._memo[key] = build()
+        return self._memo[key]
+
+    def backbone(self, name: str, layer: str | None = None):
+        from falcon_core.models.backbones import BackboneSpec, create_backbone
+
+        return self._get(("bb", name, layer), lambda: create_backbone(
+            BackboneSpec(name, weights="random", layer=layer)))
+
+    def clip(self, name: str):
+        from falcon_core.models.clip import ClipSpec, create_clip
+
+        if name == "demo":
+            return self._get(("clip", name), lambda: create_clip("demo"))
+        return self._get(("clip", name), lambda: create_clip(ClipSpec(name, pretrained=None)))
+
+    def probe(self, n: int):
+        from falcon_core.demo.integration import demo_probe
+
+        return self._get(("probe", n), lambda: demo_probe(n=n, seed=0))
+
+    def captions(self, n: int) -> list[str]:
+        from falcon_core.demo.integration import demo_vocabulary
+
+        def build():
+            v = demo_vocabulary()
+            step = max(1, len(v) // n)
+            return v.captions(range(0, step * n, step))[:n]
+        return self._get(("captions", n), build)
+
+
+def primed_demo_cache(probe_size: int) -> Path:
+    """A cache folder with the demo world's Stage 1 (``probe_size`` images) and text embeddings
+    already computed (kept in the temp folder between runs; rows copy it, so every row starts
+    from the same state without paying for what it does not measure)."""
+    from falcon_core.pipeline import Falcon
+
+    base = Path(tempfile.gettempdir()) / f"falcon-speed-base-{probe_size}"
+    done = base / "primed"
+    if not done.is_file():
+        falcon = Falcon.from_config(_demo_cfg(probe_size), cache_dir=str(base))
+        falcon.representations()
+        falcon.text_embeddings()
+        done.write_text("ok")
+    return base
+
+
+def copy_of(base: Path, into: str | Path, name: str) -> Path:
+    dst = Path(into) / name
+    shutil.copytree(base, dst, ignore=shutil.ignore_patterns("primed"))
+    return dst
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# ------------------------------------------------------------------------------------ rows
+
+
+@row("stage1_efficientnet", "Stage 1, tf_efficientnet_lite0, 128 demo scenes, with decoding "
+     "(compute_representations vs a bare model(x) loop)", "<= 1.05x")
+def row_stage1(ctx: Context, repeat: int) -> dict:
+    import torch
+
+    from falcon_core.stages.representations import compute_representations
+
+    bb = ctx.backbone("timm:tf_efficientnet_lite0")
+    probe = ctx.probe(128)
+
+    def baseline():
+        out = []
+        for s in range(0, len(probe), 64):
+            x = torch.stack([bb.transform(probe.load(i)) for i in range(s, min(s + 64, len(probe)))])
+            with torch.inference_mode():
+                out.append(bb.feature_model(x).numpy())
+        return np.concatenate(out)
+
+    r = side_by_side(lambda: compute_representations(bb, probe, batch_size=64)[0], baseline, repeat)
+    r["max_abs_diff"] = float(np.abs(r.pop("tool_out") - r.pop("baseline_out")).max())
+    return r
+
+
+@row("text_vitb32", "text embeddings, CLIP ViT-B-32, 256 demo captions (ClipModel.encode_texts: "
+     "length-bucketed, trimmed vs a bare encode_text loop on the padded 77-token context)",
+     ">= 2.5x faster, cosine >= 0.99999")
+def row_text(ctx: Context, repeat: int) -> dict:
+    return _text_row(ctx.clip("ViT-B-32"), ctx.captions(256), repeat)
+
+
+@row("text_demo_clip", "text embeddings, the demo CLIP (context 24), 2,048 demo captions",
+     "cosine >= 0.99999")
+def row_text_demo(ctx: Context, repeat: int) -> dict:
+    return _text_row(ctx.clip("demo"), ctx.captions(2048), repeat)
+
+
+def _text_row(clip, caps, repeat) -> dict:
+    import torch
+
+    def baseline():
+        out = []
+        with torch.inference_mode():
+            for s in range(0, len(caps), 256):
+                e = clip.model.encode_text(clip.tokenizer(caps[s:s + 256]))
+                out.append(torch.nn.functional.normalize(e, dim=-1).numpy())
+        return np.concatenate(out)
+
+    r = side_by_side(lambda: clip.encode_texts(caps, batch_size=256), baseline, repeat)
+    a, b = r.pop("tool_out"), r.pop("baseline_out")
+    tokens = clip.tokenizer(caps)
+    r["min_cosine"] = float((a * b).sum(1).min())
+    r["trim"] = clip.text_trim_note
+    r["tokens_longest_of_context"] = f"{int(tokens.argmax(-1).max()) + 1} of {tokens.shape[1]}"
+    return r
+
+
+def _gradcam_row(bb, probe, repeat) -> dict:
+    import torch
+
+    from falcon_core.stages.crops import crop_box
+    from falcon_core.stages.gradcam import FeatureTarget, compute_cams
+
+    x = torch.stack([bb.transform(probe.load(i)) for i in range(9)])
+    feats = [3, 17]
+
+    def bare_grad_cam():
+        from pytorch_grad_cam import GradCAM
+
+        cam = GradCAM(model=bb.feature_model, target_layers=[bb.cam_layer],
+                      reshape_transform=bb.reshape_transform)
+        try:
+            with torch.enable_grad():
+                return cam(input_tensor=x, targets=[FeatureTarget(feats)] * len(x))
+        finally:
+            cam.activations_and_grads.release()
+            bb.model.zero_grad(set_to_none=True)
+
+    def forward():
+        with torch.inference_mode():
+            return bb.feature_model(x)
+
+    tool = lambda: compute_cams(bb, x, feats)  # noqa: E731
+    vs_pgc = side_by_side(tool, bare_grad_cam, repeat)
+    fast, ref = vs_pgc.pop("tool_out"), vs_pgc.pop("baseline_out")
+    vs_fwd = side_by_side(tool, forward, repeat)
+    vs_fwd.pop("tool_out"), vs_fwd.pop("baseline_out")
+    return {"vs_pytorch_grad_cam": vs_pgc, "vs_forward_pass": vs_fwd,
+            "max_abs_diff_maps": float(np.abs(fast - ref).max()),
+            "same_boxes": [crop_box(c).as_tuple() for c in fast]
+            == [crop_box(c).as_tuple() for c in ref],
+            "cam_layer": bb.cam_layer_name}
+
+
+@row("gradcam_efficientnet", "GradCAM, 9 demo scenes, tf_efficientnet_lite0 (compute_cams vs a "
+     "bare pytorch-grad-cam call, and vs one forward pass)", "<= 1.2x a forward pass, same maps")
+def row_gradcam_eff(ctx: Context, repeat: int) -> dict:
+    return _gradcam_row(ctx.backbone("timm:tf_efficientnet_lite0"), ctx.probe(128), repeat)
+
+
+@row("gradcam_resnet50", "GradCAM, 9 demo scenes, ResNet-50 (CAM layer layer4)",
+     "<= 1.2x a forward pass, same maps")
+def row_gradcam_r50(ctx: Context, repeat: int) -> dict:
+    return _gradcam_row(ctx.backbone("resnet50"), ctx.probe(128), repeat)
+
+
+_FIRST_CALL = r"""
+import sys, time, json, torch
+from falcon_core.models.backbones import BackboneSpec, create_backbone
+bb = create_backbone(BackboneSpec("resnet18", weights="random"))
+x = torch.randn(4, 3, 224, 224)
+method = sys.argv[1]
+from falcon_core.stages.gradcam import compute_cams
+t = []
+for _ in range(2):
+    c0 = time.process_time(); w0 = time.perf_counter()
+    compute_cams(bb, x, [5], method=method)
+    t.append((time.process_time() - c0, time.perf_counter() - w0))
+print(json.dumps(t))
+"""
+
+
+@row("gradcam_first_call", "GradCAM's first call in a fresh process / its second call "
+     "(ResNet-18, 4 images; the process has torch and the model already)", "close to 1x")
+def row_gradcam_first(ctx: Context, repeat: int) -> dict:
+    out = {}
+    env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    for method in ("stopped", "pytorch-grad-cam"):
+        runs = []
+        for _ in range(max(3, repeat)):
+            p = subprocess.run([sys.executable, "-c", _FIRST_CALL, method], capture_output=True,
+                               text=True, env=env, timeout=900)
+            if p.returncode:
+                raise RuntimeError(p.stderr[-2000:])
+            (c1, w1), (c2, w2) = json.loads(p.stdout.strip().splitlines()[-1])
+            runs.append((c1, w1, c2, w2))
+        out[method] = {
+            "first_cpu_median_s": round(statistics.median(r[0] for r in runs), 3),
+            "first_wall_median_s": round(statistics.median(r[1] for r in runs), 3),
+            "later_cpu_median_s": round(statistics.median(r[2] for r in runs), 3),
+            "first_over_later_cpu_median": round(statistics.median(r[0] / r[2] for r in runs), 2),
+            "first_over_later_wall_median": round(statistics.median(r[1] / r[3] for r in runs), 2)}
+    return out
+
+
+def _demo_cfg(probe_size: int):
+    from falcon_core.workspace import WorkspaceConfig
+
+    return WorkspaceConfig.demo(probe_size=probe_size)
+
+
+@row("warm_explanation", "a cached explanation in a new Falcon (models loaded, nothing in "
+     "memory) vs a repeat call in the same Falcon (demo world, 400 images)", "<= 0.1 s")
+def row_warm(ctx: Context, repeat: int) -> dict:
+    from falcon_core.cache import DiskCache
+    from falcon_core.pipeline import Falcon
+
+    cfg = _demo_cfg(400)
+    base = primed_demo_cache(400)
+    with tempfile.TemporaryDirectory(prefix="falcon-speed-") as tmp:
+        d = str(copy_of(base, tmp, "warm"))
+        falcon = Falcon.from_config(cfg, cache_dir=d)
+        falcon.explain(3)  # cold, untimed
+        times, reps = [], []
+        for _ in range(max(3, repeat)):
+            # what a new process has after loading the models: new objects, nothing memoised
+            bb, clip = cfg.build_backbone(), cfg.build_clip()
+            f = Falcon(bb, clip, cfg.build_probe(bb), cfg.build_vocabulary(),
+                       settings=cfg.default_settings(), cache=DiskCache(d))
+            c, w, _ = _timed(lambda: f.explain(3))
+            times.append((c, w))
+            c, w, _ = _timed(lambda: falcon.explain(3))
+            reps.append((c, w))
+    return {"fresh_objects_explain_cpu_min_s": round(min(t[0] for t in times), 4),
+            "fresh_objects_explain_wall_median_s": round(statistics.median(t[1] for t in times), 4),
+            "fresh_objects_explain_wall_min_s": round(min(t[1] for t in times), 4),
+            "repeat_in_process_wall_median_s": round(statistics.median(r[1] for r in reps), 5)}
+
+
+@row("precompute", "explaining 8 features of the demo layer: Catalogue.precompute vs one "
+     "explain() per feature (Stage 1 and text embeddings cached for both)",
+     ">= 3x faster per feature, same explanations")
+def row_precompute(ctx: Context, repeat: int) -> dict:
+    from falcon_core.cache import DiskCache
+    from falcon_core.pipeline import Falcon
+
+    cfg = _demo_cfg(400)
+    feats = list(range(8))
+    base = primed_demo_cache(400)
+    with tempfile.TemporaryDirectory(prefix="falcon-speed-") as d:
+        falcon = Falcon.from_config(cfg, cache_dir=str(copy_of(base, d, "c0")))
+        falcon.explainer.extractor.nlp  # spaCy loaded once, outside the timings
+        n = [0]
+
+        def fresh_cache():
+            n[0] += 1
+            dst = copy_of(base, d, f"c{n[0]}")
+            falcon.cache = DiskCache(dst)
+            for part in (falcon.store, falcon.explainer, falcon.catalogue):
+                part.cache = falcon.cache
+            falcon.explainer._A = None
+            return falcon
+
+        def one_by_one():
+            f = fresh_cache()
+            return [f.explain(i).to_dict() for i in feats]
+
+        def shared():
+            f = fresh_cache()
+            f.precompute(feats)
+            return [f.explain(i).to_dict() for i in feats]
+
+        r = side_by_side(shared, one_by_one, repeat, warmup=False)
+    a, b = r.pop("tool_out"), r.pop("baseline_out")
+    r["same_explanations"], r["max_score_difference"] = _same_explanations(a, b)
+    r["features"] = len(feats)
+    return r
+
+
+def _same_explanations(a: list[dict], b: list[dict]) -> tuple[bool, float]:
+    """Whether two lists of explanation dicts say the same (concepts in order, images, boxes,
+    captions found), and the largest difference of a score (batches of other sizes move the
+    last bits of a float32)."""
+    worst = 0.0
+    for x, y in zip(a, b):
+        for kind in ("words", "phrases", "spurious_words", "spurious_phrases"):
+            if [c["text"] for c in x[kind]] != [c["text"] for c in y[kind]]:
+                return False, float("nan")
+            for c, d in zip(x[kind], y[kind]):
+                worst = max(worst, abs(c["score"] - d["score"]))
+        for kind in ("high", "low"):
+            if [(r["index"], r.get("box"), [m["index"] for m in r["captions"]]) for r in x[kind]] \
+                    != [(r["index"], r.get("box"), [m["index"] for m in r["captions"]])
+                        for r in y[kind]]:
+                return False, float("nan")
+    return len(a) == len(b) and worst < 1e-4, worst
+
+
+# ------------------------------------------------------------------------------------ main
+
+# The rows in the order they run by default (the cheap and decisive ones first; a row added by
+# another module is appended at the end).
+DEFAULT_ORDER: list[str] = [
+    "gradcam_efficientnet", "text_demo_clip", "warm_explanation", "precompute", "text_vitb32",
+    "gradcam_resnet50", "gradcam_first_call", "stage1_efficientnet"]
+
+
+def run(names: list[str], repeat: int, log=print) -> dict:
+    ctx = Context()
+    result: dict[str, Any] = {
+        "note": ("models have random weights (timm/torchvision/open_clip architectures), images "
+                 "are the demo world's rendered scenes and captions its captions; ratios are "
+                 "tool / baseline measured alternately in this run"),
+        "cpus": os.cpu_count(), "rows": {}}
+    for name in names:
+        what, target, fn = ROWS[name]
+        load0 = os.getloadavg()
+        log(f"[{name}] {what} ...")
+        t0 = time.perf_counter()
+        try:
+            r = fn(ctx, repeat)
+        except Exception as e:  # noqa: BLE001 - one broken row must not hide the others
+            r = {"error": f"{type(e).__name__}: {e}"}
+        r.update({"what": what, "target": target, "load_before": [round(x, 2) for x in load0],
+                  "load_after": [round(x, 2) for x in os.getloadavg()],
+                  "peak_rss_mb_so_far": round(_rss_mb(), 1),
+                  "row_seconds": round(time.perf_counter() - t0, 1)})
+        result["rows"][name] = r
+        log(_format_row(name, r))
+    result["peak_rss_mb"] = round(_rss_mb(), 1)
+    return result
+
+
+def _fmt_ratio(r: dict) -> str:
+    return (f"CPU {r['ratio_cpu_min']}x / {r['ratio_cpu_median']}x (min/median), "
+            f"wall {r['ratio_wall_min']}x / {r['ratio_wall_median']}x; tool CPU "
+            f"{r['tool_cpu_min_s']:.3f} s vs baseline {r['baseline_cpu_min_s']:.3f} s (min)")
+
+
+def _format_row(name: str, r: dict) -> str:
+    lines = [f"  {name}: target {r.get('target')}"]
+    if "error" in r:
+        lines.append(f"    ERROR {r['error']}")
+    for k, v in r.items():
+        if isinstance(v, dict) and "ratio_cpu_min" in v:
+            lines.append(f"    {k}: {_fmt_ratio(v)}")
+    if "ratio_cpu_min" in r:
+        lines.append(f"    {_fmt_ratio(r)}")
+    skip = {"what", "target", "error"}
+    extra = {k: v for k, v in r.items() if not isinstance(v, dict) and k not in skip
+             and not k.startswith(("ratio_", "tool_", "baseline_"))}
+    nested = {k: v for k, v in r.items() if isinstance(v, dict) and "ratio_cpu_min" not in v}
+    lines.append("    " + ", ".join(f"{k}={v}" for k, v in extra.items()))
+    for k, v in nested.items():
+        lines.append(f"    {k}: " + ", ".join(f"{a}={b}" for a, b in v.items()))
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m falcon_core.bench speed",
+                                description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="rows: " + ", ".join(ROWS))
+    p.add_argument("--json", action="store_true", help="print the result as JSON at the end")
+    p.add_argument("--repeat", type=int, default=3, help="timed repeats per side (at least 3)")
+    p.add_argument("--only", default=None, help="comma-separated row names (default: all)")
+    args = p.parse_args(argv)
+    names = DEFAULT_ORDER if not args.only else [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = [n for n in names if n not in ROWS]
+    if unknown:
+        print(f"error: unknown rows {unknown}; rows: {', '.join(ROWS)}", file=sys.stderr)
+        return 2
+    log = (lambda s: print(s, file=sys.stderr, flush=True)) if args.json else print
+    if not args.only:
+        names = names + [n for n in ROWS if n not in names]
+    result = run(names, max(3, args.repeat), log)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print(f"peak RSS {result['peak_rss_mb']:.0f} MB; {result['note']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""The recovery benchmark's statistics by hand, and its ablations: each replaces exactly one
+component of the pipeline and never shares a cached result with the full run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from falcon_core.bench import recovery as R
+from falcon_core.settings import FalconSettings
+from makers import tiny_falcon
+
+TOPK = FalconSettings(high_rule="topk", top_k=6)
+
+
+def test_wilson_by_hand():
+    # 5/10: centre (0.5 + z^2/20) / (1 + z^2/10) = 0.5; half = z sqrt(0.025 + z^2/400) / (1 + z^2/10)
+    z = 1.959964
+    half = z * np.sqrt(0.025 + z * z / 400) / (1 + z * z / 10)
+    lo, hi = R.wilson(5, 10)
+    assert lo == pytest.approx(0.5 - half) and hi == pytest.approx(0.5 + half)
+    assert (round(lo, 4), round(hi, 4)) == (0.2366, 0.7634)
+    # 0/10: lower end 0, upper z^2/n / (1 + z^2/n) = 3.8415/13.8415
+    lo, hi = R.wilson(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(z * z / (10 + z * z))
+    assert R.wilson(0, 0) is None
+    p = R.proportion([True, False, True, True])
+    assert (p["k"], p["n"], p["value"]) == (3, 4, 0.75)
+
+
+def test_paired_difference():
+    d = R.paired_difference([1, 1, 1, 0], [0, 0, 1, 0])
+    assert d["difference"] == 0.5 and d["n"] == 4
+    # every resample's mean lies between 0 and 1; with two differences of 1 in 4 the
+    # bootstrap interval is inside [0, 1] and holds 0.5
+    assert 0.0 <= d["ci95"][0] <= 0.5 <= d["ci95"][1] <= 1.0
+    same = R.paired_difference([1, 0, 1], [1, 0, 1])
+    assert same["difference"] == 0.0 and same["ci95"] == [0.0, 0.0]
+
+
+@pytest.fixture(scope="module")
+def falcon(tmp_path_factory):
+    return tiny_falcon(tmp_path_factory.mktemp("bench-world"), TOPK)
+
+
+def test_no_crop_shows_clip_the_whole_view_and_keeps_its_own_cache(falcon):
+    f = 3
+    full = falcon.explain(f)
+    ab = R.no_crop(falcon)
+    assert ab.inputs["ablation"] == "no_crop" and "ablation" not in falcon.inputs
+    assert ab.explanation_key(f) != falcon.explanation_key(f)
+    exp = ab.explain(f)
+    view = falcon.view(exp.high[0].index).size
+    assert all(r.box == (0, 0, view[0], view[1]) for r in exp.high)
+    # the crop CLIP saw is the whole view: the T captions are the view's top captions
+    B = falcon.clip.encode_images([falcon.view(r.index) for r in exp.high])
+    A = np.asarray(falcon.text_embeddings(), dtype=np.float32)
+    best = np.argsort(-(B @ A.T), axis=1)[:, 0]
+    assert [r.captions[0].index for r in exp.high] == [int(b) for b in best]
+    # the full run's explanation, read again, is untouched
+    again = falcon.explain(f)
+    assert [r.box for r in again.high] == [r.box for r in full.high]
+    assert any(r.box != (0, 0, view[0], view[1]) for r in full.high)
+
+
+def test_wrong_cam_aims_gradcam_at_the_other_feature(falcon):
+    f, other = 3, 11
+    ab = R.wrong_cam(falcon, {f: other})
+    high = falcon.select_high(f).indices
+    got = ab.explainer._cams((f,), high)
+    expected = falcon.explainer._cams((other,), high)  # GradCAM of feature 11 on 3's images
+    own = falcon.explainer._cams((f,), high)
+    assert np.array_equal(got, expected)
+    assert not np.allclose(np.asarray(got, float), np.asarray(own, float))
+    exp = ab.explain(f)
+    boxes = [b.as_tuple() for b in falcon.explainer._boxes(expected, TOPK.cam_threshold)]
+    assert [r.box for r in exp.high] == boxes
+
+
+def _result(value_k: int, n: int) -> dict:
+    """A hand-made result with one world: what ``markdown`` reads."""
+    p = R.proportion([True] * value_k + [False] * (n - value_k))
+    fig = {"top3_recovery": p, "top3_recovery_no_contrast": p, "spurious_removed": p,
+           "spurious_removed_not_encoded": p, "true_kept": p, "filler_top_word": p,
+           "by_attribute": {"shape": {"top3_recovery": p}}}
+    checks = [{"ablation": a, "difference": 0.5, "ci95": [0.2, 0.8], "ok": True}
+              for a in R.ABLATIONS]
+    runs = {"full": fig, "oracle_clip": fig, **{a: {"top3_recovery": p} for a in R.ABLATIONS}}
+    return {"ok": True, "worlds": [{"world": "w", "num_features": 9, "clear_features": n,
+                                    "settings": {"low_rule": "twins", "spurious_rule": "relative",
+                                                 "concept_hygiene": True},
+                                    "runs": runs, "checks": checks}]}
+
+
+def test_write_readme_replaces_only_the_block(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{R.README_BEGIN}\nold figures\n{R.README_END}\noutro\n")
+    assert R.write_readme(_result(3, 4), readme)
+    text = readme.read_text()
+    assert text.startswith("intro\n" + R.README_BEGIN) and text.endswith(R.README_END + "\noutro\n")
+    assert "old figures" not in text
+    assert "| top-3 recovery, all clear features | 75 % (3/4; " in text
+    assert "| settings: counterfactuals / spurious threshold / hygiene | twins / relative / on |" \
+        in text
+    assert R.readme_block(readme) == R.markdown(_result(3, 4))
+    # again with other figures: the block changes, the rest does not
+    assert R.write_readme(_result(1, 4), readme)
+    text = readme.read_text()
+    assert "25 % (1/4; " in text and text.count(R.README_BEGIN) == text.count(R.README_END) == 1
+    assert text.startswith("intro\n") and text.endswith(R.README_END + "\noutro\n")
+    plain = tmp_path / "PLAIN.md"
+    plain.write_text("no block\n")
+    assert not R.write_readme(_result(3, 4), plain) and plain.read_text() == "no block\n"
+    assert R.readme_block(plain) is None
+
+
+def test_the_readme_figures_are_the_committed_result():
+    """The README's recovery block is what ``--from-json docs/recovery.json --write-readme``
+    prints: nobody edits a figure by hand, and a new result changes both in one diff."""
+    import json
+
+    res = json.loads(R.DOCS_JSON.read_text(encoding="utf-8"))
+    assert R.readme_block() == R.markdown(res)
+    # the committed result says what it ran and checked
+    assert res["worlds"] and all("compare" in w and "pairs" in w for w in res["worlds"])
+    assert res["ok"] == all(c["ok"] for c in res["checks"])

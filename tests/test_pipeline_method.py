@@ -1,0 +1,176 @@
+"""Issue 7's method choices, wired through the pipeline on the tests' tiny world: the
+counterfactual rules, the spurious threshold on the CLIP's own scale, concept hygiene.
+
+The models are random, so the concepts are noise; the tests check that each choice is applied
+exactly as stated, against values recomputed here from the inputs (not from the code under test's
+intermediate results)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from falcon_core.explanation import Explanation
+from falcon_core.calibration import SCALE_SAMPLE
+from falcon_core.settings import FalconSettings
+from makers import tiny_falcon
+
+AUTHORS = FalconSettings(high_rule="topk", top_k=8, low_rule="global", spurious_rule="absolute",
+                         concept_hygiene=False)
+
+
+@pytest.fixture(scope="module")
+def falcon(tmp_path_factory):
+    return tiny_falcon(tmp_path_factory.mktemp("method-world"), AUTHORS)
+
+
+@pytest.fixture(scope="module")
+def feature(falcon):
+    for f in range(60):
+        high = falcon.select_high(f)
+        if len(falcon.select_low(f, high.indices, AUTHORS.replace(low_rule="quantile"))) >= 2:
+            return f
+    pytest.fail("no feature among the first 60 has counterfactual images")
+
+
+def _vocabulary_shares(falcon):
+    """Each word's share of the vocabulary's captions, counted caption by caption here."""
+    caps = [falcon.vocabulary.caption(i) for i in range(len(falcon.vocabulary))]
+    counts: dict[str, int] = {}
+    for c in falcon.extractor.extract(caps):
+        for w in c.words:
+            counts[w] = counts.get(w, 0) + 1
+    return {w: n / len(caps) for w, n in counts.items()}
+
+
+def test_quantile_rule_in_the_pipeline(falcon, feature):
+    s = AUTHORS.replace(low_rule="quantile", low_quantile=0.25)
+    exp = falcon.explain(feature, s)
+    Hn = falcon.normalized().astype(np.float64)
+    eps = float(np.quantile(Hn[:, feature], 0.25))
+    assert exp.low_selection["rule"] == "quantile"
+    assert exp.low_selection["feature_thresholds"] == pytest.approx([eps], abs=1e-6)
+    assert exp.low, "no counterfactual image"
+    high = [r.index for r in exp.high]
+    V = [j for j in range(Hn.shape[1]) if j != feature]
+    h_mu = Hn[high][:, V].mean(axis=0)
+    for r in exp.low:
+        assert Hn[r.index, feature] <= eps + 1e-7
+        assert r.similarity == pytest.approx(float(Hn[r.index, V] @ h_mu), abs=1e-5)
+    # every candidate that passes beta and beats the last L image is in L (best first)
+    cand = [j for j in range(len(Hn)) if j not in high and Hn[j, feature] <= eps + 1e-7
+            and float(Hn[j, V] @ h_mu) >= s.beta]
+    best = sorted(cand, key=lambda j: (-float(Hn[j, V] @ h_mu), j))[:s.max_low_images]
+    assert [r.index for r in exp.low] == best
+
+
+def test_twins_rule_in_the_pipeline(falcon, feature):
+    s = AUTHORS.replace(low_rule="twins", twin_correlation=0.3)
+    exp = falcon.explain(feature, s)
+    Hn = falcon.normalized().astype(np.float64)
+    r = np.array([np.corrcoef(Hn[:, feature], Hn[:, j])[0, 1] if Hn[:, j].std() > 0 else 0.0
+                  for j in range(Hn.shape[1])])
+    r[feature] = -np.inf
+    twins = sorted(np.flatnonzero(r >= 0.3), key=lambda j: (-r[j], j))
+    assert exp.low_selection["rule"] == "twins"
+    assert exp.low_selection["twins"] == [int(t) for t in twins]
+    eps = exp.low_selection["threshold"]
+    assert eps == pytest.approx(float(Hn.mean()), abs=1e-6)
+    W = [feature] + list(twins)
+    V = [j for j in range(Hn.shape[1]) if j not in W]
+    h_mu = Hn[[x.index for x in exp.high]][:, V].mean(axis=0)
+    for rec in exp.low:  # low on the feature and on every twin; similar on the rest
+        assert all(Hn[rec.index, j] < eps for j in W)
+        assert rec.similarity == pytest.approx(float(Hn[rec.index, V] @ h_mu), abs=1e-5)
+
+
+def test_relative_threshold_is_the_authors_value_on_this_clips_scale(falcon, feature):
+    # the scale, recomputed here: the mean top-5 cosine of every probe image's whole view (the
+    # tiny probe has fewer images than the sample) against every caption
+    assert len(falcon.probe) <= SCALE_SAMPLE
+    B = falcon.clip.encode_images([falcon.view(i) for i in range(len(falcon.probe))])
+    caps = [falcon.vocabulary.caption(i) for i in range(len(falcon.vocabulary))]
+    A = falcon.clip.encode_texts(caps)
+    scale = float(np.sort(B @ A.T, axis=1)[:, -5:].mean())
+    # a reference scale that puts the relative threshold among the observed L-scores, far from
+    # the absolute 0.1, so the split shows which threshold was used
+    loose = falcon.explain(feature, AUTHORS.replace(contrast=False, top_words=500))
+    l_scores = sorted({c.l_score for c in loose.words if c.l_score > 0})
+    assert len(l_scores) >= 2, "the counterfactual images share too few words with T"
+    m = len(l_scores) // 2
+    target = (l_scores[m - 1] + l_scores[m]) / 2  # no L-score sits at the threshold
+    s = AUTHORS.replace(spurious_rule="relative", spurious_reference_scale=0.1 * scale / target,
+                        top_words=500, top_phrases=500)
+    exp = falcon.explain(feature, s)
+    info = exp.low_selection["spurious"]
+    assert info["rule"] == "relative" and info["scale_images"] == len(falcon.probe)
+    assert info["caption_scale"] == pytest.approx(scale, abs=1e-3)
+    assert info["threshold"] == pytest.approx(target, rel=1e-3)  # 0.1 x scale / reference
+    assert "0.1" in info["description"] and "scale" in info["description"]
+    # the split follows that threshold: at or above it removed, below it kept
+    by_l = {c.text: c.l_score for c in loose.words}
+    removed = {c.text for c in exp.spurious_words}
+    assert removed == {w for w, l in by_l.items() if l >= target}
+    assert {c.text for c in exp.words} == {w for w, l in by_l.items() if l < target}
+    assert removed
+    # recorded in the JSON the app reads
+    back = Explanation.from_json(exp.to_json())
+    assert back.low_selection["spurious"]["threshold"] == pytest.approx(info["threshold"])
+    # the absolute rule ignores the scale
+    absolute = falcon.explain(feature, s.replace(spurious_rule="absolute"))
+    assert absolute.low_selection["spurious"]["threshold"] == 0.1
+
+
+def test_hygiene_drops_the_words_of_most_captions(falcon, feature):
+    shares = _vocabulary_shares(falcon)
+    share = 0.4  # the shape words are in 12 or 13 of the 26 captions
+    frequent = {w for w, x in shares.items() if x > share}
+    assert frequent, "the tiny vocabulary has no word above the share"
+    loose = falcon.explain(feature, AUTHORS.replace(contrast=False, top_words=500))
+    s = AUTHORS.replace(contrast=False, top_words=500, concept_hygiene=True,
+                        max_document_frequency=share)
+    exp = falcon.explain(feature, s)
+    words_t = {c.text for c in loose.words}
+    dropped = {d["text"]: d for d in exp.hygiene["dropped_words"]}
+    assert set(dropped) == words_t & frequent
+    assert dropped, "no word of T's captions was frequent"
+    for w, d in dropped.items():
+        assert d["document_frequency"] == pytest.approx(shares[w])
+        assert d["score"] == pytest.approx(loose.all_word_scores[w])
+    assert {c.text for c in exp.words} == words_t - frequent
+    assert exp.hygiene["enabled"] and exp.hygiene["max_document_frequency"] == share
+    assert exp.hygiene["captions_counted"] == len(falcon.vocabulary)
+    assert Explanation.from_json(exp.to_json()).hygiene == exp.hygiene
+    # turned off: nothing dropped, everything kept
+    off = falcon.explain(feature, s.replace(concept_hygiene=False))
+    assert off.hygiene == {"enabled": False}
+    assert {c.text for c in off.words} == words_t
+
+
+def test_crop_embeddings_are_keyed_by_the_boxes(falcon, feature):
+    """Two crop rules on the same CAMs must not share cached crop embeddings."""
+    from falcon_core.stages.crops import CropBox
+
+    ex = falcon.explainer
+    high = falcon.select_high(feature)
+    feats = falcon.features(feature)
+    cams = ex._cams(feats, high.indices)
+    boxes = ex._boxes(cams, 0.6)
+    whole = [CropBox(0, 0, c.shape[1], c.shape[0]) for c in cams]
+    key = ex._cams_key(feats, high.indices)
+    a = ex._crop_embeddings(high.indices, boxes, key, 0.6)
+    b = ex._crop_embeddings(high.indices, whole, key, 0.6)
+    views = falcon.clip.encode_images([falcon.view(i) for i in high.indices])
+    assert np.allclose(b, views, atol=1e-5)
+    assert any(bx.as_tuple() != w.as_tuple() for bx, w in zip(boxes, whole))
+    assert not np.allclose(a, b, atol=1e-4)
+
+
+def test_view_embeddings_are_the_clip_embeddings_of_the_views(falcon):
+    idx = [0, 5, 17]
+    expected = falcon.clip.encode_images([falcon.view(i) for i in idx])
+    views = falcon.view_embeddings()
+    assert views.shape == (len(falcon.probe), falcon.clip.embed_dim)
+    assert np.allclose(views[idx], expected, atol=1e-5)
+    # counterfactual images are now looked up there, with the same values
+    assert np.allclose(falcon.explainer._whole_embeddings(idx), expected, atol=1e-5)

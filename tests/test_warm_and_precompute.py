@@ -1,0 +1,140 @@
+"""Issue 9: warm is warm (no weights hashed again, no spaCy loaded for a cached explanation) and
+the whole-layer precompute shares GradCAM and CLIP work across features with the same results."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from falcon_core import cache as cache_mod
+from falcon_core.cache import file_digest, hash_file
+from falcon_core.pipeline import Falcon
+from falcon_core.settings import FalconSettings
+from makers import make_tiny_world, tiny_config
+
+TOPK = FalconSettings(high_rule="topk", top_k=6)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return make_tiny_world(tmp_path_factory.mktemp("warm-world"))
+
+
+def test_file_digest_is_stored_and_follows_the_file(tmp_path, monkeypatch):
+    f = tmp_path / "weights.pt"
+    f.write_bytes(b"a" * 1000)
+    root = tmp_path / "cache"
+    assert file_digest(f, root) == hash_file(f)
+
+    def boom(path, *a, **k):
+        raise AssertionError("hashed again")
+
+    monkeypatch.setattr(cache_mod, "hash_file", boom)
+    assert file_digest(f, root) == cache_mod.hashlib.sha256(b"a" * 1000).hexdigest()
+    monkeypatch.undo()
+
+    # same size, mtime set back: the contents changed, so the digest must too
+    st = os.stat(f)
+    f.write_bytes(b"b" * 1000)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert file_digest(f, root) == hash_file(f) != cache_mod.hashlib.sha256(b"a" * 1000).hexdigest()
+    # replaced by another file (new inode)
+    g = tmp_path / "other.pt"
+    g.write_bytes(b"c" * 1000)
+    os.replace(g, f)
+    assert file_digest(f, root) == cache_mod.hashlib.sha256(b"c" * 1000).hexdigest()
+
+
+def test_a_stored_digest_of_another_identity_is_not_used(tmp_path):
+    f = tmp_path / "w.pt"
+    f.write_bytes(b"x" * 10)
+    root = tmp_path / "cache"
+    file_digest(f, root)
+    c = cache_mod.DiskCache(root)
+    key = cache_mod.hash_json(cache_mod.file_identity(f))
+    ident = cache_mod.file_identity(f)
+    c.write_json(cache_mod.FILE_DIGESTS, key, {"identity": {**ident, "size": 11},
+                                              "sha256": "0" * 64})
+    assert file_digest(f, root) == hash_file(f)
+
+
+def test_hash_state_dict_follows_every_weight():
+    from falcon_core.models.checkpoints import hash_state_dict
+
+    torch.manual_seed(0)
+    a = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    b = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    b.load_state_dict(a.state_dict())
+    assert hash_state_dict(a) == hash_state_dict(b)
+    with torch.no_grad():
+        b[1].bias[1] += 1e-6
+    assert hash_state_dict(a) != hash_state_dict(b)
+
+
+def test_concept_fingerprint_without_loading_spacy():
+    from falcon_core.stages.concepts import ConceptExtractor
+
+    fast = ConceptExtractor()
+    fp = fast.fingerprint
+    assert fast._nlp is None  # not loaded
+    loaded = ConceptExtractor()
+    loaded.nlp
+    assert loaded.fingerprint == fp
+    fast.nlp  # loading afterwards agrees with what the fingerprint said
+    assert fast._nlp is not None
+
+
+def test_a_cached_explanation_needs_no_weights_hashed_nor_spacy(world, monkeypatch):
+    import falcon_core.models.clip as clip_mod
+    import falcon_core.stages.concepts as concepts_mod
+
+    cfg = tiny_config(world)
+    cache_dir = str(world["base"] / "cache-warm")
+    f1 = Falcon.from_config(cfg, settings=TOPK, cache_dir=cache_dir)
+    exp = f1.explain(3)
+    f2 = Falcon.from_config(cfg, settings=TOPK, cache_dir=cache_dir)
+
+    def boom(*a, **k):
+        raise AssertionError("a warm explanation must not do this")
+
+    monkeypatch.setattr(cache_mod, "hash_file", boom)  # the CLIP checkpoint is not read again
+    monkeypatch.setattr(clip_mod, "hash_state_dict", boom)
+    monkeypatch.setattr(concepts_mod, "load_spacy", boom)
+    assert f2.explain(3).to_dict() == exp.to_dict()
+    assert f2.clip.source == "file"
+
+
+def _union_rows(falcon, feats):
+    return {int(i) for f in feats for i in falcon.select_high(f).indices}
+
+
+def test_precompute_shares_work_and_gives_the_same_explanations(world):
+    cfg = tiny_config(world)
+    feats = [0, 1, 2, 3, 4, 5]
+    one = Falcon.from_config(cfg, settings=TOPK, cache_dir=str(world["base"] / "cache-one"))
+    many = Falcon.from_config(cfg, settings=TOPK, cache_dir=str(world["base"] / "cache-many"))
+    many.representations()
+    many.text_embeddings()
+    rows = []
+    h = many.backbone.cam_layer.register_forward_hook(lambda m, a, o: rows.append(o.shape[0]))
+    try:
+        result = many.precompute(feats)
+    finally:
+        h.remove()
+    assert all(err is None for err in result.values()), result
+    union = _union_rows(many, feats)
+    total = sum(len(many.select_high(f).indices) for f in feats)
+    assert total > len(union)  # the sets overlap, so there is work to share
+    assert sum(rows) == len(union)  # each image of the union ran forward once
+    for f in feats:
+        a, b = one.explain(f), many.explain(f)
+        assert [c.text for c in a.words] == [c.text for c in b.words]
+        assert [c.text for c in a.phrases] == [c.text for c in b.phrases]
+        np.testing.assert_allclose([c.score for c in a.words], [c.score for c in b.words],
+                                   atol=1e-4)
+        assert [(r.index, r.box) for r in a.high] == [(r.index, r.box) for r in b.high]
+        assert [r.index for r in a.low] == [r.index for r in b.low]
+        assert [[m.index for m in r.captions] for r in a.high] == \
+            [[m.index for m in r.captions] for r in b.high]
+        assert abs(a.coherence - b.coherence) < 1e-4
