@@ -155,13 +155,16 @@ def test_sliders_and_number_boxes_read_the_same_table():
                                                                       float)
     # the pages ask for their ranges from the table, not literals
     root = Path(__file__).resolve().parents[1]
-    spurious = (root / "pages" / "spurious_concepts.py").read_text()
+    # the Spurious page's sliders (their logic lives in ui/contrast.py)
+    contrast = (root / "ui" / "contrast.py").read_text()
+    assert 'state.bounds(name) for name in ("beta", "spurious_threshold",' in contrast
+    assert 'state.bounds("low_threshold")' in contrast
+    # the Setup page's form: one row per setting, every number widget ranged by state.bounds
     setup = (root / "pages" / "setup.py").read_text()
-    for name in ("beta", "spurious_threshold", "max_low_images"):
-        assert f'state.bounds(name) for name in ("beta", "spurious_threshold",' in spurious
+    assert "low, high = state.bounds(name)" in setup
     for name in ("alpha_std", "top_k", "quantile", "cam_threshold", "captions_per_image",
                  "top_words", "top_phrases", "coherence_threshold"):
-        assert f'state.bounds("{name}")' in setup, name
+        assert f'("{name}", ' in setup, name
 
 
 # ---- opaque workspace ids ---------------------------------------------------------------------
