@@ -65,6 +65,7 @@ import numpy as np
 
 from . import cache_format as fmt
 from .cache_chunked import ChunkedArrays
+from .cache_external import ExternalFiles
 from .cache_format import CACHE_FORMAT, CacheCheckError, atomic_write, shape_matches
 from .cache_housekeeping import FILE_DIGESTS, CacheHousekeeping
 from .errors import FalconError
@@ -244,7 +245,7 @@ _CHECK_ERRORS = (CacheCheckError, ValueError, TypeError, KeyError, AttributeErro
                  RecursionError, FalconError, UnicodeDecodeError, EOFError)
 
 
-class DiskCache(ChunkedArrays, CacheHousekeeping):
+class DiskCache(ChunkedArrays, CacheHousekeeping, ExternalFiles):
     """Content-keyed cache of arrays and JSON values on disk (see the module docstring).
 
     ``on_notice(text)`` is called once for each thing the user should know (a damaged file moved
@@ -443,43 +444,6 @@ class DiskCache(ChunkedArrays, CacheHousekeeping):
                 return {k: z[k] for k in z.files}
 
         return self._checked(p, read)[1]
-
-    # ---------------------------------------------------------------- files other libraries read
-    # (a faiss index is read by faiss from a path, and its inverted lists are memory-mapped: such
-    # a file is sealed with the same trailer once written, and checked before its path is used)
-    def seal(self, path: str | os.PathLike) -> Path:
-        """Append the checksum trailer to a file another library has written (in a temporary
-        place: rename it into the cache afterwards); see :func:`cache_format.seal_file`."""
-        return fmt.seal_file(path)
-
-    def verified_path(self, path: str | os.PathLike) -> Optional[Path]:
-        """``path`` when the file is there and its trailer and digest check (hashed block by
-        block, once per process and version of the file); None when missing or failing its
-        check (then it is moved to quarantine, like any cache file). The trailer stays at the
-        end of the file: a reader that knows the payload's length ignores it."""
-        path = Path(path)
-        if self._skip(path):
-            return None
-        st = path.stat()
-        ident = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
-        with self._lock:
-            if ident in self._verified_files:
-                return path
-
-        def check() -> Path:
-            fmt.verify_file(path, st.st_size)
-            return path
-
-        ok, got = self._checked(path, check)
-        if ok:
-            with self._lock:
-                self._verified_files.add(ident)
-        return got
-
-    def quarantine(self, path: str | os.PathLike, reason: str) -> None:
-        """Move a cache file that failed a check made by its reader out of the way (kept for a
-        bug report, said once), so it is rebuilt."""
-        self._quarantine(Path(path), reason)
 
     # ---------------------------------------------------------------- get or compute
     def get_or_compute_npy(self, namespace: str, key: str, fn: Callable[[], Any],

@@ -80,13 +80,6 @@ class Calibration:
             progress=lambda d, t, s: self.progress(d, t, "CLIP views"), stage="CLIP views")
         return self._views
 
-    def lookup_views(self, indices) -> np.ndarray | None:
-        """Rows of :meth:`view_embeddings` (float32), or None when they were never computed."""
-        views = self.view_embeddings(compute=False)
-        if views is None:
-            return None
-        return np.asarray(views[np.asarray(indices, dtype=np.int64)], dtype=np.float32)
-
     # ---- the CLIP's similarity scale -----------------------------------------------------------
     def caption_scale(self, k: int, inputs: dict[str, Any], whole: Callable, match: Callable
                       ) -> dict[str, Any]:

@@ -10,6 +10,8 @@
 7. the coherence of the crops (:mod:`.stages.coherence`),
 
 and the result is one :class:`~falcon_core.explanation.Explanation`, cached on disk as JSON. The
+work behind Stages 3-4 for each image (GradCAM maps and boxes, CLIP embeddings of crops and whole
+views, the caption search) and the faithfulness score live in :mod:`.explainer_stages`. The
 representation matrix (Stage 1, ``Hn``, α) comes from a
 :class:`~falcon_core.representation_store.RepresentationStore`; the arrays in between (CAMs, crop
 and image embeddings, text embeddings) are cached on disk too.
@@ -28,16 +30,14 @@ from . import cache_keys
 from .cache import DiskCache
 from .calibration import Calibration
 from .errors import FalconError
-from .explanation import (CaptionMatch, Concept, Explanation, Faithfulness, FaithfulnessScore,
-                          ImageRecord)
+from .explainer_stages import ImageStages
+from .explanation import Concept, Explanation, ImageRecord
 from .progress import Progress
 from .representation_store import RepresentationStore
 from .settings import FalconSettings
-from .stages import captions as captions_stage
 from .stages import coherence as coherence_stage
 from .stages import concepts as concepts_stage
 from .stages import contrast as contrast_stage
-from .stages import crops as crops_stage
 from .stages import faithfulness as faithfulness_stage
 from .stages import selection as selection_stage
 
@@ -45,15 +45,15 @@ from .stages import selection as selection_stage
 MAX_STORED_SCORES = 200
 # Kept concepts stored below the top-n cut (``Explanation.more_words``), per kind.
 MAX_MORE_CONCEPTS = MAX_STORED_SCORES
-# Probe views encoded per stored chunk of the view embeddings (resumable).
 
 
 class NoHighImagesError(FalconError):
     """The chosen rule leaves a feature (or group) with no highly activating image."""
 
 
-class Explainer:
-    """Explains a feature or a group with one CLIP model and vocabulary (see the module)."""
+class Explainer(ImageStages):
+    """Explains a feature or a group with one CLIP model and vocabulary (see the module; the
+    per-image work of Stages 3-4 and the faithfulness score are in :class:`ImageStages`)."""
 
     def __init__(self, store: RepresentationStore, clip, vocabulary, cache: DiskCache,
                  settings: FalconSettings, progress: Progress,
@@ -163,146 +163,6 @@ class Explainer:
             low_threshold=s.low_threshold, beta=s.beta,
             max_images=s.max_low_images, valid=self.store.valid, rule=s.low_rule,
             low_quantile=s.low_quantile, twin_correlation=s.twin_correlation)
-
-    # ---- Stage 3: GradCAM and crops ----------------------------------------------------------
-    def _cams_key(self, feats: tuple[int, ...], indices: np.ndarray) -> str:
-        return cache_keys.cams(self.backbone.fingerprint, self.probe.fingerprint, feats, indices)
-
-    def _cams(self, feats: tuple[int, ...], indices: np.ndarray) -> np.ndarray:
-        """GradCAM maps (n, S, S) in [0, 1] of the group's summed activation, cached."""
-        from .stages.gradcam import compute_cams
-
-        key = self._cams_key(feats, indices)
-
-        def compute() -> np.ndarray:
-            cams = []
-            n = len(indices)
-            step = 16
-            for start in range(0, n, step):
-                batch = [self.probe.load(int(i)) for i in indices[start:start + step]]
-                cams.append(compute_cams(self.backbone, batch, list(feats)))
-                self.progress(min(start + step, n), n, "GradCAM")
-            if not cams:
-                size = self.backbone.input_size
-                return np.zeros((0, size, size), dtype=np.float16)
-            return np.concatenate(cams).astype(np.float16)
-
-        size = self.backbone.input_size
-        return self.cache.get_or_compute_npy("cams", key, compute, shape=(len(indices), size, size),
-                                             dtype=np.float16)
-
-    def _store_cams(self, feats: tuple[int, ...], indices: np.ndarray, cams: np.ndarray) -> None:
-        """Write maps computed elsewhere (the catalogue's shared precompute) under the key
-        ``_cams`` reads, in the dtype it stores."""
-        self.cache.write_npy("cams", self._cams_key(feats, indices), cams.astype(np.float16))
-
-    def cams(self, features, settings: FalconSettings | None = None) -> dict[int, np.ndarray]:
-        """``{image index: CAM}`` for the highly activating images of ``features``."""
-        feats = self.store.features(features)
-        high = self.select_high(feats, settings)
-        cams = self._cams(feats, high.indices)
-        return {int(i): np.asarray(c, dtype=np.float32) for i, c in zip(high.indices, cams)}
-
-    def _boxes(self, cams: np.ndarray, threshold: float) -> list[crops_stage.CropBox]:
-        """The crop box of each CAM (Stage 3b)."""
-        return [crops_stage.crop_box(np.asarray(c, dtype=np.float32), threshold) for c in cams]
-
-    # ---- Stage 4: CLIP embeddings of crops and whole images ----------------------------------
-    def _crop_embeddings_key(self, cams_key: str, threshold: float, boxes) -> str:
-        return cache_keys.crop_embeddings(cams_key, threshold, self.clip.fingerprint,
-                                          [b.as_tuple() for b in boxes])
-
-    def _crop_embeddings(self, indices, boxes, cams_key: str, threshold: float):
-        key = self._crop_embeddings_key(cams_key, threshold, boxes)
-
-        def compute() -> np.ndarray:
-            crops = [crops_stage.crop_image(self.store.view(i), b, self.clip.image_size)
-                     for i, b in zip(indices, boxes)]
-            if not crops:
-                return np.zeros((0, self.clip.embed_dim), dtype=np.float32)
-            return self.clip.encode_images(crops).astype(np.float32)
-
-        return self.cache.get_or_compute_npy("crop_embeddings", key, compute,
-                                             shape=(len(indices), self.clip.embed_dim),
-                                             dtype=np.float32)
-
-    def _whole_key(self, indices) -> str:
-        return cache_keys.image_embeddings(self.probe.fingerprint, self.backbone.fingerprint,
-                                           self.clip.fingerprint, indices)
-
-    def _whole_embeddings(self, indices) -> np.ndarray:
-        looked_up = self.calibration.lookup_views(indices)  # when every view was encoded once
-        if looked_up is not None:
-            return looked_up
-        key = self._whole_key(indices)
-
-        def compute() -> np.ndarray:
-            if len(indices) == 0:
-                return np.zeros((0, self.clip.embed_dim), dtype=np.float32)
-            return self.clip.encode_images([self.store.view(i) for i in indices]).astype(np.float32)
-
-        return self.cache.get_or_compute_npy("image_embeddings", key, compute,
-                                             shape=(len(indices), self.clip.embed_dim),
-                                             dtype=np.float32)
-
-    def _match_captions(self, B: np.ndarray, k: int, images,
-                        settings: FalconSettings | None = None):
-        """Stage 4 for the probe images ``images`` (their CLIP embeddings: the rows of B): their
-        k best captions, as vocabulary rows (n, k), texts and cosine scores (n, k), searched with
-        the caption index ``settings.caption_index`` names. One method, so a benchmark can
-        replace CLIP's matching (e.g. by ground-truth captions)."""
-        idx, scores = self.caption_index(settings).search(np.asarray(B, dtype=np.float32), k)
-        flat = sorted({int(j) for j in idx.ravel() if j >= 0})
-        texts = dict(zip(flat, self.vocabulary.captions(flat)))
-        return idx, [[texts.get(int(j), "") for j in row] for row in idx], scores
-
-    def _score_caption_sets(self, sets, s: FalconSettings):
-        """Stages 4-5 on several sets of images, ``[(B, images), ...]`` (T and L): one search of
-        the vocabulary for all of them (:meth:`_match_captions`), the Word Scores per set."""
-        k = s.captions_per_image
-        B = np.concatenate([np.asarray(b, dtype=np.float32) for b, _ in sets])
-        images = np.concatenate([np.asarray(i, dtype=np.int64) for _, i in sets])
-        idx, texts, scores = self._match_captions(B, k, images, s)
-        out, start = [], 0
-        for b, _ in sets:
-            stop = start + len(b)
-            out.append(score_matches(idx[start:stop], texts[start:stop], scores[start:stop],
-                                     self.extractor))
-            start = stop
-        return out
-
-
-    def faithfulness(self, feats: tuple[int, ...], kept: list[Concept], removed: list[Concept],
-                     shown: list[Concept], n_high: int, s: FalconSettings) -> Faithfulness:
-        """The faithfulness score (:mod:`.stages.faithfulness`) of the top kept concepts
-        (``kept``: words then phrases, each list best first, already cut to the top few), of
-        the top removed ones, and of each ``shown`` concept alone, on the whole probe set."""
-        Hn = self.store.normalized(s.normalize_rows)
-        valid = np.asarray(self.store.valid, dtype=bool)
-        activation = np.asarray(Hn[:, list(feats)], dtype=np.float64).sum(axis=1)
-        views = np.asarray(self.calibration.view_embeddings(), dtype=np.float32)
-        k = faithfulness_stage.choose_k(int(valid.sum()), n_high)
-        texts = list(dict.fromkeys(c.text for c in kept + removed + shown))
-        if not texts:
-            return Faithfulness(None, None, {}, faithfulness_stage.METHOD)
-        T = self.clip.encode_texts(texts).astype(np.float32)
-        row = {t: i for i, t in enumerate(texts)}
-        alone = faithfulness_stage.concept_scores(views, T, activation, k, valid)
-
-        def combined(concepts: list[Concept]) -> FaithfulnessScore | None:
-            weights: dict[str, float] = {}
-            for c in concepts:  # a word that is also a phrase counts once, with both weights
-                weights[c.text] = weights.get(c.text, 0.0) + max(float(c.score), 0.0)
-            if not weights:
-                return None
-            sim = faithfulness_stage.concept_similarity(
-                views, T[[row[t] for t in weights]], list(weights.values()))
-            sc = faithfulness_stage.score(sim, activation, k, valid)
-            return FaithfulnessScore(list(weights), list(weights.values()), sc.auc, sc.spearman,
-                                     sc.k, sc.n)
-
-        return Faithfulness(combined(kept), combined(removed),
-                            {t: alone[row[t]].auc for t in texts}, faithfulness_stage.METHOD)
 
     # ---- the explanation ---------------------------------------------------------------------
     def explanation_key(self, features, settings: FalconSettings | None = None) -> str:
@@ -442,66 +302,6 @@ class Explainer:
             more_phrases=_kept(kept_p, l_phrases, s.top_phrases + MAX_MORE_CONCEPTS)[s.top_phrases:],
             faithfulness=faithful,
         )
-
-
-def score_captions(B: np.ndarray, A, vocabulary, extractor: concepts_stage.ConceptExtractor,
-                   k: int) -> tuple[list[list[CaptionMatch]], dict[str, float], dict[str, float]]:
-    """Stages 4-5 on the images whose CLIP embeddings are the rows of ``B``: each image's top-k
-    captions of the vocabulary (``A``: a search index of :mod:`falcon_core.caption_index`, or
-    the text embeddings themselves, searched exactly), their concepts, and the Word Score
-    (Eq. 1) of every word and phrase. Returns ``(captions per image, words, phrases)``."""
-    return score_caption_sets([B], A, vocabulary, extractor, k)[0]
-
-
-def score_caption_sets(sets: list[np.ndarray], A, vocabulary,
-                       extractor: concepts_stage.ConceptExtractor, k: int
-                       ) -> list[tuple[list[list[CaptionMatch]], dict[str, float], dict[str, float]]]:
-    """:func:`score_captions` for several sets of images (the T and L of an explanation, or the
-    sets of many features) with one search of the vocabulary, one caption lookup and one concept
-    extraction for all of them; the Word Scores are computed per set."""
-    if hasattr(A, "search"):
-        index = A
-    else:
-        from .caption_index import ExactIndex
-
-        index = ExactIndex(A)
-    mats = [np.asarray(b, dtype=np.float32) for b in sets]
-    idx_all, sc_all = index.search(np.concatenate(mats), k)
-    flat = sorted({int(j) for j in idx_all.ravel() if j >= 0})
-    texts = dict(zip(flat, vocabulary.captions(flat)))
-    concepts = dict(zip(flat, extractor.extract([texts[j] for j in flat])))
-    out = []
-    for idx, scores in captions_stage.split_rows(idx_all, sc_all, [len(m) for m in mats]):
-        word_sets = [[concepts[int(j)].words for j in row] for row in idx]
-        phrase_sets = [[concepts[int(j)].phrases for j in row] for row in idx]
-        words = concepts_stage.word_scores(scores, word_sets) if len(idx) else {}
-        phrases = concepts_stage.word_scores(scores, phrase_sets) if len(idx) else {}
-        matches = [[CaptionMatch(int(j), texts[int(j)], float(sv),
-                                 words=sorted(concepts[int(j)].words),
-                                 phrases=sorted(concepts[int(j)].phrases))
-                    for j, sv in zip(r, sr)]
-                   for r, sr in zip(idx, scores)]
-        out.append((matches, words, phrases))
-    return out
-
-
-def score_matches(idx: np.ndarray, texts: list[list[str]], scores: np.ndarray,
-                   extractor: concepts_stage.ConceptExtractor
-                   ) -> tuple[list[list[CaptionMatch]], dict[str, float], dict[str, float]]:
-    """Stage 5 on images' top-k captions (``Explainer._match_captions``: vocabulary rows, texts,
-    scores): their concepts, and the Word Score (Eq. 1) of every word and phrase. Returns
-    ``(captions per image, words, phrases)``."""
-    flat = sorted({t for row in texts for t in row})
-    concepts = dict(zip(flat, extractor.extract(flat)))
-    word_sets = [[concepts[t].words for t in row] for row in texts]
-    phrase_sets = [[concepts[t].phrases for t in row] for row in texts]
-    words = concepts_stage.word_scores(scores, word_sets) if len(texts) else {}
-    phrases = concepts_stage.word_scores(scores, phrase_sets) if len(texts) else {}
-    matches = [[CaptionMatch(int(j), t, float(s), words=sorted(concepts[t].words),
-                             phrases=sorted(concepts[t].phrases))
-                for j, t, s in zip(r, tr, sr)]
-               for r, tr, sr in zip(idx, texts, scores)]
-    return matches, words, phrases
 
 
 def _kept(kept: dict[str, float], l_scores: dict[str, float], top: int) -> list[Concept]:

@@ -11,7 +11,7 @@ import pytest
 from falcon_core import caption_index as ci
 from falcon_core.cache import DiskCache
 from falcon_core.data.vocabulary import LaionShards, ListVocabulary
-from falcon_core.explainer import score_caption_sets, score_captions
+from falcon_core.explainer_stages import score_caption_sets, score_captions
 
 
 def write_shards(root, blocks):

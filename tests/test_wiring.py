@@ -230,9 +230,12 @@ def test_clip_embeds_the_crops_of_T_and_the_whole_images_of_L(world, images):
     assert [r.index for r in exp.high] and all(SCENES[r.index][0] for r in exp.high)
     assert exp.low, "the world should give feature 0 counterfactual images"
     assert not {r.index for r in exp.low} & {r.index for r in exp.high}
-    # CLIP was called twice: once with the crops of T, once with the images of L
-    assert len(clip.image_calls) == 2, [len(c) for c in clip.image_calls]
-    t_call, l_call = clip.image_calls
+    # CLIP was called three times: with the crops of T, with the images of L, and (the
+    # faithfulness score, issue 12) once with every probe view, whole, in order
+    assert len(clip.image_calls) == 3, [len(c) for c in clip.image_calls]
+    t_call, l_call, views_call = clip.image_calls
+    assert len(views_call) == len(images)
+    assert all(np.array_equal(got, images[i]) for i, got in enumerate(views_call))
     assert len(t_call) == len(exp.high) and len(l_call) == len(exp.low)
     for got, rec in zip(t_call, exp.high):
         assert got.shape == (CLIP_SIZE, CLIP_SIZE, 3), "T crops must be resized to CLIP's size"
@@ -260,7 +263,7 @@ def test_captions_and_coherence_come_from_those_embeddings(world):
     off-diagonal mean of the T crops' pairwise cosines (by hand)."""
     falcon, clip = world
     exp = falcon.explain(0)
-    t_call, l_call = clip.image_calls
+    t_call, l_call, _views = clip.image_calls  # the third: every view (the faithfulness score)
     captions = [falcon.vocabulary.caption(i) for i in range(len(falcon.vocabulary))]
     A = clip.encode_texts(captions).astype(np.float16).astype(np.float64)  # stored as float16
 

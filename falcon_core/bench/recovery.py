@@ -259,7 +259,7 @@ class World:
         self.encodes = self._encoded_correlates(H[valid], binary[valid], names)
         self.syn = {k: set(v) for k, v in synonyms(self.w).items()}
         self.falcon.text_embeddings()
-        self.falcon.view_embeddings()  # counterfactuals are looked up, not encoded, in every run
+        self.falcon.view_embeddings()  # every view once (the faithfulness score of every run)
         df = self.falcon.document_frequencies()
         named = set().union(*self.syn.values())
         self.fillers = sorted(w for w in df.words if w not in named)
