@@ -269,20 +269,15 @@ def format_explanation(exp, input_notes: Sequence[str] = ()) -> str:
     from .faithfulness_view import concept_auc, summary_line
 
     lines.append(f"  {summary_line(exp)}")
-    for title, items in (("words", exp.words), ("phrases", exp.phrases)):
+    removed = exp.spurious_words + exp.spurious_phrases
+    for title, items in (("words", exp.words), ("phrases", exp.phrases),
+                         ("removed as spurious", removed)):
         lines.append(f"\n  {title:<28} {'T score':>8} {'L score':>8} {'faithful':>8}")
         for c in items:
             lines.append(f"  {c.text:<28} {c.score:>8.3f} {c.l_score:>8.3f} "
                          f"{concept_auc(exp, c.text):>8}")
         if not items:
             lines.append("  (none)")
-    removed = exp.spurious_words + exp.spurious_phrases
-    lines.append(f"\n  removed as spurious{'':<9} {'T score':>8} {'L score':>8} {'faithful':>8}")
-    for c in removed:
-        lines.append(f"  {c.text:<28} {c.score:>8.3f} {c.l_score:>8.3f} "
-                     f"{concept_auc(exp, c.text):>8}")
-    if not removed:
-        lines.append("  (none)")
     lines.append("\n  highly activating images (crop box in the backbone's view):")
     for r in exp.high[:10]:
         caps = "; ".join(c.text for c in r.captions[:2])

@@ -39,6 +39,7 @@ from torch import nn
 
 from falcon_core.errors import OFFLINE_HINT, FalconError, OfflineError
 from falcon_core.models.checkpoints import apply_checkpoint, hash_state_dict
+from falcon_core.models.classes import ClassList, imagenet_class_ids, parse_class_list
 from falcon_core.models.layers import (auto_cam_layer, dry_run, first_tensor, layer_examples,
                                        vit_cam_layer)
 from falcon_core.registry import Registry
@@ -85,26 +86,29 @@ class BackboneSpec:
     class_names: str | list[str] | None = None
 
 
-def _class_names_for(spec: BackboneSpec, head, report: list[str]) -> list[str] | None:
-    """The class names given with a checkpoint: a list, a text file (one a line) or "a,b,c"."""
-    from pathlib import Path
-
-    names = spec.class_names
-    if names is None:
+def _class_names_for(spec: BackboneSpec, head, report: list[str]) -> ClassList | None:
+    """The classes given with a checkpoint (ids and names; formats in :mod:`.classes`)."""
+    classes = parse_class_list(spec.class_names)
+    if classes is None:
         return None
-    if isinstance(names, str):
-        p = Path(os.path.expanduser(names))
-        names = ([ln.strip() for ln in p.read_text("utf-8").splitlines() if ln.strip()]
-                 if p.is_file() else [n.strip() for n in names.split(",") if n.strip()])
     if head is None:
         raise FalconError("Class names were given, but the model has no classifier head.",
                           "Use a checkpoint with its head, or leave the class names out.")
-    if len(names) != head.out_features:
-        raise FalconError(f"{len(names)} class names for a classifier head with "
+    if len(classes) != head.out_features:
+        raise FalconError(f"{len(classes)} class names for a classifier head with "
                           f"{head.out_features} outputs.",
                           "Give one name per output of the head, in the head's order.")
-    report.append(f"class names: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}")
-    return list(names)
+    shown = classes.display()
+    report.append(f"class names: {', '.join(shown[:5])}{' ...' if len(shown) > 5 else ''}")
+    return classes
+
+
+def _imagenet_classes(names: Sequence[str]) -> ClassList:
+    """ImageNet-1k's class names with their wnids as ids (the names alone when unknown)."""
+    ids = imagenet_class_ids()
+    if ids is None or len(ids) != len(names):
+        ids = list(names)
+    return ClassList(list(ids), list(names))
 
 
 # --------------------------------------------------------------------------------------------
@@ -338,7 +342,7 @@ class Backbone:
         transform: Callable | None = None,
         view_transform: Callable | None = None,
         transform_description: str | None = None,
-        class_names: Sequence[str] | None = None,
+        class_names: Sequence[str] | ClassList | None = None,
         weights: str | None = None,
         load_report: list[str] | None = None,
         cam_layer: nn.Module | str | None = None,
@@ -357,7 +361,13 @@ class Backbone:
         self.num_prefix_tokens = int(num_prefix_tokens)
         self.input_size = int(input_size)
         self.load_report = list(load_report or [])
-        self.class_names = list(class_names) if class_names is not None else None
+        # class_names: what is shown; class_ids: what labels are matched by (they differ where
+        # ids are known, e.g. ImageNet wnids; two classes may share a name)
+        if isinstance(class_names, ClassList):
+            self.class_names, self.class_ids = list(class_names.names), list(class_names.ids)
+        else:
+            self.class_names = list(class_names) if class_names is not None else None
+            self.class_ids = self.class_names
 
         # preprocessing: one transform for selection and cropping
         full, view, desc = _build_transforms(self.input_size, resize_size, mean, std, interpolation)
@@ -397,7 +407,7 @@ class Backbone:
         if use_input and module_name == head_name and has_head and isinstance(head_mod, nn.Linear):
             self.head = head_mod
         if self.head is None:  # class names name the head's outputs
-            self.class_names = None
+            self.class_names = self.class_ids = None
 
         # dry run: feature size and a default CAM layer
         records, n_features, out_ndim, before = dry_run(model, self.feature_model, self.input_size,
@@ -449,7 +459,7 @@ class Backbone:
         std: Sequence[float] = IMAGENET_STD,
         interpolation: str = "bilinear",
         head_name: str | None = "fc",
-        class_names: Sequence[str] | None = None,
+        class_names: Sequence[str] | ClassList | None = None,
         layer: str | None = None,
         token_pool: str = "cls",
         cam_layer: nn.Module | str | None = None,
@@ -602,7 +612,7 @@ def _torchvision_factory(arch: str):
                     OFFLINE_HINT,
                 ) from e
             model.load_state_dict(sd)
-            class_names = list(weights_enum.meta["categories"])
+            class_names = _imagenet_classes(weights_enum.meta["categories"])
             report.append(f"torchvision ImageNet weights {weights_enum}")
             weights_desc = "imagenet"
         elif kind == "file":
@@ -677,7 +687,8 @@ def _timm_backbone(spec: BackboneSpec) -> Backbone:
 
             subset = infer_imagenet_subset(model)
             if subset:
-                class_names = list(ImageNetInfo(subset).label_descriptions())
+                info = ImageNetInfo(subset)
+                class_names = ClassList(list(info.label_names()), list(info.label_descriptions()))
         except Exception:  # pragma: no cover - optional
             class_names = None
     else:
