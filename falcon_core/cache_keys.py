@@ -81,19 +81,28 @@ def cams(backbone: str, probe: str, features: Sequence[int], images: Sequence[in
                          images=hash_json([int(i) for i in images]), version=PIPELINE_VERSION)
 
 
+# How the crop and whole-image embeddings of Stages 3-4 are computed: in batches of exactly
+# IMAGE_BATCH images (falcon_core.explainer_stages.embed_images), so each row is independent of
+# the others in its batch; entries computed in batches of any size (before) differ in their
+# last bits, and are not read.
+IMAGE_BATCH = 8
+EMBEDDED_ROWS = f"fixed-batch-{IMAGE_BATCH}"
+
+
 def crop_embeddings(cams_key: str, cam_threshold: float, clip: str,
                     boxes: Sequence[Sequence[int]]) -> str:
     """CLIP embeddings of the crops cut from those CAMs at ``cam_threshold``: the boxes too, so
     another crop rule on the same CAMs (e.g. a benchmark's whole-view ablation) never reads
     them."""
     return DiskCache.key("crop_embeddings", cams=cams_key, threshold=float(cam_threshold),
-                         boxes=hash_json([[int(v) for v in b] for b in boxes]), clip=clip)
+                         boxes=hash_json([[int(v) for v in b] for b in boxes]), clip=clip,
+                         rows=EMBEDDED_ROWS)
 
 
 def image_embeddings(probe: str, backbone: str, clip: str, images: Sequence[int]) -> str:
     """CLIP embeddings of whole images as the backbone sees them (its resize and crop)."""
     return DiskCache.key("image_embeddings", probe=probe, backbone_view=backbone, clip=clip,
-                         images=[int(i) for i in images])
+                         images=[int(i) for i in images], rows=EMBEDDED_ROWS)
 
 
 def caption_text(metadata_file: str, version: int) -> str:

@@ -87,7 +87,18 @@ class ExactIndex:
         return None
 
     def search(self, B: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return captions_stage.top_captions(B, self.A, k=k, chunk=self.chunk)
+        """The scan finds ``k + MARGIN`` candidates a query; each is scored again on its own
+        (:func:`pair_scores`) and the best ``k`` kept, so a query's result does not depend on
+        the other queries searched with it."""
+        B = np.ascontiguousarray(B, dtype=np.float32)
+        if B.ndim == 1:
+            B = B[None, :]
+        k = int(k)
+        if k < 1 or B.shape[0] == 0 or B.ndim != 2:
+            return captions_stage.top_captions(B, self.A, k=k, chunk=self.chunk)
+        I, _ = captions_stage.top_captions(B, self.A, k=min(k + MARGIN, self.ntotal),
+                                           chunk=self.chunk)
+        return rerank_exact(B, I, self.A, min(k, self.ntotal))
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "rows": self.ntotal, "exact": True}
@@ -208,20 +219,43 @@ class IVFPQIndex:
                 **dataclasses.asdict(self.params), "path": str(self.path)}
 
 
-def rerank_exact(B: np.ndarray, I: np.ndarray, A, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Score the candidate rows ``I`` (n, c; -1: none) of each query exactly (their rows of
-    ``A`` are read, normalised) and keep the best ``k`` (score desc, index asc)."""
+# Candidates a query beyond the k kept, found by the float32 scan and scored again one pair at a
+# time (:func:`pair_scores`): the scan's scores move in their last bits with the batch, so a
+# caption at the k-th place could trade places with the next one; MARGIN more candidates make
+# the k kept the same whatever the batch, unless k + MARGIN captions are within float32 noise.
+MARGIN = 8
+
+
+def pair_scores(B: np.ndarray, I: np.ndarray, A) -> np.ndarray:
+    """The cosine of query ``q`` (row of ``B``) with caption ``I[q, j]`` (-1: none, scored
+    -inf), for every pair: the products in float64 (exact for float32 inputs), summed over the
+    one row in a fixed order, rounded once to float32. A pair's score therefore depends on
+    nothing but its two rows -- unlike a float32 matmul, whose BLAS kernel (and so the order of
+    its additions) depends on the shape of the whole batch."""
+    B = np.asarray(B, dtype=np.float32)
     n = B.shape[0]
     uniq = np.unique(I[I >= 0])
-    rows = A[uniq] if len(uniq) else np.zeros((0, B.shape[1]), np.float32)
-    rows = np.asarray(rows, dtype=np.float32)
-    norms = np.linalg.norm(rows, axis=1)
-    rows = rows / np.maximum(norms, 1e-12)[:, None]
-    S = B @ rows.T  # (n, u)
-    pos = np.searchsorted(uniq, np.where(I >= 0, I, uniq[0] if len(uniq) else 0))
-    sc = np.take_along_axis(S, pos, axis=1) if len(uniq) else np.full(I.shape, -np.inf, np.float32)
-    sc = np.where(I >= 0, sc, -np.inf).astype(np.float32)
-    sc = np.where(np.isnan(sc), -np.inf, sc)
+    if not len(uniq):
+        return np.full(I.shape, -np.inf, np.float32)
+    rows = np.asarray(A[uniq], dtype=np.float64)
+    norms = np.sqrt(np.square(rows).sum(axis=1))
+    rows /= np.maximum(norms, 1e-12)[:, None]
+    pos = np.searchsorted(uniq, np.where(I >= 0, I, uniq[0]))
+    q = np.asarray(B, dtype=np.float64)
+    S = np.empty(I.shape, np.float64)
+    for a in range(0, n, 256):  # bounded memory: (256, c, d) float64 at a time
+        b = min(n, a + 256)
+        S[a:b] = (q[a:b, None, :] * rows[pos[a:b]]).sum(axis=-1)
+    S = np.where(I >= 0, S, -np.inf).astype(np.float32)
+    return np.where(np.isnan(S), -np.inf, S).astype(np.float32)
+
+
+def rerank_exact(B: np.ndarray, I: np.ndarray, A, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Score the candidate rows ``I`` (n, c; -1: none) of each query exactly (their rows of
+    ``A`` are read, normalised; :func:`pair_scores`) and keep the best ``k`` (score desc, index
+    asc)."""
+    n = B.shape[0]
+    sc = pair_scores(B, I, A)
     big = np.iinfo(np.int64).max
     ids = np.where(I >= 0, I, big)
     out_i = np.empty((n, k), np.int64)

@@ -62,14 +62,17 @@ class Catalogue:
         n = 0
         for start in range(0, len(feats), PREFILL_FEATURES):
             chunk = feats[start:start + PREFILL_FEATURES]
-            self.prefill(chunk, settings)  # work shared by the chunk's features, then each one
-            for f in chunk:
-                exp, err = self.explainer.try_explain(f, settings)
-                result[f] = err
-                if on_feature:
-                    on_feature(f, exp, err)
-                n += 1
-                self.progress(n, len(feats), "features")
+            try:
+                self.prefill(chunk, settings)  # work shared by the chunk's features, then each
+                for f in chunk:
+                    exp, err = self.explainer.try_explain(f, settings)
+                    result[f] = err
+                    if on_feature:
+                        on_feature(f, exp, err)
+                    n += 1
+                    self.progress(n, len(feats), "features")
+            finally:
+                self.explainer.search_memo.clear()
         return result
 
     def prefill(self, features: Sequence[int], settings: FalconSettings | None = None,
@@ -81,11 +84,18 @@ class Catalogue:
           once; each feature whose set holds it gets its own backward pass, stopped at the CAM
           layer (:func:`~falcon_core.stages.gradcam.compute_cams_many`);
         * CLIP: the crops of all features are embedded in one batched call, each distinct
-          (image, box) once; the whole images of the counterfactual sets likewise.
+          (image, box) once; the whole images of the counterfactual sets likewise (in batches
+          of a fixed size, :func:`~falcon_core.explainer_stages.embed_images`, so each row is
+          bit-equal to the one a plain ``explain`` computes);
+        * the caption search: the T and L rows of all features, each distinct row once, in one
+          search (kept in ``explainer.search_memo`` until the precompute's chunk is done), and
+          the concepts of every caption found, in one call of the concept extractor.
 
         Features already explained, or whose arrays are cached, are skipped. Returns counts
-        (features, images run through GradCAM, distinct crops, whole images embedded).
+        (features, images run through GradCAM, distinct crops, whole images embedded, rows
+        searched).
         """
+        from .explainer_stages import embed_images
         from .stages import crops as crops_stage
         from .stages.gradcam import compute_cams_many
 
@@ -135,28 +145,53 @@ class Catalogue:
                     crops[(int(i), b.as_tuple())] = (len(crops), int(i), b)
             plan.append((idx, boxes, key))
         if crops:
-            emb = ex.clip.encode_images([crops_stage.crop_image(self.store.view(i), b,
+            emb = embed_images(ex.clip, [crops_stage.crop_image(self.store.view(i), b,
                                                                 ex.clip.image_size)
-                                         for _, i, b in crops.values()]).astype(np.float32)
+                                         for _, i, b in crops.values()])
             for idx, boxes, key in plan:
                 rows = [crops[(int(i), b.as_tuple())][0] for i, b in zip(idx, boxes)]
                 self.cache.write_npy("crop_embeddings", key, emb[rows])
         # whole images of the counterfactual sets, each once
-        lows = []
+        lows, all_lows = [], []
         for feats, idx in todo:
             low = ex.select_low(feats, idx, s)
             li = np.asarray(low.indices, dtype=np.int64)
+            all_lows.append(li)
             if len(li) and not self.cache.exists("image_embeddings", ex._whole_key(li), ".npy"):
                 lows.append(li)
         whole = sorted({int(i) for li in lows for i in li})
         if whole:
-            emb = ex.clip.encode_images([self.store.view(i) for i in whole]).astype(np.float32)
+            emb = embed_images(ex.clip, [self.store.view(i) for i in whole])
             pos = {i: n for n, i in enumerate(whole)}
             for li in lows:
                 self.cache.write_npy("image_embeddings", ex._whole_key(li),
                                      emb[[pos[int(i)] for i in li]])
+        searched = self._share_searches(todo, all_lows, s)
         return {"features": len(todo), "gradcam_images": len(order), "crops": len(crops),
-                "whole_images": len(whole)}
+                "whole_images": len(whole), "rows_searched": searched}
+
+    def _share_searches(self, todo, lows, s: FalconSettings) -> int:
+        """The caption search of every feature's T and L rows (read back from the cache, as
+        ``explain`` will read them) in one search, and the concepts of the captions found in
+        one extraction (the extractor keeps them)."""
+        ex = self.explainer
+        rows = []
+        for (feats, idx), li in zip(todo, lows):
+            cams_key = ex._cams_key(feats, idx)
+            boxes = ex._boxes(ex._cams(feats, idx), s.cam_threshold)
+            rows.append(ex._crop_embeddings(idx, boxes, cams_key, s.cam_threshold))
+            if len(li):
+                rows.append(ex._whole_embeddings(li))
+        if not rows:
+            return 0
+        B = np.concatenate([np.asarray(r, dtype=np.float32) for r in rows])
+        k = s.captions_per_image
+        searched = ex.share_searches(B, k, s)
+        idx, _ = ex._search(B, k, s)  # every row from the memo now
+        found = sorted({int(j) for j in idx.ravel() if j >= 0})
+        if found:
+            ex.extractor.extract(ex.vocabulary.captions(found))
+        return searched
 
     def probe_load(self, i: int):
         return self.store.probe.load(int(i))

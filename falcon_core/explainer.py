@@ -71,6 +71,9 @@ class Explainer(ImageStages):
         self._A = None
         self.engine = None  # where the text embeddings are computed (falcon_core.engines)
         self._indexes: dict[str, Any] = {}
+        # rows already searched, (index tag, row bytes) -> (idx, scores): filled by a precompute
+        # for many features at once (ImageStages.share_searches), emptied after it
+        self.search_memo: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         if hasattr(vocabulary, "use_cache"):  # LAION caption text entries live in our cache
             vocabulary.use_cache(cache)
         self._extractor = extractor  # the default (spaCy) one is loaded when first needed

@@ -24,6 +24,23 @@ from .stages import concepts as concepts_stage
 from .stages import crops as crops_stage
 from .stages import faithfulness as faithfulness_stage
 
+# Images CLIP embeds per batch in Stages 3-4, always exactly this many (the last batch filled up
+# with copies of its last image): a float32 row then depends only on its own image, never on
+# which other images shared its batch -- the kernels torch picks (and so the order of their
+# additions) depend on the batch's shape, not on its other rows. So a crop embedded with every
+# feature's crops in a precompute is bit-equal to the same crop embedded with one feature's.
+IMAGE_BATCH = cache_keys.IMAGE_BATCH  # part of the embeddings' cache keys
+
+
+def embed_images(clip, images: list) -> np.ndarray:
+    """CLIP embeddings (float32, L2-normalised) of ``images`` in batches of exactly
+    :data:`IMAGE_BATCH` (see there)."""
+    n = len(images)
+    if n == 0:
+        return np.zeros((0, clip.embed_dim), dtype=np.float32)
+    padded = list(images) + [images[-1]] * (-n % IMAGE_BATCH)
+    return np.asarray(clip.encode_images(padded, batch_size=IMAGE_BATCH)[:n], dtype=np.float32)
+
 
 def score_captions(B: np.ndarray, A, vocabulary, extractor: concepts_stage.ConceptExtractor,
                    k: int) -> tuple[list[list[CaptionMatch]], dict[str, float], dict[str, float]]:
@@ -140,11 +157,9 @@ class ImageStages:
         key = self._crop_embeddings_key(cams_key, threshold, boxes)
 
         def compute() -> np.ndarray:
-            crops = [crops_stage.crop_image(self.store.view(i), b, self.clip.image_size)
-                     for i, b in zip(indices, boxes)]
-            if not crops:
-                return np.zeros((0, self.clip.embed_dim), dtype=np.float32)
-            return self.clip.encode_images(crops).astype(np.float32)
+            return embed_images(self.clip, [crops_stage.crop_image(self.store.view(i), b,
+                                                                   self.clip.image_size)
+                                            for i, b in zip(indices, boxes)])
 
         return self.cache.get_or_compute_npy("crop_embeddings", key, compute,
                                              shape=(len(indices), self.clip.embed_dim),
@@ -155,16 +170,14 @@ class ImageStages:
                                            self.clip.fingerprint, indices)
 
     def _whole_embeddings(self, indices) -> np.ndarray:
-        # Always the batch of these images, cached under their own key, never rows of the view
-        # embeddings: CLIP's float32 results depend on the batch, so reading rows of the views
-        # when they happen to exist (the faithfulness score computes them after L) made a warm
-        # run differ from the first one in the last bits.
+        # Always embedded in batches of IMAGE_BATCH (embed_images), cached under their own key,
+        # never rows of the view embeddings: those are computed in other batches, whose float32
+        # results differ in the last bits, so reading them when they happen to exist (the
+        # faithfulness score computes them after L) made a warm run differ from the first one.
         key = self._whole_key(indices)
 
         def compute() -> np.ndarray:
-            if len(indices) == 0:
-                return np.zeros((0, self.clip.embed_dim), dtype=np.float32)
-            return self.clip.encode_images([self.store.view(i) for i in indices]).astype(np.float32)
+            return embed_images(self.clip, [self.store.view(i) for i in indices])
 
         return self.cache.get_or_compute_npy("image_embeddings", key, compute,
                                              shape=(len(indices), self.clip.embed_dim),
@@ -176,10 +189,42 @@ class ImageStages:
         k best captions, as vocabulary rows (n, k), texts and cosine scores (n, k), searched with
         the caption index ``settings.caption_index`` names. One method, so a benchmark can
         replace CLIP's matching (e.g. by ground-truth captions)."""
-        idx, scores = self.caption_index(settings).search(np.asarray(B, dtype=np.float32), k)
+        idx, scores = self._search(np.asarray(B, dtype=np.float32), k, settings)
         flat = sorted({int(j) for j in idx.ravel() if j >= 0})
         texts = dict(zip(flat, self.vocabulary.captions(flat)))
         return idx, [[texts.get(int(j), "") for j in row] for row in idx], scores
+
+    def _search(self, B: np.ndarray, k: int, settings: FalconSettings | None = None):
+        """``caption_index(settings).search(B, k)``, rows found in :attr:`search_memo` (what a
+        precompute searched for many features at once) taken from there. A row's result does
+        not depend on the rows searched with it (:func:`falcon_core.caption_index.pair_scores`),
+        so both give the same."""
+        index = self.caption_index(settings)
+        memo = self.search_memo
+        if memo and len(B):
+            tag = (index.fingerprint, index.kind, int(k))
+            got = [memo.get((tag, r.tobytes())) for r in B]
+            if all(g is not None for g in got):
+                return np.stack([g[0] for g in got]), np.stack([g[1] for g in got])
+        return index.search(B, k)
+
+    def share_searches(self, B: np.ndarray, k: int, settings: FalconSettings | None = None
+                       ) -> int:
+        """Search the distinct rows of ``B`` once, in one search, and keep each row's result
+        in :attr:`search_memo` for :meth:`_search`. Returns the number of rows searched."""
+        index = self.caption_index(settings)
+        tag = (index.fingerprint, index.kind, int(k))
+        B = np.ascontiguousarray(B, dtype=np.float32)
+        rows: dict[bytes, int] = {}
+        for n, r in enumerate(B):
+            rows.setdefault(r.tobytes(), n)
+        todo = [n for key, n in rows.items() if (tag, key) not in self.search_memo]
+        if not todo:
+            return 0
+        idx, scores = index.search(B[todo], k)
+        for n, i, sc in zip(todo, idx, scores):
+            self.search_memo[(tag, B[n].tobytes())] = (i, sc)
+        return len(todo)
 
     def _score_caption_sets(self, sets, s: FalconSettings):
         """Stages 4-5 on several sets of images, ``[(B, images), ...]`` (T and L): one search of

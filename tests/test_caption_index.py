@@ -75,6 +75,35 @@ def test_stacked_search_equals_separate_searches(tmp_path):
         np.testing.assert_allclose(s, bs, atol=1e-5)
 
 
+def test_pair_scores_by_hand():
+    # q = (0.6, 0.8); rows stored at other lengths: cosines 0.6, 0.8, 1.0; -1 is no candidate
+    A = np.array([[3.0, 0.0], [0.0, 0.5], [1.2, 1.6]], np.float16)
+    sc = ci.pair_scores(np.array([[0.6, 0.8]], np.float32), np.array([[2, 0, 1, -1]]), A)
+    assert sc.dtype == np.float32
+    np.testing.assert_allclose(sc[0, :3], [1.0, 0.6, 0.8], atol=1e-6)
+    assert sc[0, 3] == -np.inf
+
+
+def test_a_querys_result_does_not_depend_on_the_others_searched_with_it():
+    # float32 matmuls of 1, 5 and 37 rows differ in their last bits; the search must not
+    rng = np.random.default_rng(4)
+    A = rng.normal(size=(3000, 64)).astype(np.float32)
+    A /= np.linalg.norm(A, axis=1, keepdims=True)
+    B = rng.normal(size=(37, 64)).astype(np.float32)
+    B /= np.linalg.norm(B, axis=1, keepdims=True)
+    index = ci.ExactIndex(A, chunk=1000)
+    i_all, s_all = index.search(B, 5)
+    for q in (0, 11, 36):
+        i1, s1 = index.search(B[q:q + 1], 5)
+        i5, s5 = index.search(B[q:q + 5], 5)
+        np.testing.assert_array_equal(i1[0], i_all[q])
+        np.testing.assert_array_equal(s1[0], s_all[q])  # bit for bit
+        np.testing.assert_array_equal(s5[0], s_all[q])
+    bi, bs = brute(B, A, 5)
+    np.testing.assert_array_equal(i_all, bi)
+    np.testing.assert_allclose(s_all, bs, atol=1e-6)
+
+
 class Extract:
     def extract(self, texts):
         from falcon_core.stages.concepts import CaptionConcepts

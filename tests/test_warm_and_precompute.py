@@ -123,18 +123,54 @@ def test_precompute_shares_work_and_gives_the_same_explanations(world):
     finally:
         h.remove()
     assert all(err is None for err in result.values()), result
+    assert many.explainer.search_memo == {}  # the shared searches are dropped after the chunk
     union = _union_rows(many, feats)
     total = sum(len(many.select_high(f).indices) for f in feats)
     assert total > len(union)  # the sets overlap, so there is work to share
     assert sum(rows) == len(union)  # each image of the union ran forward once
     for f in feats:
-        a, b = one.explain(f), many.explain(f)
-        assert [c.text for c in a.words] == [c.text for c in b.words]
-        assert [c.text for c in a.phrases] == [c.text for c in b.phrases]
-        np.testing.assert_allclose([c.score for c in a.words], [c.score for c in b.words],
-                                   atol=1e-4)
-        assert [(r.index, r.box) for r in a.high] == [(r.index, r.box) for r in b.high]
-        assert [r.index for r in a.low] == [r.index for r in b.low]
-        assert [[m.index for m in r.captions] for r in a.high] == \
-            [[m.index for m in r.captions] for r in b.high]
-        assert abs(a.coherence - b.coherence) < 1e-4
+        a, b = one.explain(f).to_dict(), many.explain(f).to_dict()
+        assert [c["text"] for c in a["words"]] == [c["text"] for c in b["words"]]
+        assert [(r["index"], r["box"]) for r in a["high"]] == \
+            [(r["index"], r["box"]) for r in b["high"]]
+        assert a == b  # bit for bit: every score, caption and image
+
+
+def test_prefill_searches_every_features_rows_once(world, monkeypatch):
+    """After prefill, explaining the features searches nothing more: their T and L rows were all
+    searched in the one shared search (each distinct row once), and give what a plain explain
+    gives."""
+    import falcon_core.caption_index as ci
+
+    cfg = tiny_config(world)
+    feats = [0, 1, 2, 3]
+    one = Falcon.from_config(cfg, settings=TOPK, cache_dir=str(world["base"] / "cache-one-s"))
+    many = Falcon.from_config(cfg, settings=TOPK, cache_dir=str(world["base"] / "cache-many-s"))
+    many.explainer.spurious_threshold()  # the calibration's own search, done before
+    calls = []
+    real = ci.ExactIndex.search
+    monkeypatch.setattr(ci.ExactIndex, "search",
+                        lambda self, B, k: calls.append(len(B)) or real(self, B, k))
+    counts = many.catalogue.prefill(feats)
+    assert len(calls) == 1 and calls[0] == counts["rows_searched"]
+    T_rows = sum(len(many.select_high(f).indices) for f in feats)
+    assert 0 < counts["rows_searched"] <= T_rows + 10 * len(feats)
+
+    def boom(self, B, k):
+        raise AssertionError("searched again")
+
+    monkeypatch.setattr(ci.ExactIndex, "search", boom)
+    shared = [many.explain(f).to_dict() for f in feats]
+    monkeypatch.setattr(ci.ExactIndex, "search", real)
+    assert shared == [one.explain(f).to_dict() for f in feats]
+
+
+def test_embed_images_rows_do_not_depend_on_the_batch(world):
+    from falcon_core.explainer_stages import embed_images
+
+    f = Falcon.from_config(tiny_config(world), settings=TOPK,
+                           cache_dir=str(world["base"] / "cache-emb"))
+    views = [f.store.view(i) for i in range(11)]
+    alone = embed_images(f.clip, views[3:6])
+    along = embed_images(f.clip, views)  # other images around them, other batch boundaries
+    np.testing.assert_array_equal(alone, along[3:6])

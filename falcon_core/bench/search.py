@@ -19,9 +19,14 @@ median of ``--repeats`` runs, CPU and wall time):
     the text of 250 captions found in M rows. ``bare``: pyarrow reads, for each shard touched,
     only the row groups that hold the rows and takes them. ``falcon``: ``LaionShards.captions``
     (its caption text entries built: ``cold`` is the first call, which builds them).
-``ivfpq`` (``--ivfpq``)
-    an IVF-PQ index over M *clustered* rows (:mod:`falcon_core.bench.laion_data`): build time,
-    recall@5 against the exact search over 1,024 queries, and ms per 64 queries after warm-up.
+``ivfpq`` (``--ivfpq``; ``--rows`` with no value to measure only this)
+    an IVF-PQ index over 1M *clustered* rows (:mod:`falcon_core.bench.laion_data`: CLIP-like
+    width 512, float16 LAION shards, an anisotropic spectrum, Zipf-sized topics, queries moved
+    by a modality gap so their best caption has a cosine of about 0.3-0.5): build time, recall@5
+    against the exact search over 1,024 queries, and ms per 64 queries after warm-up, for the
+    index's own search settings and a sweep of ``nprobe`` / ``rerank`` on the same index (a
+    search setting, not a build). ``--index-cache DIR`` keeps the built index between runs;
+    ``--nlist --m --nprobe --rerank`` choose other parameters.
 
 Peak RSS is ``ru_maxrss`` of the variant's process, next to the raw size of the embeddings.
 The machine's load average is printed with the figures: on a shared machine the ratios are what
@@ -249,9 +254,17 @@ def run_variant(task: str, variant: str, root: Path, repeats: int, before: str |
 
 # ----------------------------------------------------------------------------- IVF-PQ
 
+# nprobe / rerank pairs measured on the one built index (searching is a setting, not a build):
+# the default (nprobe = nlist/16, rerank 64) among less and more thorough ones.
+SWEEP = ((8, 64), (16, 64), (32, 64), (64, 64), (128, 64), (64, 128), (64, 256))
+
+
 def measure_ivfpq(root: Path, cache_dir: str, queries: int = 1024, repeats: int = 3,
-                  params=None) -> dict:
-    """Build time, recall@5 vs exact, and ms per 64 queries of the IVF-PQ index of ``root``."""
+                  params=None, sweep=SWEEP) -> dict:
+    """Build time, recall@5 vs exact, and ms per 64 queries of the IVF-PQ index of ``root``
+    (built once in ``cache_dir``, reused when there), for its own search settings and for each
+    ``(nprobe, rerank)`` of ``sweep``. The ground truth is :class:`ExactIndex` over the same
+    rows; RSS is read before and after each step (the index's lists are memory-mapped)."""
     from ..bench.laion_data import clustered_queries
     from ..cache import DiskCache
     from ..caption_index import ExactIndex, IVFPQParams, build_ivfpq, index_disk_bytes
@@ -259,23 +272,41 @@ def measure_ivfpq(root: Path, cache_dir: str, queries: int = 1024, repeats: int 
 
     v = LaionShards(root)
     cache = DiskCache(cache_dir)
+    rss0 = current_rss_bytes()
     t0, c0 = time.perf_counter(), time.process_time()
     index = build_ivfpq(v.embeddings, cache, "bench:" + v.fingerprint, params or IVFPQParams())
-    build = {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0}
+    build = {"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0,
+             "peak_rss": peak_rss_bytes()}
     Q = clustered_queries(queries)
-    exact_i, _ = ExactIndex(v.embeddings).search(Q, K)
-    got_i, got_s = index.search(Q, K)
-    recall = float(np.mean([len(set(a) & set(b)) / K for a, b in zip(got_i, exact_i)]))
-    index.search(Q[:N_CROPS], K)  # warm-up
-    per = []
-    for r in range(repeats):
-        for a in range(0, queries, N_CROPS):
-            per.append(timed(lambda: index.search(Q[a:a + N_CROPS], K), 1)[0])
-    return {"rows": len(v), "build_s": build, "recall_at_5": recall, "queries": queries,
-            "params": index.describe(), "disk_bytes": index_disk_bytes(index),
-            "ms_per_64": {k: 1000 * f([p[k.replace("_ms", "")] for p in per]) for k, f in
-                          (("wall_min", min), ("wall_median", np.median),
-                           ("cpu_min", min), ("cpu_median", np.median))}}
+    t0 = time.perf_counter()
+    exact_i, exact_s = ExactIndex(v.embeddings).search(Q, K)
+    exact_wall = time.perf_counter() - t0
+    chosen = (index.params.nprobe, index.params.rerank)
+
+    def measure(nprobe: int, rerank: int) -> dict:
+        index.set_search(nprobe=nprobe, rerank=rerank)
+        got_i, got_s = index.search(Q, K)
+        recall = float(np.mean([len(set(a) & set(b)) / K for a, b in zip(got_i, exact_i)]))
+        index.search(Q[:N_CROPS], K)  # warm-up
+        per = []
+        for r in range(repeats):
+            for a in range(0, queries, N_CROPS):
+                per.append(timed(lambda: index.search(Q[a:a + N_CROPS], K), 1)[0])
+        return {"nprobe": int(index.params.nprobe), "rerank": int(index.params.rerank),
+                "recall_at_5": recall,
+                "top1_equal": float(np.mean(got_i[:, 0] == exact_i[:, 0])),
+                "max_score_diff_found": float(np.abs(np.where(got_i == exact_i,
+                                                              got_s - exact_s, 0)).max()),
+                "ms_per_64": {k: 1000 * f([p[k.split("_")[0] + "_min"] for p in per]) for k, f in
+                              (("wall_min", min), ("wall_median", np.median),
+                               ("cpu_min", min), ("cpu_median", np.median))}}
+
+    rows = [measure(*chosen)] + [measure(n, r) for n, r in sweep if (n, r) != chosen]
+    index.set_search(*chosen)
+    return {"rows": len(v), "build_s": build, "queries": queries, **rows[0],
+            "sweep": rows, "exact_search_wall_s": exact_wall, "rss_before_mb": rss0 / 1e6,
+            "rss_after_mb": current_rss_bytes() / 1e6, "peak_rss_mb": peak_rss_bytes() / 1e6,
+            "params": index.describe(), "disk_bytes": index_disk_bytes(index)}
 
 
 # ----------------------------------------------------------------------------- the run
@@ -312,7 +343,7 @@ def ratio(a: dict, b: dict, key: str) -> float:
 
 
 def search_rows(data: Path, rows_list: list[int], repeats: int = 3, before: str | None = None,
-                ivfpq: bool = False) -> dict:
+                ivfpq: bool = False, index_cache: str | None = None, params=None) -> dict:
     """Every search figure; what ``bench speed`` calls. Returns a JSON-able dict."""
     out: dict[str, Any] = {"load_before": load(), "repeats": repeats, "sizes": {}}
     with tempfile.TemporaryDirectory(prefix="falcon-bench-search-") as cache_dir:
@@ -327,7 +358,8 @@ def search_rows(data: Path, rows_list: list[int], repeats: int = 3, before: str 
             out["sizes"][str(rows)] = res
         if ivfpq:
             root = ensure_data(data, 1_000_000, "clustered")
-            out["ivfpq"] = measure_ivfpq(root, cache_dir, repeats=repeats)
+            out["ivfpq"] = measure_ivfpq(root, index_cache or cache_dir, repeats=repeats,
+                                         params=params)
     out["load_after"] = load()
     return out
 
@@ -380,27 +412,41 @@ def format_rows(res: dict) -> list[str]:
                          f"{bf['peak_rss'] / 1e9:.2f} GB")
     if "ivfpq" in res:
         iv = res["ivfpq"]
-        lines.append(f"\nIVF-PQ over {iv['rows']:,} clustered rows: recall@5 {iv['recall_at_5']:.3f} "
-                     f"({iv['queries']} queries); {iv['ms_per_64']['wall_min']:.1f}/"
-                     f"{iv['ms_per_64']['wall_median']:.1f} ms wall, "
-                     f"{iv['ms_per_64']['cpu_min']:.1f}/{iv['ms_per_64']['cpu_median']:.1f} ms CPU "
-                     f"per 64 queries; build {iv['build_s']['wall']:.0f} s; "
-                     f"{iv['disk_bytes'] / 1e6:.0f} MB on disk; nlist {iv['params']['nlist']}, "
-                     f"m {iv['params']['m']}, nprobe {iv['params']['nprobe']}, "
-                     f"rerank {iv['params']['rerank']}")
+        pr = iv["params"]
+        lines.append(f"\nIVF-PQ over {iv['rows']:,} clustered rows (nlist {pr['nlist']}, OPQ "
+                     f"{pr['opq']}, PQ {pr['m']}x{pr['nbits']}, trained on {pr['train_rows']:,} "
+                     f"rows): build {iv['build_s']['wall']:.0f} s wall / {iv['build_s']['cpu']:.0f}"
+                     f" s CPU, {iv['disk_bytes'] / 1e6:.0f} MB on disk; exact search of the "
+                     f"{iv['queries']} queries {iv['exact_search_wall_s']:.1f} s; RSS "
+                     f"{iv['rss_before_mb']:.0f} MB before, {iv['rss_after_mb']:.0f} MB after, "
+                     f"peak {iv['peak_rss_mb']:.0f} MB")
+        for i, r in enumerate(iv["sweep"]):
+            ms = r["ms_per_64"]
+            lines.append(f"  {'chosen ' if i == 0 else '       '}nprobe {r['nprobe']:>4}, rerank "
+                         f"{r['rerank']:>4}: recall@5 {r['recall_at_5']:.3f}, top-1 equal "
+                         f"{r['top1_equal']:.3f}; per 64 queries {ms['wall_min']:.1f}/"
+                         f"{ms['wall_median']:.1f} ms wall, {ms['cpu_min']:.1f}/"
+                         f"{ms['cpu_median']:.1f} ms CPU (min/median)")
     return lines
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m falcon_core.bench search", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 5_000_000])
+    p.add_argument("--rows", type=int, nargs="*", default=[1_000_000, 5_000_000],
+                   help="sizes of the exact-search figures (none: --rows with no value)")
     p.add_argument("--data", default=os.path.join(tempfile.gettempdir(), "falcon-laion-bench"),
                    help="where the LAION-format shards are made (kept for later runs)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--before", default=None, metavar="GIT_REF",
                    help="also measure the code of this git ref (e.g. main) in the same run")
     p.add_argument("--ivfpq", action="store_true", help="also the IVF-PQ index (1M clustered)")
+    p.add_argument("--index-cache", default=None, metavar="DIR",
+                   help="keep the built IVF-PQ index here between runs (default: a temp folder)")
+    p.add_argument("--nlist", type=int, default=0, help="IVF-PQ lists (0: the default rule)")
+    p.add_argument("--m", type=int, default=64, help="IVF-PQ sub-quantizers (bytes a caption)")
+    p.add_argument("--nprobe", type=int, default=0, help="IVF-PQ lists visited (0: the default)")
+    p.add_argument("--rerank", type=int, default=64, help="candidates re-scored exactly")
     p.add_argument("--json", action="store_true")
     p.add_argument("--child", nargs=3, metavar=("TASK", "VARIANT", "ROOT"), help=argparse.SUPPRESS)
     p.add_argument("--cache-dir", default=None, help=argparse.SUPPRESS)
@@ -411,7 +457,11 @@ def main(argv=None) -> int:
         print(json.dumps(child(task, variant, root, args.repeats, args.before, args.cache_dir,
                                stack_test=not args.no_stack_test)))
         return 0
-    res = search_rows(Path(args.data), args.rows, args.repeats, args.before, args.ivfpq)
+    from ..caption_index import IVFPQParams
+
+    params = IVFPQParams(nlist=args.nlist, m=args.m, nprobe=args.nprobe, rerank=args.rerank)
+    res = search_rows(Path(args.data), args.rows, args.repeats, args.before, args.ivfpq,
+                      args.index_cache, params)
     if args.json:
         print(json.dumps(res, indent=2))
     else:

@@ -365,6 +365,7 @@ def row_precompute(ctx: Context, repeat: int) -> dict:
         r = side_by_side(shared, one_by_one, repeat, warmup=False)
     a, b = r.pop("tool_out"), r.pop("baseline_out")
     r["same_explanations"], r["max_score_difference"] = _same_explanations(a, b)
+    r["bit_equal"] = a == b  # every score, caption and image, to the last bit
     r["features"] = len(feats)
     return r
 
