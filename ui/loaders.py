@@ -23,17 +23,12 @@ def cache_root() -> str:
     return os.environ.get("FALCON_CACHE", "")
 
 
-# Every Falcon's progress goes through this router to the bar of the session (thread) that
-# asked, opening included (the demo world's shipped results, a probe set rendered on demand).
-_ROUTER = ProgressRouter()
-
-
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _build_falcon(config_items: tuple, cache_dir: str):
     from falcon_core.pipeline import Falcon
 
     config = WorkspaceConfig.from_dict(dict(config_items))
-    return Falcon.from_config(config, progress=_ROUTER, cache_dir=cache_dir or None)
+    return Falcon.from_config(config, progress=ProgressRouter(), cache_dir=cache_dir or None)
 
 
 _run = threading.local()  # this script run's opened Falcon (per session thread)
@@ -49,19 +44,14 @@ def forget_opened() -> None:
     _run.opened = None
 
 
-_built: set = set()  # (config, cache folder) of the Falcons this server has built
-
-
 def _open(config: WorkspaceConfig):
-    """The workspace's Falcon; the first time, with a progress bar (models, data, the demo
-    world's shipped results) and the time left."""
-    args = (state.config_key(config), cache_root())
-    if args in _built:  # already built (st.cache_resource): no bar to flash on every rerun
-        return _build_falcon(*args)
-    with progress_bar(_ROUTER, f"Opening {describe_workspace(config)}…"):
-        falcon = _build_falcon(*args)
-    _built.add(args)
-    return falcon
+    # A spinner, not a progress bar: st.cache_resource records the elements its function touches
+    # and replays them, so a bar fed from inside _build_falcon breaks the next run. Opening is
+    # quick now (the demo's scenes render on demand, its heavy results ship in assets/prefill/);
+    # what is still computed (Stage 1, text embeddings, ...) happens in the first explanation,
+    # under its progress bar with the time left.
+    with st.spinner(f"Opening {describe_workspace(config)}…"):
+        return _build_falcon(state.config_key(config), cache_root())
 
 
 def _open_or_say_why(config: WorkspaceConfig):
