@@ -73,6 +73,7 @@ class Falcon:
         self.failure_analyser = FailureAnalyser(self.store, self.explainer)
         self.catalogue = Catalogue(self.store, self.explainer, self.cache, self.settings,
                                    self.progress)
+        self.failure_analyser.prefill = self.catalogue.prefill
         # Seconds spent per stage by this object (cache hits are cheap and show as such).
         self.timings = self.explainer.timings
 
@@ -85,12 +86,22 @@ class Falcon:
         from .workspace import WorkspaceConfig
 
         config = config or WorkspaceConfig.demo()
+        say = progress or null_progress
+        say(0, 4, "opening the workspace")
         backbone = config.build_backbone()
+        say(1, 4, "opening the workspace")
         clip = config.build_clip()
-        probe = config.build_probe(backbone)
+        say(2, 4, "opening the workspace")
+        probe = config.build_probe(backbone, progress=progress)
+        say(3, 4, "opening the workspace")
         vocabulary = config.build_vocabulary()
-        return cls(backbone, clip, probe, vocabulary, settings=settings or config.default_settings(),
-                   cache=DiskCache(cache_dir), progress=progress, config=config, engine=engine)
+        say(4, 4, "opening the workspace")
+        falcon = cls(backbone, clip, probe, vocabulary, settings=settings or config.default_settings(),
+                     cache=DiskCache(cache_dir), progress=progress, config=config, engine=engine)
+        from .demo.prefill import install  # the demo world's shipped results (only if they match)
+
+        install(falcon, progress=falcon.progress)
+        return falcon
 
     # ---- Stage 1 and what is derived from H: the representation store -----------------------
     num_features = _delegate_property("store", RepresentationStore.num_features)

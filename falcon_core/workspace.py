@@ -82,16 +82,17 @@ class WorkspaceConfig:
         return create_clip(ClipSpec(name=self.clip, pretrained=self.clip_pretrained),
                            world=self.world)
 
-    def build_probe(self, backbone=None):
+    def build_probe(self, backbone=None, progress=None):
         """The probe set; a folder's class subfolders are read as labels of ``backbone``'s
-        classes (by class id, e.g. an ImageNet wnid, or by a name no other class has)."""
+        classes (by class id, e.g. an ImageNet wnid, or by a name no other class has).
+        ``progress`` reaches factories that report it (the demo probe set's render)."""
         from .data.probes import create_probe
 
         class_names = getattr(backbone, "class_names", None) if backbone is not None else None
         class_ids = getattr(backbone, "class_ids", None) if backbone is not None else None
         return create_probe(self.probe, class_names_for_labels=class_names,
                             class_ids_for_labels=class_ids, world=self.world,
-                            n=self.probe_size, seed=self.seed)
+                            n=self.probe_size, seed=self.seed, progress=progress)
 
     def build_vocabulary(self):
         from .data.vocabulary import create_vocabulary

@@ -21,17 +21,29 @@ def _resize_cam(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.clip(np.asarray(im.resize(size, Image.BILINEAR), dtype=np.float32), 0.0, 1.0)
 
 
-def overlay(image: Image.Image, cam: np.ndarray | None, alpha: float = 0.45) -> Image.Image:
-    """The image with the CAM on top as a jet heatmap: pytorch-grad-cam's ``show_cam_on_image``
-    (``alpha``: the heatmap's weight). The image itself when there is no CAM."""
-    from pytorch_grad_cam.utils.image import show_cam_on_image
+def show_cam_on_image(img: np.ndarray, mask: np.ndarray, image_weight: float) -> np.ndarray:
+    """pytorch-grad-cam's ``show_cam_on_image(img, mask, use_rgb=True, image_weight)``, the same
+    operations on the same OpenCV colormap (tests/test_app_latency_pieces.py checks the pixels
+    against it). Not imported from there: ``import pytorch_grad_cam`` loads scikit-learn,
+    matplotlib and more, several seconds of the app's first page (issue 9)."""
+    import cv2
 
+    heatmap = cv2.applyColorMap(np.uint8(255 * mask), cv2.COLORMAP_JET)
+    heatmap = np.float32(cv2.cvtColor(heatmap, cv2.COLOR_BGR2RGB)) / 255
+    cam = (1 - image_weight) * heatmap + image_weight * img
+    cam = cam / np.max(cam)
+    return np.uint8(255 * cam)
+
+
+def overlay(image: Image.Image, cam: np.ndarray | None, alpha: float = 0.45) -> Image.Image:
+    """The image with the CAM on top as a jet heatmap, as pytorch-grad-cam draws it
+    (:func:`show_cam_on_image`; ``alpha``: the heatmap's weight). The image itself when there is
+    no CAM."""
     image = image.convert("RGB")
     if cam is None:
         return image.copy()
     rgb = np.asarray(image, dtype=np.float32) / 255.0
-    mixed = show_cam_on_image(rgb, _resize_cam(cam, image.size), use_rgb=True,
-                              image_weight=1.0 - alpha)
+    mixed = show_cam_on_image(rgb, _resize_cam(cam, image.size), image_weight=1.0 - alpha)
     return Image.fromarray(mixed)
 
 

@@ -45,7 +45,12 @@ def forget_opened() -> None:
 
 
 def _open(config: WorkspaceConfig):
-    with st.spinner(f"Opening {describe_workspace(config)}… (the first time builds it)"):
+    # A spinner, not a progress bar: st.cache_resource records the elements its function touches
+    # and replays them, so a bar fed from inside _build_falcon breaks the next run. Opening is
+    # quick now (the demo's scenes render on demand, its heavy results ship in assets/prefill/);
+    # what is still computed (Stage 1, text embeddings, ...) happens in the first explanation,
+    # under its progress bar with the time left.
+    with st.spinner(f"Opening {describe_workspace(config)}…"):
         return _build_falcon(state.config_key(config), cache_root())
 
 

@@ -70,7 +70,7 @@ class EtaTracker:
 def progress_bar(falcon, label: str = "Working…", main_stage: str | None = None,
                  min_interval: float = 0.15) -> Iterator[None]:
     """Show the library's progress reports as a bar with the time left (removed when the work
-    is done). With ``main_stage`` (e.g. ``"features"`` for a precompute) the bar follows that
+    is done). ``falcon``: a Falcon (its router) or a :class:`ProgressRouter` itself. With ``main_stage`` (e.g. ``"features"`` for a precompute) the bar follows that
     stage only and the other stages (GradCAM, text embeddings, ...) go to a line under it."""
     import streamlit as st
 
@@ -92,7 +92,7 @@ def progress_bar(falcon, label: str = "Working…", main_stage: str | None = Non
         else:
             line.caption(f"Working on: {text}")
 
-    router = getattr(falcon, "progress", None)
+    router = falcon if isinstance(falcon, ProgressRouter) else getattr(falcon, "progress", None)
     try:
         if isinstance(router, ProgressRouter):
             with router.route(target):

@@ -342,10 +342,11 @@ def high_images(falcon, exp, settings: FalconSettings, key: str = "high", n: int
         st.markdown("**Their crops** (what CLIP captions)")
         image_grid([p[1] for p in pairs], [f"#{r.index}" for r in exp.high[:n]], cols=8,
                    key=f"{key}_crops", width=100)
-    png = loaders.grid_png([p[0] for p in pairs], caps, f"{exp.label}: highly activating images")
-    st.download_button("Download these images (PNG)", png,
+    st.download_button("Download these images (PNG)",
+                       lambda: loaders.grid_png([p[0] for p in pairs], caps,
+                                                f"{exp.label}: highly activating images"),
                        file_name=f"falcon_{'_'.join(map(str, exp.features))}_high.png",
-                       mime="image/png", key=f"dl_{key}_png")
+                       mime="image/png", key=f"dl_{key}_png", on_click="ignore")
 
 
 def low_images(falcon, exp, key: str = "low") -> None:
@@ -361,18 +362,20 @@ def low_images(falcon, exp, key: str = "low") -> None:
                 f"concepts but not {exp.label}; encoded whole")
     image_grid(pics, caps, key=f"{key}_grid", width=130)
     st.download_button("Download the counterfactuals (PNG)",
-                       loaders.grid_png(pics, caps, f"{exp.label}: counterfactual images"),
+                       lambda: loaders.grid_png(pics, caps, f"{exp.label}: counterfactual images"),
                        file_name=f"falcon_{'_'.join(map(str, exp.features))}_low.png",
-                       mime="image/png", key=f"dl_{key}_png")
+                       mime="image/png", key=f"dl_{key}_png", on_click="ignore")
 
 
 def exports(exp, key: str = "exp") -> None:
     name = "falcon_" + "_".join(map(str, exp.features))
     c1, c2 = st.columns(2)
-    c1.download_button("Download the explanation (JSON)", exp.to_json(),
-                       file_name=f"{name}.json", mime="application/json", key=f"dl_{key}_json")
-    c2.download_button("Download the concepts (CSV)", exp.to_csv(), file_name=f"{name}.csv",
-                       mime="text/csv", key=f"dl_{key}_csv")
+    # The files are made when a button is clicked, not on every run of the page (issue 9).
+    c1.download_button("Download the explanation (JSON)", exp.to_json,
+                       file_name=f"{name}.json", mime="application/json", key=f"dl_{key}_json",
+                       on_click="ignore")
+    c2.download_button("Download the concepts (CSV)", exp.to_csv, file_name=f"{name}.csv",
+                       mime="text/csv", key=f"dl_{key}_csv", on_click="ignore")
 
 
 def concept_table(items: Sequence, status: str) -> Any:

@@ -1,4 +1,5 @@
-"""``python -m falcon_core.demo build --seed N [--world CONFIG] [--out DIR] [--tiny] ...``"""
+"""``python -m falcon_core.demo build --seed N [--world CONFIG] [--out DIR] [--tiny] ...``,
+``python -m falcon_core.demo prefill [--check]`` (the results shipped in ``assets/prefill/``)."""
 
 from __future__ import annotations
 
@@ -29,8 +30,29 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("--markdown", action="store_true", help="print the measured figures as Markdown (the README's tables)")
     i.add_argument("--write-readme", action="store_true",
                    help="rewrite the figure blocks of README.md and assets/README.md from the manifest")
+    pf = sub.add_parser("prefill", help="compute the default demo world's shipped results again "
+                        "(assets/prefill/: Stage 1, text embeddings, document frequencies, view "
+                        "embeddings, captions) after its models or the code that computes them changed")
+    pf.add_argument("--out", default=None, help="output folder (default: assets/prefill/)")
+    pf.add_argument("--check", action="store_true",
+                    help="only say which shipped results this checkout would use (exit 1 if any not)")
     args = p.parse_args(argv)
     try:
+        if args.cmd == "prefill":
+            from . import prefill
+
+            if args.check:
+                got = prefill.check(args.out)
+                for name, what in got.items():
+                    print(f"{name:20s} {what}")
+                return 0 if all(v == "usable" for v in got.values()) else 1
+            from ..progress import tqdm_progress
+
+            m = prefill.produce(args.out, progress=tqdm_progress())
+            size = sum(e["stored_bytes"] for e in m["entries"].values())
+            print(f"wrote {len(m['entries'])} results ({size / 1e6:.1f} MB) to "
+                  f"{args.out or prefill.PREFILL_DIR} in {m['compute_seconds']} s")
+            return 0
         if args.cmd == "build":
             from .build import build
             from .world import ASSETS_DIR

@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 from .world import ATTRIBUTES, World
 
@@ -69,6 +68,9 @@ def attribute_matrix(scenes: Sequence[dict], world: World | None = None) -> tupl
 def auc_table(H: np.ndarray, binary: np.ndarray) -> np.ndarray:
     """(r, V) ROC AUC of each feature (column of H) for each value (column of ``binary``);
     nan where a value is in all or none of the rows."""
+    from sklearn.metrics import roc_auc_score  # here: importing scikit-learn takes seconds,
+    # and every demo workspace imports this module (the app's first start, issue 9)
+
     H = np.asarray(H, np.float64)
     binary = np.asarray(binary).astype(bool)
     if H.ndim != 2 or binary.ndim != 2 or H.shape[0] != binary.shape[0]:

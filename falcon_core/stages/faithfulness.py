@@ -66,14 +66,13 @@ def rankdata(x: np.ndarray) -> np.ndarray:
     n = len(x)
     order = np.argsort(x, kind="mergesort")
     xs = x[order]
+    # Runs of equal values (vectorised: the app scores ~100 concepts over the probe set per
+    # explanation). A run at sorted positions i..j gets the average rank (i + j) / 2 + 1.
+    starts = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1]]) if n else np.zeros(0, np.int64)
+    ends = np.r_[starts[1:], n] - 1
+    run = np.cumsum(np.r_[True, xs[1:] != xs[:-1]]) - 1 if n else np.zeros(0, np.int64)
     ranks = np.empty(n, dtype=np.float64)
-    i = 0
-    while i < n:
-        j = i
-        while j + 1 < n and xs[j + 1] == xs[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
+    ranks[order] = (starts[run] + ends[run]) / 2.0 + 1.0
     return ranks
 
 
