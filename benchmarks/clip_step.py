@@ -5,12 +5,14 @@
 Two models from the same seed are trained side by side, one step of each in turn (so both see the
 same load): "before" computes the step as the build did until issue 7's rework (the batch made
 image by image with ``pp``, ``encode_text`` on the whole 32-token context, AdamW's per-tensor
-loop, the caption-word lookup rehashing the world config on every call); "after" is
-:func:`falcon_core.demo.clip_model.train_clip`'s step. Prints seconds per step for each part and
-the ratios (CPU seconds of the process, both threads, fastest of the steps per part: on a
-shared machine wall time mostly measures the other jobs), then how far the two computations differ on the same inputs (the batch tensor must be
-bit for bit the same; text embeddings differ by float rounding only) and the text tower's
-forward + backward for 1, 2 and 4 length buckets. The first step of each is a warm-up, not counted.
+loop, the image tower in the default memory format, the caption-word lookup rehashing the world
+config on every call); "after" is :func:`falcon_core.demo.clip_model.train_clip`'s step. Prints
+CPU seconds per step for each part and the ratios (the process's CPU time, both threads, the
+fastest step per part: on a shared machine wall time mostly measures the other jobs; torch's
+threads wait passively, so spinning is not counted as work), then how far the two computations
+differ on the same inputs (the batch tensor must be bit for bit the same; text embeddings differ
+by float rounding only) and the text tower's forward + backward for 1, 2 and 4 length buckets.
+The first step of each is a warm-up, not counted.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ def main(argv=None) -> int:
         torch.manual_seed(0)
         model, _, pp = CM.create()
         model.train()
+        if fused:  # "after": the image tower channels-last, as train_clip runs it
+            model.visual.to(memory_format=torch.channels_last)
         opt = torch.optim.AdamW(CM._param_groups(list(model.named_parameters()), 0.05), lr=1e-3,
                                 betas=(0.9, 0.98), eps=1e-6, fused=fused)
         return model, pp, opt
@@ -77,7 +81,8 @@ def main(argv=None) -> int:
         negs = [n for n in negs if n is not None]
         t["sample"] = time.process_time() - c
         c = time.process_time()
-        x = torch.stack([pp(im) for im in ims]) if kind == "before" else CM.images_to_batch(ims, pp)
+        x = (torch.stack([pp(im) for im in ims]) if kind == "before"
+             else CM.images_to_batch(ims, pp).contiguous(memory_format=torch.channels_last))
         t["batch tensor"] = time.process_time() - c
         c = time.process_time()
         tokens = tok(texts + negs)

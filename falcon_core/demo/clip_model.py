@@ -412,7 +412,7 @@ def train_clip(world: World, scenes: list[dict], images: np.ndarray, steps: int,
                lr: float = 2e-3, seed: int = 0, log: Callable[[str], None] = print,
                mix: dict[str, float] | None = None, hard_negative: float = 1.0, visual_lr: float | None = None,
                on_step: Callable[[int, Any], None] | None = None, text_buckets: int = 2,
-               fused: bool = True, confusion_every: int = 0) -> tuple[Any, dict]:
+               fused: bool = True, confusion_every: int = 0, channels_last: bool = True) -> tuple[Any, dict]:
     """Train the demo CLIP from scratch on ``scenes`` (drawn from the uncorrelated world);
     returns (model in eval mode, stats). ``visual_lr``: the image tower's peak learning rate
     (default ``lr``); ``on_step(step, model)`` is called after every step. ``confusion_every``:
@@ -423,8 +423,9 @@ def train_clip(world: World, scenes: list[dict], images: np.ndarray, steps: int,
     ``python -m benchmarks.clip_step``): the batch tensor is made at once
     (:func:`images_to_batch`), the text tower runs on ``text_buckets`` length-sorted groups cut to
     their longest caption (:func:`encode_text_bucketed`; captions are 4..21 tokens of a 32-token
-    context) and AdamW runs ``fused`` (one kernel over each parameter; the text tower's
-    49,408-row token embedding is most of the parameters)."""
+    context), AdamW runs ``fused`` (one kernel over each parameter; the text tower's
+    49,408-row token embedding is most of the parameters) and the image tower runs
+    ``channels_last`` (oneDNN's faster convolutions on the CPU; the checkpoint is stored contiguous)."""
     mix = dict(mix or MIX)
     visual_lr = lr if visual_lr is None else visual_lr
     torch.manual_seed(seed)
@@ -440,6 +441,8 @@ def train_clip(world: World, scenes: list[dict], images: np.ndarray, steps: int,
     warm = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
+    if channels_last:
+        model.visual.to(memory_format=torch.channels_last)
     model.train()
     losses = []
     t_start = time.time()
@@ -449,7 +452,9 @@ def train_clip(world: World, scenes: list[dict], images: np.ndarray, steps: int,
             confusion = confusion_weights(model, pp, tok, world, scenes, images, seed=seed)
         ims, texts, negs = sample_pairs(world, scenes, images, batch, rng, mix, size, hard_negative, confusion)
         negs = [t for t in negs if t is not None]
-        img_f = model.encode_image(images_to_batch(ims, pp), normalize=True)
+        x = images_to_batch(ims, pp)
+        img_f = model.encode_image(x.contiguous(memory_format=torch.channels_last) if channels_last else x,
+                                   normalize=True)
         all_t = torch.nn.functional.normalize(encode_text_bucketed(model, tok(texts + negs), text_buckets), dim=-1)
         loss = contrastive_loss(img_f, all_t[:batch], all_t[batch:], model.logit_scale.exp())
         opt.zero_grad(set_to_none=True)
@@ -464,8 +469,10 @@ def train_clip(world: World, scenes: list[dict], images: np.ndarray, steps: int,
         if on_step is not None:
             on_step(step + 1, model)
     model.eval()
+    if channels_last:
+        model.visual.to(memory_format=torch.contiguous_format)
     return model, {"steps": steps, "batch": batch, "lr": lr, "visual_lr": visual_lr, "mix": mix,
-                   "hard_negative": hard_negative, "text_buckets": int(text_buckets), "fused_adamw": bool(fused),
+                   "hard_negative": hard_negative, "text_buckets": int(text_buckets), "fused_adamw": bool(fused), "channels_last": bool(channels_last),
                    **({"confusion_every": int(confusion_every), "confusion_share": CONFUSION_SHARE,
                        "last_confusion": confusion} if confusion_every else {}),
                    "hard_negative_attributes": dict(HARD_NEGATIVES), "train_scenes": len(scenes),
