@@ -131,3 +131,13 @@ def test_the_uncorrelated_backbone_is_a_registered_input(world):
     assert a.fingerprint != b.fingerprint  # nothing cached for one is shown for the other
     pa, pb = list(a.model.parameters()), list(b.model.parameters())
     assert len(pa) == len(pb) and not all(torch.equal(p, q) for p, q in zip(pa, pb))
+
+
+def test_the_committed_models_were_built_with_the_current_recipe():
+    """assets/ is used for the default world whatever the code's recipe says: a changed recipe
+    (settings, training mix, CLIP config, ...) must come with rebuilt assets."""
+    import json
+
+    from falcon_core.demo.build import manifest_recipe, recipe
+
+    assert manifest_recipe(read_manifest()) == json.loads(json.dumps(recipe()))

@@ -148,3 +148,64 @@ def test_synonyms_include_spacy_lemmas():
     for k, words in s.items():
         for w in words:
             assert seen.setdefault(w, k) == k, f"{w} names {seen[w]} and {k}"
+
+
+def test_the_manifest_records_the_recipe_it_was_built_with(tiny_dir):
+    from falcon_core.demo import build as B
+    from falcon_core.demo import clip_model as CM
+
+    m = json.loads((tiny_dir / MANIFEST_FILE).read_text())
+    r = B.manifest_recipe(m)
+    assert r == json.loads(json.dumps(B.recipe(B.TINY)))  # what the build recorded is what it was given
+    assert r["settings"]["clip_steps"] == 3 and r["clip_mix"] == CM.MIX and r["backbone_widths"] == [16, 32, 64, 128]
+    assert m["recipe_sha256"] == B.recipe_hash(B.recipe(B.TINY)) != B.recipe_hash(B.recipe(B.FULL))
+
+
+def test_cached_models_are_keyed_and_checked_by_the_build_recipe(tiny_dir, monkeypatch, tmp_path):
+    """A changed recipe (a setting, the CLIP's training mix) never reuses models built under the old one,
+    neither at the old key (world, seed) nor at a new key with a manifest of another recipe."""
+    import shutil
+
+    from falcon_core.demo import assets as A
+    from falcon_core.demo import build as B
+    from falcon_core.demo import clip_model as CM
+
+    monkeypatch.setenv("FALCON_CACHE", str(tmp_path))
+    monkeypatch.setattr(B, "FULL", dict(B.TINY))  # ensure_assets builds the FULL recipe: the tiny one here
+    w = B.tiny_world()
+    with pytest.raises(FalconError, match="No demo models"):
+        A.ensure_assets(w, 3, build=False)
+    here = A.models_cache_dir(w, 3)
+    shutil.copytree(tiny_dir, here)
+    assert A.ensure_assets(w, 3, build=False) == here
+    with pytest.raises(FalconError, match="No demo models"):
+        A.ensure_assets(w, 4, build=False)
+
+    monkeypatch.setitem(B.FULL, "clip_steps", 4)  # one setting changed
+    with pytest.raises(FalconError, match="current recipe"):
+        A.ensure_assets(w, 3, build=False)
+    assert A.models_cache_dir(w, 3) != here
+    monkeypatch.setitem(B.FULL, "clip_steps", 3)
+    assert A.ensure_assets(w, 3, build=False) == here
+    scene_share = CM.MIX["scene"]
+    monkeypatch.setitem(CM.MIX, "scene", 0.5)  # the CLIP's training mix changed
+    with pytest.raises(FalconError, match="current recipe"):
+        A.ensure_assets(w, 3, build=False)
+    monkeypatch.setitem(CM.MIX, "scene", scene_share)
+    assert A.ensure_assets(w, 3, build=False) == here
+
+    # a folder at the recipe's key whose manifest records another recipe is not trusted
+    m = json.loads((here / MANIFEST_FILE).read_text())
+    m["settings"]["clip_lr"] = 1.0
+    (here / MANIFEST_FILE).write_text(json.dumps(m))
+    with pytest.raises(FalconError, match="current recipe"):
+        A.ensure_assets(w, 3, build=False)
+    shutil.rmtree(here)
+
+    # models cached under the key used before the recipe was part of it: reused only with the same recipe
+    legacy = A.cache_dir() / f"models-{A._key('models', w.hash, 3)}"
+    shutil.copytree(tiny_dir, legacy)
+    assert A.ensure_assets(w, 3, build=False) == legacy
+    monkeypatch.setitem(B.FULL, "backbone_steps", 5)
+    with pytest.raises(FalconError, match="current recipe"):
+        A.ensure_assets(w, 3, build=False)

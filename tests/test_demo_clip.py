@@ -135,3 +135,95 @@ def test_planted_reliance_by_hand(world):
     # 0.2 vs 0.3 lost, 0.2 vs 0.1 won -> 1.5 / 4
     assert r["source_clear_features"] == [0, 1]
     assert r["target_auc_without_source"] == [pytest.approx(1.0), pytest.approx(0.375)]
+
+
+def test_the_training_batch_tensor_is_preprocess_bit_for_bit():
+    from PIL import Image
+
+    _, _, pp = CM.create()
+    rng = np.random.default_rng(0)
+    ims = [Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)) for _ in range(5)]
+    ims[0] = Image.fromarray(np.full((64, 64, 3), (255, 0, 128), np.uint8))
+    x = CM.images_to_batch(ims, pp)
+    assert x.dtype == torch.float32 and x.shape == (5, 3, 64, 64)
+    assert torch.equal(x, torch.stack([pp(im) for im in ims]))
+    # by hand: (value / 255 - mean) / std per channel, CLIP's mean and std
+    mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+    for c, v in enumerate((255, 0, 128)):
+        assert x[0, c, 7, 9].item() == pytest.approx((v / 255 - mean[c]) / std[c], abs=1e-6)
+    # an image of another size (or mode) goes through the preprocessing itself: resized
+    odd = ims[1:3] + [Image.fromarray(np.zeros((40, 40, 3), np.uint8)), ims[3].convert("L")]
+    assert torch.equal(CM.images_to_batch(odd, pp), torch.stack([pp(im) for im in odd]))
+
+
+def test_bucketed_text_tower_equals_encode_text_and_runs_shorter():
+    torch.manual_seed(0)
+    model, _, _ = CM.create()
+    tok = CM.tokenizer()
+    caps = ["a star", "a large red striped hexagon lying on the wooden floor next to a small blue circle",
+            "sand", "one small dotted diamond on gravel", "a square", "a photo of a green heart on bricks",
+            "water with a cross", "a tiny plain triangle"]
+    tokens = tok(caps)
+    seen = []
+    h = model.transformer.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[1]))
+    try:
+        full = model.encode_text(tokens)
+        seen.clear()
+        for buckets in (1, 2, 3):
+            out = CM.encode_text_bucketed(model, tokens, buckets)
+            assert torch.allclose(out, full, atol=1e-5), buckets
+            assert (torch.nn.functional.normalize(out, dim=-1) @ torch.nn.functional.normalize(full, dim=-1).T
+                    ).argmax(1).tolist() == list(range(len(caps)))  # rows in the order given
+    finally:
+        h.remove()
+    longest = int(tokens.argmax(-1).max()) + 1
+    assert seen[0] == longest < tokens.shape[1]  # one bucket: cut to the longest caption
+    assert sorted(seen[1:3]) == seen[1:3] and seen[1] < longest and seen[2] == longest  # two: short, long
+    # the gradient reaches the same parameters with the same values
+    g = {}
+    for name, fn in (("full", lambda: model.encode_text(tokens)), ("bucketed", lambda: CM.encode_text_bucketed(model, tokens, 2))):
+        model.zero_grad()
+        fn().square().sum().backward()
+        g[name] = model.token_embedding.weight.grad.clone()
+    assert torch.allclose(g["full"], g["bucketed"], rtol=1e-4, atol=1e-3) and g["full"].abs().sum() > 0
+
+
+def test_confusion_weighted_hard_negatives_follow_the_table(world):
+    scene = {"background": "grass", "objects": [{"shape": "hexagon", "color": "red", "pattern": "plain",
+                                                 "size": "large", "cx": 0.5, "cy": 0.5, "r": 0.2}]}
+    table = {"shape": {"hexagon": {"circle": 1.0}}}
+    counts = {True: [], False: []}
+    for weighted in (True, False):
+        rng = np.random.default_rng(4)
+        for _ in range(2000):
+            out = CM._changed(world, scene, 0, rng, table if weighted else None)
+            if out is not None and out[1] == "shape":
+                counts[weighted].append(out[2])
+    shapes = world.values("shape")
+    free = len(shapes) - 1  # every shape but the scene's hexagon
+    for weighted, expected in ((True, CM.CONFUSION_SHARE + (1 - CM.CONFUSION_SHARE) / free), (False, 1 / free)):
+        got = counts[weighted]
+        assert len(got) > 600 and "hexagon" not in got
+        assert np.mean([v == "circle" for v in got]) == pytest.approx(expected, abs=0.05), weighted
+
+
+def test_confusion_weights_are_shares_over_the_other_values(world):
+    from falcon_core.demo.build import render_many
+
+    torch.manual_seed(0)
+    model, _, pp = CM.create()
+    model.train()
+    scenes = world.uncorrelated().sample_scenes(40, seed=5)
+    images = render_many(world, scenes)
+    stats = {k: v.clone() for k, v in model.state_dict().items()}
+    conf = CM.confusion_weights(model, pp, CM.tokenizer(), world, scenes, images, n=24, seed=1)
+    assert model.training  # back in training mode, batch-norm statistics untouched
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in stats.items())
+    assert set(conf) == set(CM.CONFUSION_ATTRIBUTES)
+    for attr, rows in conf.items():
+        values = world.values(attr)
+        assert rows and set(rows) <= set(values)
+        for v, shares in rows.items():
+            assert set(shares) == set(values) - {v}
+            assert all(0 <= s <= 1 for s in shares.values()) and sum(shares.values()) < 1
+    assert conf == CM.confusion_weights(model, pp, CM.tokenizer(), world, scenes, images, n=24, seed=1)

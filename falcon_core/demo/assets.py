@@ -10,7 +10,10 @@
 - :func:`synonyms`: the words that name each attribute value, with their spaCy lemmas.
 
 Models of the default world and seed are the committed ones in ``assets/``. For another world or
-seed, :func:`ensure_assets` builds them once into the cache (minutes) and reuses them.
+seed, :func:`ensure_assets` builds them once into the cache (about an hour on 2 cores) and reuses
+them while the build recipe (:func:`.build.recipe`: settings, generator version, CLIP architecture,
+training mix, ...) is the one they were built with: the recipe is part of the folder's key and is
+checked against the folder's manifest, so models of an older recipe are never shown.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ import numpy as np
 from ..cache import default_cache_root
 from ..errors import FalconError
 from . import captions as C
-from .build import (BACKBONE_FILES, CLIP_FILE, DEFAULT_SEED, MANIFEST_FILE, atomic_write_bytes,
-                    render_many, stream_seed)
+from .build import (BACKBONE_FILES, CLIP_FILE, DEFAULT_SEED, MANIFEST_FILE, atomic_write_bytes, manifest_recipe,
+                    recipe, recipe_hash, render_many, stream_seed)
 from .world import ASSETS_DIR, DEFAULT_WORLD, GENERATOR_VERSION, World, load_world
 
 DEFAULT_PROBE_SEED = 0
@@ -117,8 +120,11 @@ def read_manifest(directory: str | Path | None = None) -> dict[str, Any]:
 
 
 def ensure_assets(world: World | str | Path | None = None, seed: int = DEFAULT_SEED, build: bool = True) -> Path:
-    """The folder holding models for (world, seed): ``assets/`` when its manifest matches,
-    else a cache folder, built there on first use when ``build`` (minutes)."""
+    """The folder holding models for (world, seed): ``assets/`` when its manifest matches (the
+    committed models, versioned with the code), else a cache folder keyed by (world, seed, build
+    recipe) whose manifest records that world, seed and recipe, built there on first use when
+    ``build`` (about an hour on 2 cores). A folder under the key used before the recipe was part of
+    it is reused only when its manifest records the current recipe."""
     w = _world(world)
     try:
         m = read_manifest(ASSETS_DIR)
@@ -127,15 +133,38 @@ def ensure_assets(world: World | str | Path | None = None, seed: int = DEFAULT_S
     except FalconError:
         if w.hash == load_world(DEFAULT_WORLD).hash and seed == DEFAULT_SEED and not build:
             raise
-    d = cache_dir() / f"models-{_key('models', w.hash, seed)}"
-    if not (d / MANIFEST_FILE).is_file():
-        if not build:
-            raise FalconError(f"No demo models for world {w.name!r} and seed {seed}.",
-                              f"Build them: `python -m falcon_core.demo build --seed {seed} --world {w.path} --out {d}`.")
-        from .build import build as run_build
+    want = recipe_hash(recipe())
+    d = models_cache_dir(w, seed)
+    for folder in (d, cache_dir() / f"models-{_key('models', w.hash, seed)}"):  # the key before the recipe
+        if _built_by(folder, w, seed, want):
+            return folder
+    if not build:
+        raise FalconError(f"No demo models for world {w.name!r} and seed {seed} built with the current recipe.",
+                          f"Build them: `python -m falcon_core.demo build --seed {seed} --world {w.path} --out {d}`.")
+    from .build import build as run_build
 
-        run_build(seed=seed, world=w, out=d)
+    run_build(seed=seed, world=w, out=d)
     return d
+
+
+def models_cache_dir(world: World | str | Path | None = None, seed: int = DEFAULT_SEED) -> Path:
+    """The cache folder of the models :func:`ensure_assets` builds for (world, seed): keyed by the
+    world config, the seed and the build recipe (:func:`.build.recipe`: settings, generator version,
+    CLIP architecture and training mix, ...), so a changed recipe never reuses older models."""
+    w = _world(world)
+    return cache_dir() / f"models-{_key('models', w.hash, seed, recipe_hash(recipe()))}"
+
+
+def _built_by(folder: Path, w: World, seed: int, want: str) -> bool:
+    """Whether ``folder`` holds a complete build of (world, seed) with the recipe hashed ``want``
+    (its manifest, written last, says so; every file it lists is there)."""
+    try:
+        m = json.loads((folder / MANIFEST_FILE).read_text())
+        return (m.get("world_hash") == w.hash and m.get("seed") == seed
+                and recipe_hash(manifest_recipe(m)) == want
+                and all((folder / f).is_file() for f in m.get("files", {})))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def demo_clip_spec(directory: str | Path | None = None) -> tuple[str, str]:

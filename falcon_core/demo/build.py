@@ -65,6 +65,45 @@ TINY = dict(train_scenes=48, clip_scenes=48, eval_scenes=24, clip_eval_scenes=24
             backbone_steps=3, backbone_batch=16, backbone_lr=6e-3, aux_weight=0.1)
 
 
+RECIPE_VERSION = 1
+"""Bump when the training code changes what a build learns in a way the recorded settings do not
+show (a new loss term, a new kind of training crop): it is part of :func:`recipe`, so models cached
+under the old recipe are not reused. Changes that only move float rounding (how a step is
+computed) do not bump it.
+
+1: issue 7's recipe (uncorrelated CLIP world, GradCAM-like crops, NegCLIP hard negatives)."""
+
+
+def recipe(params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What determines what a build learns besides the world and the seed: the settings
+    (``params``, default :data:`FULL`), the world generator's version, the CLIP's architecture
+    file, its training mix, hard-negative shares and crop-box distribution, the backbone's widths
+    and :data:`RECIPE_VERSION`. The manifest records all of it (:func:`manifest_recipe` reads it
+    back); cached models are keyed and checked by it (``assets.ensure_assets``)."""
+    return {"recipe_version": RECIPE_VERSION, "generator_version": GENERATOR_VERSION,
+            "settings": dict(FULL if params is None else params),
+            "clip_config_sha256": sha256_file(CM.CLIP_CONFIG), "clip_mix": dict(CM.MIX),
+            "hard_negative_attributes": dict(CM.HARD_NEGATIVES),
+            "box_distribution": {"log_scale_mean_sd": list(CM.BOX_LOG_SCALE), "log_aspect_sd": CM.BOX_LOG_ASPECT_SD,
+                                 "shift_mean_sd_radii": list(CM.BOX_SHIFT)},
+            "backbone_widths": list(BB.WIDTHS)}
+
+
+def manifest_recipe(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The :func:`recipe` a manifest records (manifests before :data:`RECIPE_VERSION` existed are
+    version 1); a field the manifest lacks reads as None, so it matches no recipe."""
+    clip, bb = manifest.get("clip") or {}, manifest.get("backbone") or {}
+    return {"recipe_version": manifest.get("recipe_version", 1), "generator_version": manifest.get("generator_version"),
+            "settings": manifest.get("settings"), "clip_config_sha256": clip.get("config_sha256"),
+            "clip_mix": clip.get("mix"), "hard_negative_attributes": clip.get("hard_negative_attributes"),
+            "box_distribution": clip.get("box_distribution"), "backbone_widths": bb.get("widths")}
+
+
+def recipe_hash(r: dict[str, Any]) -> str:
+    """sha256 of a recipe's canonical JSON (tuples and lists alike, as the manifest stores them)."""
+    return hashlib.sha256(json.dumps(r, sort_keys=True).encode()).hexdigest()
+
+
 def stream_seed(seed: int, stream: str) -> int:
     """Independent seed of a named random stream ("probe", "train", "heldout", ...)."""
     return int.from_bytes(hashlib.sha256(f"falcon-demo:{seed}:{stream}".encode()).digest()[:4], "little") & 0x7FFFFFFF
@@ -285,6 +324,7 @@ def build(seed: int = DEFAULT_SEED, world: World | str | Path | None = None, out
         "world_hash": world.hash,
         "world_config": world.raw,
         "generator_version": GENERATOR_VERSION,
+        "recipe_version": RECIPE_VERSION,
         "threads": int(threads),
         "torch": torch.__version__.split("+")[0],
         "settings": params,
@@ -306,6 +346,7 @@ def build(seed: int = DEFAULT_SEED, world: World | str | Path | None = None, out
     manifest[TIMING_KEY] = {"seconds": seconds, "cpu_seconds": round(time.process_time() - cpu0, 1),
                             "threads": int(threads), "cpus": os.cpu_count(),
                             "load_average_at_end": [round(x, 1) for x in os.getloadavg()]}
+    manifest["recipe_sha256"] = recipe_hash(manifest_recipe(manifest))
     atomic_write_bytes(out / MANIFEST_FILE, (json.dumps(manifest, indent=2) + "\n").encode())
     log(f"[demo build] wrote {', '.join(files)} and {MANIFEST_FILE} to {out} in {seconds['total']:.0f}s")
     return manifest

@@ -189,10 +189,18 @@ ICLR 2023): in-batch negatives alone teach the easy attributes (colour, backgrou
 the shape, which is what FALCON needs named most."""
 
 
-def _changed(world: World, scene: dict, k: int | None, rng: np.random.Generator
-             ) -> tuple[dict, str, str] | None:
+CONFUSION_SHARE = 0.5
+"""With confusion-weighted hard negatives (:func:`confusion_weights`), the share of the replacement
+value's probability that follows the model's current confusions; the rest is uniform."""
+
+
+def _changed(world: World, scene: dict, k: int | None, rng: np.random.Generator,
+             confusion: dict[str, dict[str, dict[str, float]]] | None = None) -> tuple[dict, str, str] | None:
     """(a copy of ``scene`` with one attribute of object ``k`` (or the background) set to a value
-    absent from the scene, the attribute, the new value); None when no such value exists."""
+    absent from the scene, the attribute, the new value); None when no such value exists. With
+    ``confusion`` (``{attr: {true value: {value: share}}}``) the new value is drawn
+    :data:`CONFUSION_SHARE` by those shares (the values the model now confuses with the true one),
+    the rest uniformly."""
     attrs = ["background"] if k is None else list(HARD_NEGATIVES)
     w = np.asarray([HARD_NEGATIVES[a] for a in attrs], float)
     attr = attrs[int(rng.choice(len(attrs), p=w / w.sum()))]
@@ -200,7 +208,15 @@ def _changed(world: World, scene: dict, k: int | None, rng: np.random.Generator
     free = [v for v in world.values(attr) if v not in present]
     if not free:
         return None
-    new = free[int(rng.integers(len(free)))]
+    table = (confusion or {}).get(attr, {}).get(scene["objects"][k][attr]) if attr != "background" else None
+    if table:
+        w = np.asarray([table.get(v, 0.0) for v in free], float)
+        p = np.full(len(free), 1.0 / len(free))
+        if w.sum() > 0:
+            p = (1 - CONFUSION_SHARE) * p + CONFUSION_SHARE * w / w.sum()
+        new = free[int(rng.choice(len(free), p=p / p.sum()))]
+    else:
+        new = free[int(rng.integers(len(free)))]
     out = {**scene, "objects": [dict(o) for o in scene["objects"]]}
     if attr == "background":
         out["background"] = new
@@ -210,8 +226,8 @@ def _changed(world: World, scene: dict, k: int | None, rng: np.random.Generator
 
 
 def sample_pair(world: World, scene: dict, image: np.ndarray, rng: np.random.Generator,
-                mix: dict[str, float] = MIX, size: int = 64, hard_negative: float = 0.0
-                ) -> tuple[Image.Image, str, str | None, str]:
+                mix: dict[str, float] = MIX, size: int = 64, hard_negative: float = 0.0,
+                confusion: dict | None = None) -> tuple[Image.Image, str, str | None, str]:
     """One (image, caption, hard-negative caption or None, kind) training pair from a rendered
     scene. With probability ``hard_negative`` the pair gets a hard-negative caption."""
     kinds = list(mix)
@@ -257,7 +273,7 @@ def sample_pair(world: World, scene: dict, image: np.ndarray, rng: np.random.Gen
     text = make(scene, np.random.default_rng(seed))
     negative = None
     if hard_negative > 0 and rng.random() < hard_negative:
-        change = _changed(world, scene, k, rng)
+        change = _changed(world, scene, k, rng, confusion)
         if change is not None:
             other, attr, new = change
             negative = make(other, np.random.default_rng(seed))  # same draws: only the value differs
@@ -267,17 +283,103 @@ def sample_pair(world: World, scene: dict, image: np.ndarray, rng: np.random.Gen
 
 
 def sample_pairs(world: World, scenes: list[dict], images: np.ndarray, n: int, rng: np.random.Generator,
-                 mix: dict[str, float] = MIX, size: int = 64, hard_negative: float = 0.0
-                 ) -> tuple[list[Image.Image], list[str], list[str | None]]:
+                 mix: dict[str, float] = MIX, size: int = 64, hard_negative: float = 0.0,
+                 confusion: dict | None = None) -> tuple[list[Image.Image], list[str], list[str | None]]:
     """``n`` (PIL image, caption, hard negative) triples drawn from random scenes."""
     ims, texts, negs = [], [], []
     for _ in range(n):
         i = int(rng.integers(len(scenes)))
-        im, text, neg, _ = sample_pair(world, scenes[i], images[i], rng, mix, size, hard_negative)
+        im, text, neg, _ = sample_pair(world, scenes[i], images[i], rng, mix, size, hard_negative, confusion)
         ims.append(im)
         texts.append(text)
         negs.append(neg)
     return ims, texts, negs
+
+
+def images_to_batch(ims: Sequence[Image.Image], pp) -> torch.Tensor:
+    """``torch.stack([pp(im) for im in ims])``, made for the whole batch at once when every image is
+    already an RGB square of the CLIP's input size (every training crop is) and ``pp`` is open_clip's
+    Resize / CenterCrop / ToTensor / Normalize: resize and crop are then the identity and the rest
+    are the same float32 operations on the same numbers, so the tensor is bit for bit the same.
+    Anything else goes through ``pp`` image by image."""
+    from torchvision import transforms as T
+
+    steps = list(getattr(pp, "transforms", []))
+    norm = next((t for t in steps if isinstance(t, T.Normalize)), None)
+    sizes = [t.size for t in steps if isinstance(t, (T.Resize, T.CenterCrop))]
+    side = {int(s if isinstance(s, int) else s[0]) for s in sizes} | {int(s[1]) for s in sizes
+                                                                       if not isinstance(s, int) and len(s) > 1}
+    known = all(isinstance(t, (T.Resize, T.CenterCrop, T.Normalize)) or type(t).__name__ in
+                ("MaybeConvertMode", "MaybeToTensor", "ToTensor") for t in steps)
+    if (not ims or norm is None or not known or len(side) != 1 or norm.inplace
+            or any(im.mode != "RGB" or im.size != (next(iter(side)),) * 2 for im in ims)):
+        return torch.stack([pp(im) for im in ims])
+    x = torch.from_numpy(np.stack([np.asarray(im) for im in ims])).permute(0, 3, 1, 2).contiguous()
+    x = x.to(torch.float32).div(255)
+    mean = torch.as_tensor(norm.mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.as_tensor(norm.std, dtype=torch.float32).view(1, -1, 1, 1)
+    return x.sub_(mean).div_(std)
+
+
+def encode_text_bucketed(model, tokens: torch.Tensor, buckets: int = 1) -> torch.Tensor:
+    """``model.encode_text(tokens)`` (not normalised), the captions sorted by length and cut into
+    ``buckets`` groups, each run only up to its own longest caption
+    (:func:`falcon_core.models.clip.encode_text_trimmed`, issue 9's exact trim: causal mask, so
+    the positions after a caption's end never reach its embedding); rows in the order given.
+    Differentiable: training runs its text tower through it."""
+    from ..models.clip import encode_text_trimmed, text_lengths
+
+    n = tokens.shape[0]
+    if buckets <= 1 or n < 2 * buckets:
+        return encode_text_trimmed(model, tokens)
+    order = torch.argsort(text_lengths(model, tokens), stable=True)
+    parts = [encode_text_trimmed(model, tokens[idx]) for idx in torch.tensor_split(order, buckets)]
+    return torch.cat(parts)[torch.argsort(order)]
+
+
+CONFUSION_ATTRIBUTES = ("shape", "pattern", "size")
+
+
+@torch.no_grad()
+def confusion_weights(model, pp, tok, world: World, scenes: list[dict], images: np.ndarray, n: int = 128,
+                      seed: int = 0, attributes: Sequence[str] = CONFUSION_ATTRIBUTES
+                      ) -> dict[str, dict[str, dict[str, float]]]:
+    """How the model now confuses the values of each attribute, on ``n`` GradCAM-like crops of the
+    main object of fixed training scenes: for each crop, its caption (:func:`.captions.object_caption`,
+    the same draws) with the attribute set to each value in turn; the softmax over those captions
+    at the model's logit scale, averaged over the crops whose true value is v, gives
+    ``{attr: {v: {u: share}}}`` (u != v). Run with the model in eval mode (batch-norm statistics
+    untouched); the crops and captions depend only on ``seed``."""
+    was_training = model.training
+    model.eval()
+    rng = np.random.default_rng(seed)
+    S, size = images.shape[1], _image_size(model)
+    idx = rng.choice(len(scenes), min(n, len(scenes)), replace=False)
+    crops = [crop(images[i], gradcam_like_box(scenes[i]["objects"][0], S, rng), size) for i in idx]
+    seeds = rng.integers(2**62, size=len(idx))
+    B = model.encode_image(images_to_batch(crops, pp), normalize=True)
+    scale = model.logit_scale.exp()
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for attr in attributes:
+        values = world.values(attr)
+        caps = []
+        for i, sd in zip(idx, seeds):
+            for u in values:
+                sc = {**scenes[i], "objects": [dict(o) for o in scenes[i]["objects"]]}
+                sc["objects"][0][attr] = u
+                caps.append(C.object_caption(world, sc, 0, np.random.default_rng(int(sd))))
+        T = torch.nn.functional.normalize(encode_text_bucketed(model, tok(caps), 2), dim=-1)
+        T = T.view(len(idx), len(values), -1)
+        P = torch.softmax(scale * torch.einsum("nd,nvd->nv", B, T), dim=1).numpy()
+        truth = np.array([values.index(scenes[i]["objects"][0][attr]) for i in idx])
+        out[attr] = {}
+        for vi, v in enumerate(values):
+            rows = P[truth == vi]
+            if len(rows):
+                mean = rows.mean(0)
+                out[attr][v] = {u: round(float(mean[ui]), 6) for ui, u in enumerate(values) if ui != vi}
+    model.train(was_training)
+    return out
 
 
 def _param_groups(named_params, wd: float) -> list[dict]:
@@ -309,10 +411,21 @@ def _image_size(model) -> int:
 def train_clip(world: World, scenes: list[dict], images: np.ndarray, steps: int, batch: int = 256,
                lr: float = 2e-3, seed: int = 0, log: Callable[[str], None] = print,
                mix: dict[str, float] | None = None, hard_negative: float = 1.0, visual_lr: float | None = None,
-               on_step: Callable[[int, Any], None] | None = None) -> tuple[Any, dict]:
+               on_step: Callable[[int, Any], None] | None = None, text_buckets: int = 2,
+               fused: bool = True, confusion_every: int = 0, channels_last: bool = True) -> tuple[Any, dict]:
     """Train the demo CLIP from scratch on ``scenes`` (drawn from the uncorrelated world);
     returns (model in eval mode, stats). ``visual_lr``: the image tower's peak learning rate
-    (default ``lr``); ``on_step(step, model)`` is called after every step."""
+    (default ``lr``); ``on_step(step, model)`` is called after every step. ``confusion_every``:
+    every that many steps, measure the model's confusions (:func:`confusion_weights`) and draw
+    hard negatives' replacement values by them (0: uniformly, as before).
+
+    How a step is computed (none of it changes what is learned beyond float rounding; measured by
+    ``python -m benchmarks.clip_step``): the batch tensor is made at once
+    (:func:`images_to_batch`), the text tower runs on ``text_buckets`` length-sorted groups cut to
+    their longest caption (:func:`encode_text_bucketed`; captions are 4..21 tokens of a 32-token
+    context), AdamW runs ``fused`` (one kernel over each parameter; the text tower's
+    49,408-row token embedding is most of the parameters) and the image tower runs
+    ``channels_last`` (oneDNN's faster convolutions on the CPU; the checkpoint is stored contiguous)."""
     mix = dict(mix or MIX)
     visual_lr = lr if visual_lr is None else visual_lr
     torch.manual_seed(seed)
@@ -324,19 +437,25 @@ def train_clip(world: World, scenes: list[dict], images: np.ndarray, steps: int,
     named = list(model.named_parameters())
     groups = [{**g, "lr": visual_lr} for g in _param_groups([(n, p) for n, p in named if id(p) in visual], 0.05)]
     groups += [{**g, "lr": lr} for g in _param_groups([(n, p) for n, p in named if id(p) not in visual], 0.05)]
-    opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6, fused=bool(fused))
     warm = max(1, steps // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
+    if channels_last:
+        model.visual.to(memory_format=torch.channels_last)
     model.train()
     losses = []
     t_start = time.time()
+    confusion = None
     for step in range(steps):
-        ims, texts, negs = sample_pairs(world, scenes, images, batch, rng, mix, size, hard_negative)
+        if confusion_every and step and step % confusion_every == 0:
+            confusion = confusion_weights(model, pp, tok, world, scenes, images, seed=seed)
+        ims, texts, negs = sample_pairs(world, scenes, images, batch, rng, mix, size, hard_negative, confusion)
         negs = [t for t in negs if t is not None]
-        x = torch.stack([pp(im) for im in ims])
-        img_f = model.encode_image(x, normalize=True)
-        all_t = model.encode_text(tok(texts + negs), normalize=True)
+        x = images_to_batch(ims, pp)
+        img_f = model.encode_image(x.contiguous(memory_format=torch.channels_last) if channels_last else x,
+                                   normalize=True)
+        all_t = torch.nn.functional.normalize(encode_text_bucketed(model, tok(texts + negs), text_buckets), dim=-1)
         loss = contrastive_loss(img_f, all_t[:batch], all_t[batch:], model.logit_scale.exp())
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -350,8 +469,12 @@ def train_clip(world: World, scenes: list[dict], images: np.ndarray, steps: int,
         if on_step is not None:
             on_step(step + 1, model)
     model.eval()
+    if channels_last:
+        model.visual.to(memory_format=torch.contiguous_format)
     return model, {"steps": steps, "batch": batch, "lr": lr, "visual_lr": visual_lr, "mix": mix,
-                   "hard_negative": hard_negative,
+                   "hard_negative": hard_negative, "text_buckets": int(text_buckets), "fused_adamw": bool(fused), "channels_last": bool(channels_last),
+                   **({"confusion_every": int(confusion_every), "confusion_share": CONFUSION_SHARE,
+                       "last_confusion": confusion} if confusion_every else {}),
                    "hard_negative_attributes": dict(HARD_NEGATIVES), "train_scenes": len(scenes),
                    "final_loss": round(float(np.mean(losses[-50:])), 4)}
 
@@ -370,14 +493,20 @@ _WORD = re.compile(r"[a-z]+")
 
 
 _OWNERS: dict[str, dict[str, tuple[str, str]]] = {}
+_OWNERS_BY_ID: dict[int, tuple[World, dict[str, tuple[str, str]]]] = {}
 
 
 def mentions(world: World, text: str) -> dict[str, set[str]]:
     """Which values of which attributes a caption names (by the config's words)."""
-    owner = _OWNERS.get(world.hash)
-    if owner is None:
-        owner = _OWNERS[world.hash] = {w: (a, v) for a in world.attributes for v in world.attributes[a]
-                                       for w in world.words(a, v)}
+    seen = _OWNERS_BY_ID.get(id(world))
+    if seen is not None and seen[0] is world:  # World.hash hashes the config's JSON on every call
+        owner = seen[1]
+    else:
+        owner = _OWNERS.get(world.hash)
+        if owner is None:
+            owner = _OWNERS[world.hash] = {w: (a, v) for a in world.attributes for v in world.attributes[a]
+                                           for w in world.words(a, v)}
+        _OWNERS_BY_ID[id(world)] = (world, owner)
     out: dict[str, set[str]] = {}
     for w in _WORD.findall(text.lower()):
         if w in owner:
