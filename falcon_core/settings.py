@@ -109,9 +109,11 @@ LIMITS: dict[str, Limit] = {
     "spurious_threshold": Limit(0.0, 1.0, what="a concept whose score on the counterfactuals is "
                                                "at least this is spurious (authors: 0.1)"),
     "spurious_rule": Limit(choices=SPURIOUS_RULES,
-                           what="absolute (authors: spurious_threshold as is) or relative "
+                           what="absolute (authors: spurious_threshold as is), relative "
                                 "(spurious_threshold moved to the CLIP's own caption similarity "
-                                "scale)"),
+                                "scale) or ratio (spurious if the L-score is at least "
+                                "spurious_threshold / spurious_reference_scale of the concept's "
+                                "own T-score)"),
     "spurious_reference_scale": Limit(0.01, 1.0,
                                       what="relative rule: the caption similarity scale "
                                            "spurious_threshold was set on (ViT-B/32: 0.3)"),
@@ -213,9 +215,10 @@ class FalconSettings:
     twin_correlation: float = 0.5  # for low_rule == "twins"
     beta: float = 0.3
     max_low_images: int = 10
-    spurious_rule: str = "absolute"  # "absolute" (authors) or "relative" (to the CLIP's scale)
+    spurious_rule: str = "absolute"  # "absolute" (authors), "relative" (CLIP's scale), "ratio"
     spurious_threshold: float = 0.1  # authors, on OpenAI ViT-B/32's cosine scale
     # relative: threshold = spurious_threshold x (measured caption scale) / spurious_reference_scale
+    # ratio: spurious when L-score >= spurious_threshold / spurious_reference_scale x T-score
     spurious_reference_scale: float = 0.3
     # Stage 7
     coherence_threshold: float = 0.8

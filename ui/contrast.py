@@ -18,7 +18,8 @@ LOW_RULE_LABELS = {"global": "below ε (authors' Eq. 2)",
                    "twins": "below ε, with the feature's correlated twins",
                    "quantile": "below the feature's own quantile"}
 SPURIOUS_RULE_LABELS = {"absolute": "absolute (authors: on ViT-B/32's scale)",
-                        "relative": "relative to this CLIP's similarity scale"}
+                        "relative": "relative to this CLIP's similarity scale",
+                        "ratio": "a share of the concept's own T score"}
 
 
 def sliders(falcon, settings: FalconSettings) -> FalconSettings:
@@ -62,7 +63,10 @@ def sliders(falcon, settings: FalconSettings) -> FalconSettings:
                                  key=state.widget_key("spurious_rule"),
                                  help="Relative: the slider's value × this CLIP's caption scale / "
                                       f"{settings.spurious_reference_scale:g} (the scale of "
-                                      "ViT-B/32, on which the authors set 0.1).")
+                                      "ViT-B/32, on which the authors set 0.1). Ratio: removed "
+                                      "when the L score is at least the slider's value / "
+                                      f"{settings.spurious_reference_scale:g} of the concept's "
+                                      "T score.")
     c = st.columns(4)
     with c[0]:
         auto = st.toggle("ε = global mean (authors)", key=state.widget_key("low_threshold", "auto"))
@@ -151,13 +155,17 @@ def removed_sources(falcon, exp) -> None:
                 st.caption("No stored caption of an L image holds it as written.")
 
 
-def threshold(exp, settings: FalconSettings) -> float:
-    """The removal threshold the explanation used (the relative rule moves the slider's value);
-    its sentence is shown next to L's."""
+def threshold(exp, settings: FalconSettings) -> float | None:
+    """The removal threshold the explanation used (the relative rule moves the slider's value;
+    None for the ratio rule, whose threshold is a share of each concept's T score); its sentence
+    is shown next to L's."""
     spurious = exp.low_selection.get("spurious") or {}
     if spurious.get("description"):
         st.caption(f"**Threshold:** {spurious['description']}")
-    return float(spurious.get("threshold", settings.spurious_threshold))
+    if spurious.get("rule") == "ratio":
+        return None
+    value = spurious.get("threshold", settings.spurious_threshold)
+    return None if value is None else float(value)
 
 
 def hygiene(exp) -> None:
