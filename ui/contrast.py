@@ -69,9 +69,13 @@ def sliders(falcon, settings: FalconSettings) -> FalconSettings:
                                       "T score.")
     c = st.columns(4)
     with c[0]:
-        auto = st.toggle("ε = global mean (authors)", key=state.widget_key("low_threshold", "auto"))
+        no_eps = low_rule == "quantile"  # low = below the feature's own quantile: no ε
+        auto = st.toggle("ε = global mean (authors)", key=state.widget_key("low_threshold", "auto"),
+                         disabled=no_eps,
+                         help=f"Not used by the quantile rule (low = at or below the feature's own "
+                              f"{settings.low_quantile:g}-quantile)." if no_eps else None)
         eps_value = st.slider("ε: “low” means below", lo, hi, step=(hi - lo) / 200 or 1e-4,
-                              key=state.widget_key("low_threshold"), disabled=auto,
+                              key=state.widget_key("low_threshold"), disabled=auto or no_eps,
                               format="%.4f",
                               help=f"Authors: the global mean of the normalised matrix "
                                    f"({default_eps:.4f}).")
