@@ -245,10 +245,9 @@ class Explainer(ImageStages):
                                                                    self.extractor)
         if s.contrast:
             spurious_at = self.spurious_threshold(s)
-            kept_w, removed_w = contrast_stage.split_spurious(t_words, l_words,
-                                                              spurious_at["threshold"])
-            kept_p, removed_p = contrast_stage.split_spurious(t_phrases, l_phrases,
-                                                              spurious_at["threshold"])
+            at = {"threshold": spurious_at["threshold"], "share": spurious_at.get("share")}
+            kept_w, removed_w = contrast_stage.split_spurious(t_words, l_words, **at)
+            kept_p, removed_p = contrast_stage.split_spurious(t_phrases, l_phrases, **at)
         else:
             spurious_at = {"rule": "off", "threshold": None,
                            "description": "The contrast step is off: nothing is removed."}

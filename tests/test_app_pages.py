@@ -276,9 +276,12 @@ def test_pair_page_offers_the_groups_of_the_demo_world(demo):
 
 def test_spurious_page_sliders_restore_and_update(demo):
     f = demo.features[0]
+    # the absolute threshold (the authors'): the slider's value is the L score itself
     at = run_page("pages/spurious_concepts.py", {"feature": str(f), "beta": "0.25",
-                                                 "max_low_images": "6"})
+                                                 "max_low_images": "6",
+                                                 "spurious_rule": "absolute"})
     no_error(at)
+    assert at.radio(key="w:spurious_rule").value == "absolute"
     assert at.slider(key="w:beta").value == pytest.approx(0.25)
     assert at.slider(key="w:max_low_images").value == 6
     assert at.slider(key="w:spurious_threshold").value == pytest.approx(0.1)

@@ -124,3 +124,50 @@ def test_the_readme_figures_are_the_committed_result():
     # the committed result says what it ran and checked
     assert res["worlds"] and all("compare" in w and "pairs" in w for w in res["worlds"])
     assert res["ok"] == all(c["ok"] for c in res["checks"])
+
+
+def _compare_world(world_file: str, rows: dict) -> dict:
+    """A world result whose ``--compare`` table (demo CLIP) has ``rows``:
+    {"rule/threshold": (top-3 k, spurious removed k, true kept k)} over 10 / 5 / 10 features."""
+    def p(k, n):
+        return R.proportion([True] * k + [False] * (n - k))
+    table = {key: {"top3_recovery": p(a, 10), "spurious_removed": p(b, 5), "true_kept": p(c, 10)}
+             for key, (a, b, c) in rows.items()}
+    return {"world_file": world_file, "compare": {"demo_clip": table, "oracle_clip": {}}}
+
+
+def test_choose_default_by_hand():
+    rows = {"global/absolute": (9, 5, 6),    # best recovery, but true kept 0.6 < 0.9: not eligible
+            "twins/relative": (7, 1, 10),
+            "quantile/absolute": (7, 3, 9),  # ties twins/relative on recovery, removes more
+            "quantile/ratio": (6, 5, 10)}
+    alt = _compare_world(R.CHOICE_WORLD, rows)
+    c = R.choose_default({"worlds": [alt]})
+    assert (c["low_rule"], c["spurious_rule"]) == ("quantile", "absolute")
+    assert c["eligible"] == ["twins/relative", "quantile/absolute", "quantile/ratio"]
+    # an exact tie on both: the authors' order decides (twins before quantile)
+    rows["twins/relative"] = (7, 3, 10)
+    c = R.choose_default({"worlds": [_compare_world(R.CHOICE_WORLD, rows)]})
+    assert (c["low_rule"], c["spurious_rule"]) == ("twins", "relative")
+    # the default world's table never chooses; nothing eligible keeps the authors' rule
+    assert R.choose_default({"worlds": [_compare_world("assets/world.json", rows)]}) is None
+    none = {k: (a, b, 8) for k, (a, b, _) in rows.items()}
+    c = R.choose_default({"worlds": [_compare_world(R.CHOICE_WORLD, none)]})
+    assert (c["low_rule"], c["spurious_rule"]) == ("global", "absolute") and c["eligible"] == []
+
+
+def test_the_default_rule_is_the_documented_choice():
+    """The library's default counterfactual rule and spurious threshold are what the criterion
+    picks from the committed result on world_alt (docs/recovery.json), or the authors' Eq. 2 with
+    the absolute 0.1 while that result has no world_alt table. Changing the default without a
+    new committed result (or the result without the default) fails here."""
+    import json
+
+    res = json.loads(R.DOCS_JSON.read_text(encoding="utf-8"))
+    choice = R.choose_default(res) or {"low_rule": "global", "spurious_rule": "absolute"}
+    s = FalconSettings()
+    assert (s.low_rule, s.spurious_rule) == (choice["low_rule"], choice["spurious_rule"])
+    # the demo backbone's preset does not override them
+    from falcon_core.workspace import WorkspaceConfig
+    d = WorkspaceConfig.demo().default_settings()
+    assert (d.low_rule, d.spurious_rule) == (choice["low_rule"], choice["spurious_rule"])

@@ -121,6 +121,33 @@ def test_relative_threshold_is_the_authors_value_on_this_clips_scale(falcon, fea
     assert absolute.low_selection["spurious"]["threshold"] == 0.1
 
 
+def test_ratio_rule_removes_by_each_concepts_own_t_score(falcon, feature):
+    """spurious_rule="ratio": removed iff L-score > 0 and L-score >= (0.1 / reference) x T-score,
+    checked against the T- and L-scores of the explanation without removal."""
+    loose = falcon.explain(feature, AUTHORS.replace(contrast=False, top_words=500))
+    assert loose.low, "no counterfactual images"
+    # with contrast off nothing is removed, and the L-scores are still recorded
+    pairs = {c.text: (c.score, c.l_score) for c in loose.words}
+    ratios = sorted({l / t for t, l in pairs.values() if l > 0 and t > 0})
+    assert len(ratios) >= 2, "the counterfactual images share too few words with T"
+    m = len(ratios) // 2
+    share = (ratios[m - 1] + ratios[m]) / 2  # no concept sits at the share
+    s = AUTHORS.replace(spurious_rule="ratio", spurious_reference_scale=0.1 / share,
+                        top_words=500, top_phrases=500)
+    exp = falcon.explain(feature, s)
+    info = exp.low_selection["spurious"]
+    assert info["rule"] == "ratio" and info["threshold"] is None
+    assert info["share"] == pytest.approx(share)
+    removed = {c.text for c in exp.spurious_words}
+    assert removed == {w for w, (t, l) in pairs.items() if l > 0 and l >= share * t}
+    assert {c.text for c in exp.words} == {w for w, (t, l) in pairs.items()
+                                           if not (l > 0 and l >= share * t)}
+    assert removed and exp.words
+    # not the absolute rule: some removed concept is below 0.1 or some kept one above it
+    absolute_removed = {w for w, (t, l) in pairs.items() if l >= 0.1}
+    assert absolute_removed != removed
+
+
 def test_hygiene_drops_the_words_of_most_captions(falcon, feature):
     shares = _vocabulary_shares(falcon)
     share = 0.4  # the shape words are in 12 or 13 of the 26 captions

@@ -103,6 +103,24 @@ def test_split_spurious_threshold_edge():
     assert list(kept) == ["dog", "leash", "sky"]  # order kept
 
 
+def test_split_spurious_ratio_by_hand():
+    """The ratio rule: spurious when L-score > 0 and L-score >= share x T-score."""
+    t = {"star": 0.6, "grass": 0.3, "grassy": 0.2, "dot": 0.1, "sky": 0.04}
+    l_scores = {"star": 0.29, "grass": 0.15, "grassy": 0.12, "sky": 0.02, "cat": 0.5}
+    kept, removed = split_spurious(t, l_scores, threshold=None, share=0.5)
+    # star 0.29 < 0.30 kept; grass 0.15 >= 0.15 removed (inclusive); grassy 0.12 >= 0.10 removed;
+    # dot absent from L (0) kept; sky 0.02 >= 0.02 removed although far below any absolute 0.1
+    assert kept == {"star": 0.6, "dot": 0.1}
+    assert removed == {"grass": (0.3, 0.15), "grassy": (0.2, 0.12), "sky": (0.04, 0.02)}
+    # with a share of 0 only the concepts L names at all are removed
+    kept0, removed0 = split_spurious(t, l_scores, threshold=None, share=0.0)
+    assert set(kept0) == {"dot"} and set(removed0) == {"star", "grass", "grassy", "sky"}
+    # the share wins over the threshold; neither given is an error
+    assert split_spurious(t, l_scores, threshold=0.0, share=0.5) == (kept, removed)
+    with pytest.raises(FalconError):
+        split_spurious(t, l_scores, threshold=None)
+
+
 # ------------------------------------------------------------------ counterfactual rules (issue 7)
 # f1 is f0's redundant twin: row 3 shows the concept on f1 only. f2 is another concept of T.
 #        f0   f1    f2   f3
@@ -233,3 +251,18 @@ def test_spurious_threshold_absolute_and_relative():
         spurious_threshold("relative", 0.1, scale=None)
     with pytest.raises(FalconError):
         spurious_threshold("relative", 0.1, scale=float("nan"))
+
+
+def test_spurious_ratio_info():
+    from falcon_core.stages.contrast import (spurious_share, spurious_threshold,
+                                             spurious_threshold_info)
+
+    assert spurious_share(0.1, 0.3) == pytest.approx(1 / 3)
+    assert spurious_share(0.2, 0.4) == 0.5
+    info = spurious_threshold_info("ratio", 0.2, reference_scale=0.4)
+    assert info["rule"] == "ratio" and info["threshold"] is None and info["share"] == 0.5
+    assert "0.5 × its T-score" in info["description"]
+    with pytest.raises(FalconError):  # one number per concept, not one threshold
+        spurious_threshold("ratio", 0.1, scale=0.5)
+    with pytest.raises(FalconError):
+        spurious_share(0.1, 0.0)

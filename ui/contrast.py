@@ -18,7 +18,8 @@ LOW_RULE_LABELS = {"global": "below ε (authors' Eq. 2)",
                    "twins": "below ε, with the feature's correlated twins",
                    "quantile": "below the feature's own quantile"}
 SPURIOUS_RULE_LABELS = {"absolute": "absolute (authors: on ViT-B/32's scale)",
-                        "relative": "relative to this CLIP's similarity scale"}
+                        "relative": "relative to this CLIP's similarity scale",
+                        "ratio": "a share of the concept's own T score"}
 
 
 def sliders(falcon, settings: FalconSettings) -> FalconSettings:
@@ -62,12 +63,19 @@ def sliders(falcon, settings: FalconSettings) -> FalconSettings:
                                  key=state.widget_key("spurious_rule"),
                                  help="Relative: the slider's value × this CLIP's caption scale / "
                                       f"{settings.spurious_reference_scale:g} (the scale of "
-                                      "ViT-B/32, on which the authors set 0.1).")
+                                      "ViT-B/32, on which the authors set 0.1). Ratio: removed "
+                                      "when the L score is at least the slider's value / "
+                                      f"{settings.spurious_reference_scale:g} of the concept's "
+                                      "T score.")
     c = st.columns(4)
     with c[0]:
-        auto = st.toggle("ε = global mean (authors)", key=state.widget_key("low_threshold", "auto"))
+        no_eps = low_rule == "quantile"  # low = below the feature's own quantile: no ε
+        auto = st.toggle("ε = global mean (authors)", key=state.widget_key("low_threshold", "auto"),
+                         disabled=no_eps,
+                         help=f"Not used by the quantile rule (low = at or below the feature's own "
+                              f"{settings.low_quantile:g}-quantile)." if no_eps else None)
         eps_value = st.slider("ε: “low” means below", lo, hi, step=(hi - lo) / 200 or 1e-4,
-                              key=state.widget_key("low_threshold"), disabled=auto,
+                              key=state.widget_key("low_threshold"), disabled=auto or no_eps,
                               format="%.4f",
                               help=f"Authors: the global mean of the normalised matrix "
                                    f"({default_eps:.4f}).")
@@ -151,13 +159,17 @@ def removed_sources(falcon, exp) -> None:
                 st.caption("No stored caption of an L image holds it as written.")
 
 
-def threshold(exp, settings: FalconSettings) -> float:
-    """The removal threshold the explanation used (the relative rule moves the slider's value);
-    its sentence is shown next to L's."""
+def threshold(exp, settings: FalconSettings) -> float | None:
+    """The removal threshold the explanation used (the relative rule moves the slider's value;
+    None for the ratio rule, whose threshold is a share of each concept's T score); its sentence
+    is shown next to L's."""
     spurious = exp.low_selection.get("spurious") or {}
     if spurious.get("description"):
         st.caption(f"**Threshold:** {spurious['description']}")
-    return float(spurious.get("threshold", settings.spurious_threshold))
+    if spurious.get("rule") == "ratio":
+        return None
+    value = spurious.get("threshold", settings.spurious_threshold)
+    return None if value is None else float(value)
 
 
 def hygiene(exp) -> None:

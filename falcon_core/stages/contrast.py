@@ -31,11 +31,23 @@ i happens to be weak while its twins are strong: they show the concept itself, a
 the true concept. The README has the measurements.
 
 A concept of ``T`` is spurious when its Word Score on ``L`` is ``>= threshold`` (inclusive); a
-concept absent from ``L``'s captions has L-score 0. The threshold is either the authors' absolute
-0.1 (on OpenAI ViT-B/32's cosine scale) or relative to the CLIP in use
+concept absent from ``L``'s captions has L-score 0. The threshold (:data:`SPURIOUS_RULES`) is the
+authors' absolute 0.1 (on OpenAI ViT-B/32's cosine scale), or relative to the CLIP in use
 (:func:`spurious_threshold`): ``0.1 × scale / 0.3``, the authors' value moved from ViT-B/32's
 scale (0.3) to the scale of the CLIP in use, the mean top-k caption cosine of probe images
-(:func:`caption_scale`).
+(:func:`caption_scale`), or ``"ratio"``: one threshold per concept, ``(0.1 / 0.3) × its own Word
+Score on T`` (:func:`split_spurious`).
+
+Why ``"ratio"``: a Word Score is (share of the images whose top captions name the concept with
+this word) × (their caption score). Both the relative and the ratio rule keep the authors' 0.1 / 0.3
+= 1/3; they differ in what a third is of. The relative rule compares the L-score with a caption
+that names the concept on *every* image (the CLIP's scale), so a concept the captions phrase in
+several ways (grass, grassy, lawn, meadow, turf, field: the demo's and LAION's captions alike) has
+every synonym below the threshold even when L shows it as often as T does, and one synonym stays
+among the top words. The ratio rule compares a concept's L-score with its own T-score: the
+phrasing share, the CLIP's scale and how many images of ``T`` show the concept are the same factor
+on both sides and cancel, leaving "L names it at least a third as much as T does". A concept that
+L never names (L-score 0) is never spurious.
 """
 
 from __future__ import annotations
@@ -51,7 +63,7 @@ from .common import (as_matrix, best_first, count_images, global_mean, name_feat
 
 
 LOW_RULES = ("global", "twins", "quantile")
-SPURIOUS_RULES = ("absolute", "relative")
+SPURIOUS_RULES = ("absolute", "relative", "ratio")
 
 
 @dataclass
@@ -279,6 +291,9 @@ def spurious_threshold(rule: str, absolute: float = 0.1, scale: float | None = N
                           f"Use one of {', '.join(SPURIOUS_RULES)}.")
     if rule == "absolute":
         return float(absolute)
+    if rule == "ratio":
+        raise FalconError("The ratio rule has one threshold per concept (a share of its T-score), "
+                          "not one number.", "Use spurious_share() and split_spurious(share=...).")
     if scale is None or not np.isfinite(scale) or scale <= 0:
         raise FalconError(
             f"The relative spurious threshold needs the CLIP's caption scale (got {scale!r}).",
@@ -298,11 +313,32 @@ def scale_sample(valid: np.ndarray, n: int) -> np.ndarray:
                           .astype(np.int64))]
 
 
+def spurious_share(absolute: float = 0.1, reference_scale: float = 0.3) -> float:
+    """The ratio rule's share: a concept is spurious when its L-score is at least this share of its
+    T-score. ``absolute / reference_scale``: the authors' 0.1 on ViT-B/32's caption scale 0.3,
+    i.e. 1/3 (see the module docstring)."""
+    if not reference_scale > 0:
+        raise FalconError(f"reference_scale={reference_scale!r} must be positive.")
+    return float(absolute) / float(reference_scale)
+
+
 def spurious_threshold_info(rule: str, absolute: float = 0.1, reference_scale: float = 0.3,
                             scale: float | None = None, captions_per_image: int = 5,
                             scale_images: int = 0) -> dict:
     """:func:`spurious_threshold` with what the app shows about it: the rule, the inputs, and a
-    sentence saying where the number comes from."""
+    sentence saying where the number comes from. For the ratio rule ``threshold`` is None (one
+    per concept) and ``share`` is the share of the T-score."""
+    if rule == "ratio":
+        share = spurious_share(absolute, reference_scale)
+        return {"rule": rule, "absolute": float(absolute), "threshold": None, "share": share,
+                "reference_scale": float(reference_scale),
+                "description": (
+                    f"A concept is spurious when its L-score is ≥ {share:.3g} × its T-score "
+                    f"({absolute:g} / {reference_scale:g}: the authors' {absolute:g} as a share "
+                    f"of the caption score {reference_scale:g} it was set against on CLIP "
+                    f"ViT-B/32). It means: the counterfactual images name the concept at least "
+                    f"{share:.0%} as much as the highly activating images do; a concept they never "
+                    f"name is kept.")}
     threshold = spurious_threshold(rule, absolute, scale, reference_scale)
     info = {"rule": rule, "absolute": float(absolute), "threshold": threshold}
     if rule == "relative":
@@ -325,18 +361,27 @@ def spurious_threshold_info(rule: str, absolute: float = 0.1, reference_scale: f
 def split_spurious(
     t_scores: dict[str, float],
     l_scores: dict[str, float],
-    threshold: float = 0.1,
+    threshold: float | None = 0.1,
+    share: float | None = None,
 ) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
-    """Split T's concepts into kept ones and spurious ones (L-score >= threshold).
+    """Split T's concepts into kept ones and spurious ones: L-score >= ``threshold`` or, with
+    ``share`` (the ratio rule; ``threshold`` is then ignored), L-score > 0 and L-score >= ``share``
+    × T-score.
 
     Returns ``(kept, removed)``: ``kept[c] = t_score``, ``removed[c] = (t_score, l_score)``; the
     order of ``t_scores`` is preserved in both.
     """
+    if share is None and threshold is None:
+        raise FalconError("split_spurious needs a threshold or a share.")
     kept: dict[str, float] = {}
     removed: dict[str, tuple[float, float]] = {}
     for c, t in t_scores.items():
         l_score = float(l_scores.get(c, 0.0))
-        if l_score >= threshold:
+        if share is not None:
+            spurious = l_score > 0.0 and l_score >= float(share) * float(t)
+        else:
+            spurious = l_score >= threshold
+        if spurious:
             removed[c] = (float(t), l_score)
         else:
             kept[c] = float(t)
