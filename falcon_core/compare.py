@@ -116,16 +116,24 @@ class Comparison:
                      names: tuple[str, str] | None = None) -> "Comparison":
         """Both workspaces; B takes A's CLIP model, probe set and vocabulary (its config's are
         not read), so both models see exactly the same inputs."""
-        from .cache import DiskCache
         from .pipeline import Falcon
 
         a = Falcon.from_config(config_a, settings=settings_a, cache_dir=cache_dir,
                                progress=progress)
-        backbone_b = config_b.build_backbone()
-        b = Falcon(backbone_b, a.clip, a.probe, a.vocabulary,
-                   settings=settings_b or config_b.default_settings(), cache=DiskCache(cache_dir),
-                   progress=progress, config=config_b)
-        return cls(a, b, names or (config_a.backbone, config_b.backbone))
+        return cls.with_model_b(a, config_b, settings_b, names)
+
+    @classmethod
+    def with_model_b(cls, a, config_b, settings_b=None,
+                     names: tuple[str, str] | None = None) -> "Comparison":
+        """Workspace ``a`` (model A) against the backbone of ``config_b``, which takes A's CLIP
+        model, probe set, vocabulary, cache and progress."""
+        from .pipeline import Falcon
+
+        b = Falcon(config_b.build_backbone(), a.clip, a.probe, a.vocabulary,
+                   settings=settings_b or config_b.default_settings(), cache=a.cache,
+                   progress=a.progress, config=config_b)
+        name_a = a.config.backbone if a.config is not None else "A"
+        return cls(a, b, names or (name_a, config_b.backbone))
 
     def other(self, side: str) -> str:
         return "b" if side == "a" else "a"
@@ -306,17 +314,30 @@ class Comparison:
                      ) -> tuple[dict[int, Any], dict[int, str]]:
         """Explanations of ``features`` of one model (all when None), and why others have none."""
         f = self.falcons[side]
-        feats = range(f.num_features) if features is None else [int(x) for x in features]
+        feats = list(range(f.num_features) if features is None else [int(x) for x in features])
         done, failed = {}, {}
-        feats = list(feats)
-        for n, x in enumerate(feats):
-            exp, err = f.try_explain(x)
+
+        def keep(x: int, exp, err) -> None:
             if exp is None:
                 failed[x] = err or "no explanation"
             else:
                 done[x] = exp
-            f.progress(n + 1, len(feats), f"explaining {self.names[side]}")
+
+        # the catalogue's precompute: features already explained are read back; the others share
+        # their GradCAM forward passes and CLIP batches, chunk by chunk (resumable)
+        f.precompute(feats, on_feature=keep)
         return done, failed
+
+    def to_explain(self) -> dict[str, list[int]]:
+        """Per side, the features whose explanation is not cached yet (what :meth:`summary`
+        would compute; a file check each, nothing is read)."""
+        out = {}
+        for side in SIDES:
+            f = self.falcons[side]
+            ex = f.explainer
+            out[side] = [x for x in range(f.num_features) if not f.cache.exists(
+                "explanations", ex.explanation_key(f.features(x), f.settings), ".json")]
+        return out
 
     def summary(self, features_a: Sequence[int] | None = None,
                 features_b: Sequence[int] | None = None) -> Summary:
