@@ -153,8 +153,8 @@ def run_demo_comparison(falcon_a=None, world=None, truths=None, cache_dir: str |
             for f, e in cmp.explanations(side)[0].items():  # cached by the summary
                 for c in concept_sets(e)["encoded"]:
                     for name, words in _value_words(world).items():
-                        if c in words:
-                            enc[side].setdefault(name, []).append(f)
+                        if c in words and f not in enc[side].get(name, []):
+                            enc[side].setdefault(name, []).append(f)  # once per feature
         out["planted"] = planted_reliance_rows(cmp, world, enc, truths)
     return out
 
