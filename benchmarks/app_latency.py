@@ -52,6 +52,7 @@ PAGES = {  # url path -> what a screenshot shows
     "failures": "Failures",
     "concept_search": "Concept search",
     "setup": "Setup",
+    "compare_models": "Compare models",
 }
 
 
@@ -309,13 +310,12 @@ def machine(when: str) -> dict[str, Any]:
     return {f"load_average_{when}": load, "cpus": os.cpu_count()}
 
 
-def take_screenshots(page: Any, port: int, out_dir: str, feats: Sequence[int],
-                     pair: Sequence[int] | None = None) -> list[str]:
-    """One full-page PNG of each page of the app, on the demo world."""
-    out = Path(out_dir)
+def screenshot_views(page: Any, feats: Sequence[int], pair: Sequence[int] | None = None
+                     ) -> list[tuple[str, dict[str, Any], Any]]:
+    """(page name, link values, wait until it is drawn) of each screenshot."""
     f = int(feats[0])
     pair = [int(x) for x in pair] if pair else [int(feats[0]), int(feats[1])]
-    views = [
+    return [
         ("feature_explorer", {"feature": f}, lambda: wait_explained(page, f)),
         ("pairs_and_groups", {"features": f"{pair[0]},{pair[1]}"},
          lambda: wait_explained(page, pair, grid_key="group_high_grid")),
@@ -324,15 +324,51 @@ def take_screenshots(page: Any, port: int, out_dir: str, feats: Sequence[int],
         ("failures", {}, lambda: wait_idle(page, 300_000)),
         ("concept_search", {}, lambda: wait_idle(page)),
         ("setup", {}, lambda: wait_idle(page)),
+        # the summary is drawn at once when every feature of both models is explained (a warm
+        # cache: precompute both backbones first); otherwise the page shows what is left
+        ("compare_models", {"model_b": "demo-uncorrelated", "feature": f},
+         lambda: page.wait_for_selector(".st-key-compare_b", timeout=600_000)),
     ]
+
+
+def take_screenshots(page: Any, port: int, out_dir: str, feats: Sequence[int],
+                     pair: Sequence[int] | None = None, only: Sequence[str] | None = None,
+                     report: bool = True) -> list[str]:
+    """One full-page PNG of each page of the app (of the pages named in ``only``), on the demo
+    world, and of the HTML report."""
+    out = Path(out_dir)
     saved = []
-    for name, params, ready in views:
+    for name, params, ready in screenshot_views(page, feats, pair):
+        if only and name not in only:
+            continue
         page.goto(url(port, name, params))
         ready()
-        wait_idle(page, 300_000)
+        wait_idle(page, 600_000)
         time.sleep(0.5)  # let plotly finish drawing
         saved.append(str(screenshot(page, out / f"{name}.png")))
-    saved.append(str(report_screenshot(page, out / "report.png")))
+    if report:
+        saved.append(str(report_screenshot(page, out / "report.png")))
+    return saved
+
+
+def retake_screenshots(names: Sequence[str], cache_dir: str, out_dir: str) -> list[str]:
+    """Only the named pages' screenshots, on the app served from ``cache_dir`` (no timing)."""
+    from playwright.sync_api import sync_playwright
+
+    port = free_port()
+    proc = start_app(port, cache_dir,
+                     str(Path(tempfile.gettempdir()) / f"falcon-bench-streamlit-{port}.log"))
+    try:
+        wait_healthy(port, proc)
+        with sync_playwright() as p:
+            browser = launch_browser(p)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            feats = demo_features(2, cache_dir=cache_dir)
+            saved = take_screenshots(page, port, out_dir, feats, demo_pair(cache_dir=cache_dir),
+                                     only=names, report="report" in names)
+            browser.close()
+    finally:
+        stop_app(proc)
     return saved
 
 
@@ -433,7 +469,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="also save a screenshot of every page into DIR (browser mode)")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON too")
     ap.add_argument("--out", default=None, metavar="FILE", help="also write the JSON to FILE")
+    ap.add_argument("--retake", action="append", default=None, metavar="PAGE",
+                    choices=list(PAGES) + ["report"],
+                    help="only retake this page's screenshot into --screenshots DIR, on the app "
+                         "served from --cache (repeatable; no timing)")
     a = ap.parse_args(argv)
+    if a.retake:
+        if not (a.screenshots and a.cache):
+            print("--retake needs --screenshots DIR and --cache DIR", file=sys.stderr)
+            return 2
+        print("screenshots:", ", ".join(retake_screenshots(a.retake, a.cache, a.screenshots)))
+        return 0
     mode = a.mode
     if mode == "auto":
         mode = "browser" if Path(CHROMIUM).exists() else "apptest"

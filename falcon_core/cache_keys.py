@@ -17,6 +17,8 @@ cams                  backbone, probe set, the features (group), the images
 crop_embeddings       the cams key, the CAM threshold, the crop boxes, CLIP model
 image_embeddings      probe set, the backbone's view of the images, CLIP model, the images
 view_embeddings       probe set, the backbone's view of the images, CLIP model (every image)
+concept_naming        the view_embeddings key, vocabulary, concept extraction, captions per
+                      image, the images (what CLIP names in each whole view; issue 12)
 caption_scale         :func:`explanation_inputs`, captions per image, the images sampled
 explanations          :func:`explanation_inputs` (models, data, concept extraction), the
                       features, every setting but the result-neutral ones
@@ -121,6 +123,16 @@ def caption_index(embeddings: str, kind: str, params: dict[str, Any]) -> str:
 def view_embeddings(probe: str, backbone: str, clip: str) -> str:
     """CLIP embeddings of every probe image's whole view (the backbone's resize and crop)."""
     return DiskCache.key("view_embeddings", probe=probe, backbone_view=backbone, clip=clip)
+
+
+def concept_naming(views: str, vocabulary: str, concepts: dict[str, Any], k: int,
+                   images: Sequence[int]) -> str:
+    """The concepts CLIP names in each probe image's whole view (its top-``k`` captions' words):
+    the view embeddings (:func:`view_embeddings`' key), the vocabulary, the concept extraction,
+    ``k`` and the images named."""
+    return DiskCache.key("concept_naming", views=views, vocabulary=vocabulary, concepts=concepts,
+                         k=int(k), images=hash_json([int(i) for i in images]),
+                         version=PIPELINE_VERSION)
 
 
 def caption_scale(inputs: dict[str, Any], k: int, sample: int) -> str:

@@ -15,10 +15,15 @@ vocabulary are the same objects) and answers:
 - :meth:`Comparison.side_by_side`: the feature's explanation and its matches' explanations;
 - :meth:`Comparison.summary`: what a stakeholder reads: the concepts one model's features
   encode (in an explanation's top 3 words) that no feature of the other encodes; the concepts
-  removed as spurious (Stage 6) in one model and not in the other; and the *companions*: for a
-  concept both models encode, the concepts its features carry along (kept or removed as
-  spurious) in one model and not in the other — "A's *star* features also carry *grass*; B's
-  do not".
+  removed as spurious (Stage 6) in one model and not in the other; the *companions* the
+  explanations show: for a concept both models encode, the concepts its features' explanations
+  carry along (kept or removed as spurious) in one model and not in the other; and the
+  *reliance* the activations show (:meth:`Comparison.reliance`, :mod:`.stages.reliance`): for
+  a concept *c* both models encode and a companion *d*, among the probe images CLIP names *c*,
+  does the activation of each model's *c*-features rise when CLIP names *d* too? Mean ROC AUC
+  per model, the difference on the same images with DeLong's interval, reported where the
+  difference's interval (Bonferroni over every pair tested) excludes 0 and the carrying model's
+  own AUC interval lies above 0.5 — "A's *heart* features rise with *brick*; B's do not".
 
 The maps are cheap next to Stage 1 (an SVD of N × r), so they are computed in memory; every
 explanation they use is the cached one of its workspace.
@@ -33,12 +38,18 @@ import numpy as np
 
 from .errors import FalconError
 from .stages import mapping
+from .stages import reliance as reliance_stage
 
 SIDES = ("a", "b")
 # The summary: a concept is carried by a concept's features when at least this share of them
 # hold it, and not carried by the other model's when at most this share of its features do.
 CARRIED, NOT_CARRIED = 0.5, 0.2
 TOP_ENCODED = 3  # a feature encodes the concepts of its top 3 words (as the recovery benchmark)
+# The reliance test: a (concept, companion) pair is tested when at least this many of the images
+# CLIP names the concept in also name the companion, and at least this many do not (DeLong's
+# normal approximation needs a few dozen on each side); intervals are simultaneous at 95 %.
+MIN_NAMED = 20
+RELIANCE_ALPHA = 0.05
 
 
 @dataclass
@@ -64,13 +75,18 @@ class Summary:
     spurious_only: dict[str, list[dict[str, Any]]]  # side -> concepts removed there only
     companions: list[dict[str, Any]]
     maps: dict[str, Any] = field(default_factory=dict)
+    # the activation test (Comparison.reliance): pairs whose difference is significant, and how
+    # many pairs were tested (the Bonferroni family) with the z of the intervals
+    reliance: list[dict[str, Any]] = field(default_factory=list)
+    reliance_tests: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"names": self.names, "explained": self.explained,
                 "unexplained": {s: {str(k): v for k, v in d.items()}
                                 for s, d in self.unexplained.items()},
                 "only": self.only, "spurious_only": self.spurious_only,
-                "companions": self.companions, "maps": self.maps}
+                "companions": self.companions, "reliance": self.reliance,
+                "reliance_tests": self.reliance_tests, "maps": self.maps}
 
 
 def _num(x) -> float | None:
@@ -100,29 +116,41 @@ class Comparison:
                      names: tuple[str, str] | None = None) -> "Comparison":
         """Both workspaces; B takes A's CLIP model, probe set and vocabulary (its config's are
         not read), so both models see exactly the same inputs."""
-        from .cache import DiskCache
         from .pipeline import Falcon
 
         a = Falcon.from_config(config_a, settings=settings_a, cache_dir=cache_dir,
                                progress=progress)
-        backbone_b = config_b.build_backbone()
-        b = Falcon(backbone_b, a.clip, a.probe, a.vocabulary,
-                   settings=settings_b or config_b.default_settings(), cache=DiskCache(cache_dir),
-                   progress=progress, config=config_b)
-        return cls(a, b, names or (config_a.backbone, config_b.backbone))
+        return cls.with_model_b(a, config_b, settings_b, names)
+
+    @classmethod
+    def with_model_b(cls, a, config_b, settings_b=None,
+                     names: tuple[str, str] | None = None) -> "Comparison":
+        """Workspace ``a`` (model A) against the backbone of ``config_b``, which takes A's CLIP
+        model, probe set, vocabulary, cache and progress."""
+        from .pipeline import Falcon
+
+        b = Falcon(config_b.build_backbone(), a.clip, a.probe, a.vocabulary,
+                   settings=settings_b or config_b.default_settings(), cache=a.cache,
+                   progress=a.progress, config=config_b)
+        name_a = a.config.backbone if a.config is not None else "A"
+        return cls(a, b, names or (name_a, config_b.backbone))
 
     def other(self, side: str) -> str:
         return "b" if side == "a" else "a"
 
     # ---- representations, maps, correlations ---------------------------------------------
+    def _valid(self) -> np.ndarray:
+        """The images both models could read (boolean over the probe set)."""
+        valid = None
+        for side in SIDES:
+            _, v = self.falcons[side].representations()
+            valid = v if valid is None else valid & v
+        return valid
+
     def _matrices(self) -> tuple[np.ndarray, np.ndarray]:
         """(H_A, H_B): the row-normalised representations (as each workspace explains them) of
         the images both models could read."""
-        out, valid = [], None
-        for side in SIDES:
-            f = self.falcons[side]
-            _, v = f.representations()
-            valid = v if valid is None else valid & v
+        out, valid = [], self._valid()
         for side in SIDES:
             f = self.falcons[side]
             out.append(np.asarray(f.normalized(f.settings.normalize_rows), dtype=np.float64)[valid])
@@ -185,22 +213,131 @@ class Comparison:
         return {"side": side, "match": match, "explanation": exp, "error": err,
                 "others": others}
 
+    # ---- what CLIP names in each image, and the reliance test --------------------------------
+    def naming(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """``(concepts, named, images)``: ``named[i, j]`` is True when CLIP names concept
+        ``concepts[j]`` in image ``images[i]`` (one of the words of its top captions, Stages 4-5
+        on the whole view as model A sees it, so both models are tested on one naming), over the
+        images both models could read. Cached (it runs the concept extraction on every caption
+        the probe images name)."""
+        if getattr(self, "_naming", None) is None:
+            from . import cache_keys
+            from .explainer_stages import score_caption_sets
+
+            a = self.falcons["a"]
+            images = np.flatnonzero(self._valid())
+            k = int(a.settings.captions_per_image)
+            views_key = cache_keys.view_embeddings(a.probe.fingerprint, a.backbone.fingerprint,
+                                                   a.clip.fingerprint)
+            key = cache_keys.concept_naming(views_key, a.vocabulary.fingerprint,
+                                            a.explainer.extractor.fingerprint, k, images)
+
+            def compute() -> dict[str, np.ndarray]:
+                views = a.view_embeddings()
+                (matches, _, _), = score_caption_sets(
+                    [np.asarray(views[images], dtype=np.float32)], a.explainer.caption_index(),
+                    a.vocabulary, a.explainer.extractor, k)
+                named = [set().union(*(set(m.words) for m in row)) if row else set()
+                         for row in matches]
+                concepts = sorted(set().union(*named)) if named else []
+                col = {c: j for j, c in enumerate(concepts)}
+                out = np.zeros((len(images), len(concepts)), dtype=bool)
+                for i, ws in enumerate(named):
+                    out[i, [col[w] for w in ws]] = True
+                return {"concepts": np.asarray(concepts, dtype=str), "named": out,
+                        "images": images.astype(np.int64)}
+
+            got = a.cache.get_or_compute_npz("concept_naming", key, compute)
+            self._naming = ([str(c) for c in got["concepts"]], np.asarray(got["named"], bool),
+                            np.asarray(got["images"], np.int64))
+        return self._naming
+
+    def reliance(self, features: dict[str, dict[str, list[int]]],
+                 pairs: Sequence[tuple[str, str]] | None = None,
+                 min_named: int = MIN_NAMED) -> list[dict[str, Any]]:
+        """The concept-conditional test (:mod:`.stages.reliance`) of each (concept c,
+        companion d): ``features[side][c]`` are model ``side``'s c-features (for the summary:
+        those whose explanation's top 3 words hold c). Among the images CLIP names c in, each
+        feature's ROC AUC for "d is named too"; per model the mean over its c-features; the
+        difference A − B with its standard error (DeLong, same images for both models).
+
+        ``pairs`` None: every concept both models have features for, against every other
+        concept CLIP names in at least ``min_named`` of its images and not in at least
+        ``min_named``. Rows have ``z`` (Bonferroni over the pairs tested), the intervals at
+        that z, and ``in``: the side that carries d (its interval of the difference excludes 0
+        and its own AUC interval lies above 0.5), or None."""
+        concepts, named, images = self.naming()
+        col = {c: j for j, c in enumerate(concepts)}
+        H = dict(zip(SIDES, self._matrices()))  # rows: the same images as `named`
+        shared = sorted(set(features["a"]) & set(features["b"]))
+        todo = []
+        for c in shared:
+            if c not in col or not features["a"][c] or not features["b"][c]:
+                continue
+            rows = named[:, col[c]]
+            sub = named[rows]
+            count = sub.sum(axis=0)
+            cands = [d for d in concepts if d != c and min_named <= count[col[d]]
+                     <= len(sub) - min_named] if pairs is None else \
+                [d for c2, d in pairs if c2 == c and d in col and d != c]
+            for d in cands:
+                todo.append((c, d, rows))
+        z = reliance_stage.simultaneous_z(len(todo), RELIANCE_ALPHA)
+        out = []
+        for c, d, rows in todo:
+            y = named[rows, col[d]]
+            if y.sum() < 2 or (~y).sum() < 2:
+                continue
+            fa, fb = sorted(features["a"][c]), sorted(features["b"][c])
+            r = reliance_stage.conditional_reliance(H["a"][rows][:, fa], H["b"][rows][:, fb], y)
+            lo, hi = r.interval("diff", z)
+            side = None
+            if lo > 0 and r.interval("a", z)[0] > 0.5:
+                side = "a"
+            elif hi < 0 and r.interval("b", z)[0] > 0.5:
+                side = "b"
+            out.append({"concept": c, "companion": d, "in": side,
+                        "features": {"a": fa, "b": fb},
+                        "auc": {"a": round(r.auc_a, 4), "b": round(r.auc_b, 4)},
+                        "auc_interval": {x: [round(v, 4) for v in r.interval(x, z)]
+                                         for x in SIDES},
+                        "difference": round(r.diff, 4),
+                        "difference_interval": [round(lo, 4), round(hi, 4)],
+                        "images": {"both_named": r.positives, "concept_only": r.negatives},
+                        "z": round(z, 3), "tests": len(todo)})
+        out.sort(key=lambda r: (r["in"] is None, -abs(r["difference"]), r["concept"],
+                                r["companion"]))
+        return out
+
     # ---- the summary --------------------------------------------------------------------------
     def explanations(self, side: str, features: Sequence[int] | None = None
                      ) -> tuple[dict[int, Any], dict[int, str]]:
         """Explanations of ``features`` of one model (all when None), and why others have none."""
         f = self.falcons[side]
-        feats = range(f.num_features) if features is None else [int(x) for x in features]
+        feats = list(range(f.num_features) if features is None else [int(x) for x in features])
         done, failed = {}, {}
-        feats = list(feats)
-        for n, x in enumerate(feats):
-            exp, err = f.try_explain(x)
+
+        def keep(x: int, exp, err) -> None:
             if exp is None:
                 failed[x] = err or "no explanation"
             else:
                 done[x] = exp
-            f.progress(n + 1, len(feats), f"explaining {self.names[side]}")
+
+        # the catalogue's precompute: features already explained are read back; the others share
+        # their GradCAM forward passes and CLIP batches, chunk by chunk (resumable)
+        f.precompute(feats, on_feature=keep)
         return done, failed
+
+    def to_explain(self) -> dict[str, list[int]]:
+        """Per side, the features whose explanation is not cached yet (what :meth:`summary`
+        would compute; a file check each, nothing is read)."""
+        out = {}
+        for side in SIDES:
+            f = self.falcons[side]
+            ex = f.explainer
+            out[side] = [x for x in range(f.num_features) if not f.cache.exists(
+                "explanations", ex.explanation_key(f.features(x), f.settings), ".json")]
+        return out
 
     def summary(self, features_a: Sequence[int] | None = None,
                 features_b: Sequence[int] | None = None) -> Summary:
@@ -209,9 +346,19 @@ class Comparison:
             exps[side], failed[side] = self.explanations(side, feats)
         s = summarise({k: list(v.items()) for k, v in exps.items()})
         maps = self.map_report()
+        encoded = {side: {} for side in SIDES}
+        for side in SIDES:
+            for f, e in exps[side].items():
+                for c in concept_sets(e)["encoded"]:
+                    encoded[side].setdefault(c, []).append(f)
+        rows = self.reliance(encoded)
+        carried = [r for r in rows if r["in"] is not None]
         return Summary(names=dict(self.names), explained={k: len(v) for k, v in exps.items()},
                        unexplained=failed, only=s["only"], spurious_only=s["spurious_only"],
-                       companions=s["companions"], maps=maps)
+                       companions=s["companions"], maps=maps, reliance=carried,
+                       reliance_tests={"tests": rows[0]["tests"] if rows else 0,
+                                       "z": rows[0]["z"] if rows else None,
+                                       "alpha": RELIANCE_ALPHA, "min_named": MIN_NAMED})
 
 
 def concept_sets(exp) -> dict[str, set[str]]:
@@ -311,6 +458,21 @@ def format_summary(s: Summary, limit: int = 12) -> str:
             f"{_share(r, s_)} ({r['kept'][s_]} kept, {r['removed'][s_]} removed as spurious); "
             f"{s.names[o]}'s: {_share(r, o)}")
     if not s.companions:
+        lines.append("  (none)")
+    t = s.reliance_tests or {}
+    lines.append(f"\nWhat the activations show: among the images CLIP names a shared concept in, "
+                 f"the concept's features rise with a companion in one model only (mean ROC AUC "
+                 f"per model, difference A - B with its interval; {t.get('tests', 0)} pairs "
+                 f"tested, intervals simultaneous at {100 * (1 - t.get('alpha', 0.05)):.0f} %):")
+    for r in s.reliance[:limit]:
+        s_ = r["in"]
+        lo, hi = r["difference_interval"]
+        lines.append(
+            f"  {s.names[s_]}'s '{r['concept']}' features rise with '{r['companion']}': AUC "
+            f"{r['auc']['a']:.2f} in {A}, {r['auc']['b']:.2f} in {B}; difference "
+            f"{r['difference']:+.3f} [{lo:+.3f}, {hi:+.3f}] over {r['images']['both_named']} + "
+            f"{r['images']['concept_only']} images")
+    if not s.reliance:
         lines.append("  (none)")
     return "\n".join(lines)
 

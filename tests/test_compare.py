@@ -128,3 +128,48 @@ def test_compare_command(world, capsys):
     assert out.startswith("Feature 1 of resnet18") and "by activation correlation" in out
     assert main(["compare", *ws]) == 2  # model B = model A
     assert "Model B is the same" in capsys.readouterr().err
+
+
+def test_reliance_by_hand(monkeypatch):
+    """Comparison.reliance on ten images whose naming and activations are set by hand."""
+    from falcon_core.stages.reliance import simultaneous_z
+
+    concepts = ["brick", "heart", "sand"]
+    named = np.zeros((10, 3), dtype=bool)
+    named[0:8, 1] = True  # heart in images 0-7
+    named[[0, 1, 2, 3, 8], 0] = True  # brick in 0-3 (and 8, which has no heart)
+    named[[4, 5, 6, 7, 9], 2] = True  # sand in 4-7 (and 9, no heart)
+    HA = np.zeros((10, 2))
+    HA[:, 0] = [5, 6, 7, 8, 1, 2, 3, 4, 0, 9]  # A's heart feature: higher with brick
+    HB = np.zeros((10, 2))
+    HB[:, 0] = [1, 5, 2, 6, 3, 7, 4, 8, 9, 0]
+    cmp = Comparison.__new__(Comparison)
+    cmp.names = {"a": "A", "b": "B"}
+    cmp._naming = (concepts, named, np.arange(10))
+    monkeypatch.setattr(cmp, "_matrices", lambda: (HA, HB))
+    rows = cmp.reliance({"a": {"heart": [0]}, "b": {"heart": [0], "sand": [1]}}, min_named=2)
+    # heart is the only concept with features in both models; among its 8 images brick is named
+    # in 4 (and not in 4), sand likewise: two tests
+    assert [(r["concept"], r["companion"]) for r in rows] == [("heart", "brick"), ("heart", "sand")]
+    z = simultaneous_z(2)
+    brick, sand = rows
+    assert brick["z"] == pytest.approx(z, abs=1e-3) and brick["tests"] == 2
+    # brick: A's 5,6,7,8 all above 1,2,3,4 -> 1 (no variance); B's 1,5,2,6 vs 3,7,4,8 -> 4/16
+    assert brick["auc"] == {"a": 1.0, "b": 0.25}
+    assert brick["images"] == {"both_named": 4, "concept_only": 4}
+    # B: V10 = [0, .5, 0, .5], V01 = [.5, 0, .5, 0]: var = (1/12)/4 + (1/12)/4 = 1/24
+    se = np.sqrt(1 / 24)
+    assert brick["difference"] == pytest.approx(0.75)
+    assert brick["difference_interval"] == pytest.approx([0.75 - z * se, 0.75 + z * se],
+                                                         abs=1e-4)
+    assert brick["in"] == "a"  # the interval excludes 0 and A's AUC interval is above 0.5
+    # sand: A's 1, 2, 3, 4 below 5, 6, 7, 8 -> 0; B's 3, 7, 4, 8 vs 1, 5, 2, 6 -> 12/16. The
+    # difference (-0.75, same error as brick's) excludes 0, but B's own AUC interval reaches
+    # below 0.5 (0.75 - z * 0.204): B's sand is not shown as carried
+    assert sand["auc"] == pytest.approx({"a": 0.0, "b": 0.75}, abs=1e-4)
+    assert sand["difference_interval"][1] < 0
+    assert sand["auc_interval"]["b"][0] < 0.5
+    assert sand["in"] is None
+    # asking for one pair tests only that pair (a family of one)
+    one = cmp.reliance({"a": {"heart": [0]}, "b": {"heart": [0]}}, pairs=[("heart", "brick")])
+    assert len(one) == 1 and one[0]["z"] == pytest.approx(1.96, abs=1e-3)

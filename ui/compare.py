@@ -157,36 +157,75 @@ def side_by_side(cmp, feature: int, n: int = 3) -> None:
 
 
 def summary(cmp) -> None:
-    """The stakeholder summary: computed on request (it explains every feature of both models;
-    later runs read the cached explanations)."""
-    import pandas as pd
-
-    from falcon_core.compare import format_summary
-
+    """The stakeholder summary. It needs every feature of both models explained: when they all
+    are (a precompute, an earlier summary) it is shown at once; otherwise the page says how many
+    are left and explains them on request, with a progress bar per model (resumable: each
+    explanation is cached as soon as it is made)."""
     key = "compare_summary::" + "|".join(cmp.names.values())
-    if st.button("Summarise the two models (explains every feature of both; cached)",
-                 key="summarise"):
+    s = st.session_state.get(key)
+    if s is None:
+        todo = errors.call(cmp.to_explain, what="The cache could not be read")
+        if todo is None:
+            return
+        left = {side: len(v) for side, v in todo.items()}
+        if sum(left.values()):
+            total = {side: f.num_features for side, f in cmp.falcons.items()}
+            st.caption(f"The summary reads every feature's explanation of both models: "
+                       f"{left['a']} of {total['a']} of {cmp.names['a']} and {left['b']} of "
+                       f"{total['b']} of {cmp.names['b']} are not explained yet (`python -m "
+                       f"falcon_core precompute` does the same ahead of time).")
+            if not st.button(f"Explain the {sum(left.values())} features and summarise",
+                             key="summarise"):
+                return
         from .progress import progress_bar
 
         with progress_bar(cmp.falcons["a"], f"Explaining {cmp.names['a']}…"), \
-                progress_bar(cmp.falcons["b"], f"Explaining {cmp.names['b']}…"):
+                progress_bar(cmp.falcons["b"], f"Explaining {cmp.names['b']}…"), \
+                st.spinner("Reading the explanations and what CLIP names in each image…"):
             s = errors.call(cmp.summary, what="The summary could not be made")
         if s is None:
             return
         st.session_state[key] = s
-    s = st.session_state.get(key)
-    if s is None:
-        return
+    show_summary(s)
+
+
+def show_summary(s) -> None:
+    import pandas as pd
+
+    from falcon_core.compare import format_summary
+
     A, B = s.names["a"], s.names["b"]
     st.markdown(f"**{s.explained['a']} features of {A} and {s.explained['b']} of {B} explained.**")
+    t = s.reliance_tests or {}
+    st.markdown("##### What the activations show: a shared concept's features rise with a "
+                "companion in one model only")
+    st.caption(f"Among the probe images CLIP names the concept in, the ROC AUC of each of its "
+               f"features for the companion being named too, averaged per model; the difference "
+               f"on the same images with DeLong's interval. {t.get('tests', 0)} pairs tested; "
+               f"shown where the interval (simultaneous at 95 %) excludes 0 and the carrying "
+               f"model's own AUC is above 0.5.")
+    rows = []
+    for r in s.reliance:
+        lo, hi = r["difference_interval"]
+        rows.append({"concept": r["concept"], "rises with": r["companion"],
+                     "in": s.names[r["in"]], f"AUC {A}": r["auc"]["a"],
+                     f"AUC {B}": r["auc"]["b"], "A − B": r["difference"],
+                     "interval": f"[{lo:+.3f}, {hi:+.3f}]",
+                     "images (both / concept only)":
+                         f"{r['images']['both_named']} / {r['images']['concept_only']}"})
+    if rows:
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="reliance")
+    else:
+        st.info("No shared concept's features rise with a companion in one model only.")
     rows = []
     for r in s.companions:
-        side, other = r["in"], "b" if r["in"] == "a" else "a"
+        side = r["in"]
         rows.append({"concept": r["concept"], "carries": r["companion"],
                      "in": s.names[side],
                      f"share in {A}": r["share"]["a"], f"share in {B}": r["share"]["b"],
                      "removed as spurious": r["removed"][side], "kept": r["kept"][side]})
-    st.markdown("##### What the features of a shared concept carry along in one model only")
+    st.markdown("##### What the explanations of a shared concept's features carry along in one "
+                "model only")
     if rows:
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key="companions")
     else:

@@ -152,13 +152,17 @@ def summary_markdown(m: dict[str, Any]) -> str:
             + build_time_line(m))
 
 
-def _markers(name: str) -> tuple[str, str]:
-    return (f"<!-- {name}: begin (python -m falcon_core.demo info --write-readme) -->", f"<!-- {name}: end -->")
+README_COMMAND = "python -m falcon_core.demo info --write-readme"
 
 
-def replace_block(text: str, name: str, block: str) -> str:
-    """``text`` with the lines between ``name``'s markers replaced by ``block``."""
-    begin, end = _markers(name)
+def _markers(name: str, command: str = README_COMMAND) -> tuple[str, str]:
+    return (f"<!-- {name}: begin ({command}) -->", f"<!-- {name}: end -->")
+
+
+def replace_block(text: str, name: str, block: str, command: str = README_COMMAND) -> str:
+    """``text`` with the lines between ``name``'s markers (which name the ``command`` that
+    writes the block) replaced by ``block``."""
+    begin, end = _markers(name, command)
     pattern = re.compile(re.escape(begin) + r"\n.*?" + re.escape(end), re.S)
     if len(pattern.findall(text)) != 1:
         raise FalconError(f"Expected one '{name}' block (between {begin} and {end}).",
