@@ -304,6 +304,20 @@ class DiskCache(ChunkedArrays, CacheHousekeeping, ExternalFiles):
             except Exception:  # noqa: BLE001 - a notice must never break a computation
                 log.exception("on_notice failed")
 
+    def check_usable(self) -> Optional[FalconError]:
+        """Try the folder now (made if missing, a file written and removed): the problem, said
+        once, or None. Lets a caller say so before any result is written (an app page that only
+        reads shipped or cached results would otherwise never find out)."""
+        if self.problem is None:
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+                probe = self.root / f".probe-{os.getpid()}-{threading.get_ident()}"
+                probe.write_bytes(b"")
+                probe.unlink()
+            except OSError as e:
+                self._unusable(e)
+        return self.problem
+
     def _unusable(self, error: OSError) -> None:
         """A write failed: say once what is wrong; from now on values live in memory."""
         if self.problem is None:

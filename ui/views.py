@@ -58,11 +58,18 @@ def check_link_selection(falcon) -> None:
 
 
 def show_cache_notices(falcon) -> None:
-    """What the disk cache reported (once per session each)."""
+    """What the disk cache reported (once per session each); a cache folder that cannot be used
+    is an error on every run while it lasts (tried now: a page that only reads may write nothing)."""
     cache = getattr(falcon, "cache", None)
+    check = getattr(cache, "check_usable", None)
+    problem = check() if callable(check) else None
+    if problem is not None:  # on every run while it lasts: results are not kept
+        errors.show_falcon_error(problem)
     notices = list(getattr(cache, "notices", []) or [])
     seen = st.session_state.setdefault("_cache_notices_seen", set())
     for text in notices:
+        if problem is not None and text.startswith(problem.message):
+            continue
         if text not in seen:
             seen.add(text)
             st.warning(text, icon=":material/database:")
