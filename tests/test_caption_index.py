@@ -4,6 +4,8 @@ exactly, is cached, verified and resumable; T and L go through one search."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -191,7 +193,11 @@ def test_ivfpq_is_cached_verified_and_found_by_open_index(ivf_data, monkeypatch)
     data = first.path.with_suffix(".ivfdata")
     raw = bytearray(data.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
-    data.write_bytes(bytes(raw))
+    # a new file in its place (as damage on disk would look to the next process): truncating the
+    # file in place would pull the pages from under `first`'s live memory map (SIGBUS)
+    damaged = data.with_name(data.name + ".damaged")
+    damaged.write_bytes(bytes(raw))
+    os.replace(damaged, data)
     assert ci.open_ivfpq(v.embeddings, cache, "t", PARAMS) is None
     assert [q["file"] for q in cache.quarantined] == [f"caption_index/{data.name}"]
     assert not data.exists()  # moved aside for a bug report, like any cache file
