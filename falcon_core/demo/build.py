@@ -58,7 +58,7 @@ TIMING_KEY = "build_time"
 DEFAULT_SEED = 0
 
 FULL = dict(train_scenes=6000, clip_scenes=16000, eval_scenes=2000, clip_eval_scenes=2000, vocabulary=0,
-            clip_steps=3000, clip_batch=256, clip_lr=2e-3, clip_visual_lr=6e-3, clip_hard_negatives=1.0,
+            clip_steps=6000, clip_batch=256, clip_lr=2e-3, clip_visual_lr=6e-3, clip_hard_negatives=1.0,
             backbone_steps=1200, backbone_batch=96, backbone_lr=6e-3, aux_weight=0.1)
 TINY = dict(train_scenes=48, clip_scenes=48, eval_scenes=24, clip_eval_scenes=24, vocabulary=400,
             clip_steps=3, clip_batch=16, clip_lr=2e-3, clip_visual_lr=6e-3, clip_hard_negatives=1.0,
