@@ -157,15 +157,28 @@ class Explainer(ImageStages):
             quantile=s.quantile, max_images=s.max_high_images, valid=self.store.valid,
             k_std=s.alpha_std)
 
-    def select_low(self, features, high_indices, settings: FalconSettings | None = None):
+    def select_low(self, features, high_indices, settings: FalconSettings | None = None,
+                   crops: np.ndarray | None = None):
+        """Stage 6's counterfactual images. The ``clip`` rule also reads the CLIP embeddings of
+        every view and of T's crops (``crops``: those rows when the caller has them; otherwise
+        read from the cache or computed as Stages 3-4 do)."""
         s = settings or self.settings
         feats = self.store.features(features)
         Hn = self.store.normalized(s.normalize_rows)
+        high = np.asarray(high_indices, dtype=np.int64)
+        views = None
+        if s.low_rule == "clip":
+            views = self.calibration.view_embeddings()
+            if crops is None and len(high):
+                boxes = self._boxes(self._cams(feats, high), s.cam_threshold)
+                crops = self._crop_embeddings(high, boxes, self._cams_key(feats, high),
+                                              s.cam_threshold)
         return contrast_stage.select_low(
-            Hn, feats, np.asarray(high_indices, dtype=np.int64),
+            Hn, feats, high,
             low_threshold=s.low_threshold, beta=s.beta,
             max_images=s.max_low_images, valid=self.store.valid, rule=s.low_rule,
-            low_quantile=s.low_quantile, twin_correlation=s.twin_correlation)
+            low_quantile=s.low_quantile, twin_correlation=s.twin_correlation,
+            views=views, reference=crops)
 
     # ---- the explanation ---------------------------------------------------------------------
     def explanation_key(self, features, settings: FalconSettings | None = None) -> str:
@@ -230,7 +243,7 @@ class Explainer(ImageStages):
 
         # Stage 6's counterfactual images, so that T and L go through one caption search
         with self.timed("6 counterfactuals"):
-            low = self.select_low(feats, high.indices, s)
+            low = self.select_low(feats, high.indices, s, crops=B)
             BL = self._whole_embeddings(low.indices) if len(low.indices) else None
         if BL is None:
             notes.append(low.description + " Nothing was removed as spurious.")

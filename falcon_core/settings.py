@@ -101,11 +101,12 @@ LIMITS: dict[str, Limit] = {
     "low_rule": Limit(choices=LOW_RULES,
                       what="counterfactual images: global (authors' Eq. 2: the feature below ε), "
                            "twins (the feature and its correlated twins below ε), quantile "
-                           "(below the feature's own quantile)"),
+                           "(below the feature's own quantile), clip (quantile's candidates "
+                           "nearest to the highly activating crops in the CLIP's image space)"),
     "low_threshold": Limit(-1000.0, 1000.0, none=True,
                            what="ε: 'low' activation (default: the global mean of the normalised "
                                 "matrix, the authors')"),
-    "low_quantile": Limit(0.01, 0.99, what="low_rule quantile: counterfactuals are at or below "
+    "low_quantile": Limit(0.01, 0.99, what="low_rule quantile/clip: counterfactuals are at or below "
                                            "this quantile of the feature's own activations"),
     "twin_correlation": Limit(0.0, 1.0, what="low_rule twins: features whose activations "
                                              "correlate at least this much (Pearson r) are twins"),
@@ -218,9 +219,9 @@ class FalconSettings:
     # issue 7: the counterfactual rule and the spurious threshold are not the authors' (global /
     # absolute, still selectable): chosen on assets/world_alt.json by the criterion written in
     # falcon_core/bench/recovery.py (CHOICE_CRITERION); docs/recovery.json holds the figures
-    low_rule: str = "quantile"  # "global" (authors' Eq. 2), "twins", "quantile"
+    low_rule: str = "quantile"  # "global" (authors' Eq. 2), "twins", "quantile", "clip"
     low_threshold: float | None = None  # epsilon; None = global mean of Hn (authors)
-    low_quantile: float = 0.25  # for low_rule == "quantile"
+    low_quantile: float = 0.25  # for low_rule == "quantile" and "clip"
     twin_correlation: float = 0.5  # for low_rule == "twins"
     beta: float = 0.3
     max_low_images: int = 10

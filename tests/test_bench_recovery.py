@@ -171,3 +171,46 @@ def test_the_default_rule_is_the_documented_choice():
     from falcon_core.workspace import WorkspaceConfig
     d = WorkspaceConfig.demo().default_settings()
     assert (d.low_rule, d.spurious_rule) == (choice["low_rule"], choice["spurious_rule"])
+
+
+def test_spurious_figures_split_by_reliance_by_hand():
+    """Five features whose truth is the planted ``if`` value (star -> grass): 1 and 2 do not
+    name grass without the contrast step (not cases); of the cases 3, 4, 5, 6: 3 and 4 do not
+    rely on grass (re-rendered), 3 removed, 4 kept -> removed over not relied on 1/2; 5 relies and
+    kept, 6 relies and removed -> kept over relied on 1/2; 7's reliance is unclear (in neither)."""
+    from types import SimpleNamespace
+
+    world = SimpleNamespace(
+        w=SimpleNamespace(correlations=[{"if": {"shape": "star"}, "then": {"background": "grass"},
+                                         "p": 0.8}]),
+        syn={"shape=star": {"star"}, "background=grass": {"grass", "lawn"}},
+        fillers=[], encodes={},
+        reliance={(3, "background=grass"): {"relies": False, "reliance": 0.1},
+                  (4, "background=grass"): {"relies": False, "reliance": 0.2},
+                  (5, "background=grass"): {"relies": True, "reliance": 0.9},
+                  (6, "background=grass"): {"relies": True, "reliance": 0.5},
+                  (7, "background=grass"): {"relies": None, "reliance": None}})
+
+    def row(f, before, after):
+        return {"feature": f, "truth": "shape=star", "top_words": after, "hit": True,
+                "truth_in_top": True, "top_words_no_contrast": before, "hit_no_contrast": True,
+                "truth_in_top_no_contrast": True}
+
+    scored = [row(1, ["star"], ["star"]), row(2, ["star", "red"], ["star"]),
+              row(3, ["star", "grass"], ["star"]), row(4, ["star", "lawn"], ["star", "lawn"]),
+              row(5, ["star", "grass"], ["star", "grass"]), row(6, ["grass", "star"], ["star"]),
+              row(7, ["star", "grass"], ["star"])]
+    fig = R._figures(world, scored)
+    assert (fig["spurious_removed"]["k"], fig["spurious_removed"]["n"]) == (3, 5)
+    assert (fig["spurious_removed_not_relied"]["k"], fig["spurious_removed_not_relied"]["n"]) == (1, 2)
+    assert (fig["spurious_kept_relied"]["k"], fig["spurious_kept_relied"]["n"]) == (1, 2)
+    case = {c["feature"]: c for c in fig["planted"][0]["cases"]}
+    assert case[4]["relies"] is False and case[5]["reliance"] == 0.9 and case[7]["relies"] is None
+    # the tables show them (and results without them keep the old tables)
+    res = _result(3, 4)
+    res["worlds"][0]["runs"]["full"].update(spurious_removed_not_relied=fig["spurious_removed_not_relied"],
+                                            spurious_kept_relied=fig["spurious_kept_relied"])
+    md = R.markdown(res)
+    assert "does not respond to it (re-rendered, reliance < 0.33) | 50 % (1/2; " in md
+    assert "kept where the feature responds to it (reliance ≥ 0.33) | 50 % (1/2; " in md
+    assert "re-rendered" not in R.markdown(_result(3, 4))

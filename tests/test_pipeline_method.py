@@ -201,3 +201,38 @@ def test_view_embeddings_are_the_clip_embeddings_of_the_views(falcon):
     assert np.allclose(views[idx], expected, atol=1e-5)
     # counterfactual images are now looked up there, with the same values
     assert np.allclose(falcon.explainer._whole_embeddings(idx), expected, atol=1e-5)
+
+
+def test_clip_rule_in_the_pipeline(falcon, feature):
+    """L = the images at or below the feature's 0.25-quantile, nearest (cosine) in the CLIP's
+    image space to the mean direction of T's *crops*: recomputed here from the views' embeddings
+    and the crops cut from the boxes the explanation reports (feeding it T's whole views instead,
+    or ranking by the backbone, picks other images)."""
+    from falcon_core.stages.crops import CropBox, crop_image
+
+    s = AUTHORS.replace(low_rule="clip", low_quantile=0.25)
+    exp = falcon.explain(feature, s)
+    assert exp.low_selection["rule"] == "clip" and exp.low, "no counterfactual image"
+    Hn = falcon.normalized().astype(np.float64)
+    eps = float(np.quantile(Hn[:, feature], 0.25))
+    high = [r.index for r in exp.high]
+    crops = [crop_image(falcon.explainer.store.view(r.index), CropBox(*r.box), falcon.clip.image_size)
+             for r in exp.high]
+    B = np.asarray(falcon.clip.encode_images(crops), dtype=np.float64)
+    B /= np.linalg.norm(B, axis=1, keepdims=True)
+    ref = B.mean(axis=0)
+    ref /= np.linalg.norm(ref)
+    V = np.asarray(falcon.view_embeddings(), dtype=np.float64)
+    cos = (V @ ref) / np.linalg.norm(V, axis=1)
+    cand = [j for j in range(len(Hn)) if j not in high and Hn[j, feature] <= eps + 1e-7]
+    assert exp.low_selection["n_candidates"] == len(cand)
+    want = sorted(cand, key=lambda j: (-cos[j], j))[:s.max_low_images]
+    got = [r.index for r in exp.low]
+    assert [r.similarity for r in exp.low] == pytest.approx([cos[j] for j in got], abs=1e-4)
+    assert sorted(got) == sorted(want) or min(cos[got]) >= max(cos[j] for j in cand
+                                                                 if j not in got) - 1e-5
+    # the T-view reference would not give this L (else the test could not tell them apart)
+    Vh = V[high] / np.linalg.norm(V[high], axis=1, keepdims=True)
+    rv = Vh.mean(axis=0) / np.linalg.norm(Vh.mean(axis=0))
+    cos_v = (V @ rv) / np.linalg.norm(V, axis=1)
+    assert sorted(cand, key=lambda j: (-cos_v[j], j))[:s.max_low_images] != want

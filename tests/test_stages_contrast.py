@@ -266,3 +266,48 @@ def test_spurious_ratio_info():
         spurious_threshold("ratio", 0.1, scale=0.5)
     with pytest.raises(FalconError):
         spurious_share(0.1, 0.0)
+
+
+# the "clip" rule: the candidates of "quantile", ranked in the CLIP's image space
+# views (k = 2): rows 2 and 4 point at 3:4 and 4:3 (cosine 1.4 / sqrt 2 with the diagonal), row 3
+# straight up (1 / sqrt 2), row 5 exactly on the diagonal (cosine 1, but not low on f0)
+VIEWS = np.array([[1.0, 0.0], [0.0, 1.0], [3.0, 4.0], [0.0, 5.0], [4.0, 3.0], [1.0, 1.0]])
+# T's crops: (2, 0) and (0, 1); each row counts the same, so their direction is the diagonal
+# (the unnormalised mean (1, 0.5) would rank row 4 above row 2)
+CROPS = np.array([[2.0, 0.0], [0.0, 1.0]])
+
+
+def test_clip_rule_by_hand():
+    # f0 = [1, .75, 0, 0, .125, .5]; its 0.5-quantile: sorted 0, 0, .125, .5, .75, 1 ->
+    # (.125 + .5) / 2 = 0.3125: candidates rows 2, 3, 4 (row 5 is not low, rows 0, 1 are T)
+    low = select_low(H, [0], HIGH, beta=0.99, rule="clip", low_quantile=0.5, views=VIEWS,
+                     reference=CROPS)
+    assert low.feature_thresholds == (0.3125,) and low.n_candidates == 3
+    # rows 2 and 4 tie (lower index first); beta (a bound on the backbone's dot product) is not
+    # used: every candidate is ranked, none dropped
+    assert low.indices.tolist() == [2, 4, 3]
+    assert low.similarity == pytest.approx([1.4 / np.sqrt(2), 1.4 / np.sqrt(2), 1 / np.sqrt(2)])
+    assert low.activations.tolist() == [0.0, 0.125, 0.0]
+    assert low.rule == "clip" and "CLIP" in low.description
+    # the cap keeps the nearest
+    capped = select_low(H, [0], HIGH, rule="clip", low_quantile=0.5, views=VIEWS,
+                        reference=CROPS, max_images=1)
+    assert capped.indices.tolist() == [2] and capped.n_candidates == 3
+    # the reference is T's crops, not anything else: crops pointing straight up put row 3 first
+    up = select_low(H, [0], HIGH, rule="clip", low_quantile=0.5, views=VIEWS,
+                    reference=np.array([0.0, 2.0]))
+    assert up.indices.tolist() == [3, 2, 4]
+
+
+def test_clip_rule_needs_its_embeddings():
+    with pytest.raises(FalconError, match="clip"):
+        select_low(H, [0], HIGH, rule="clip", low_quantile=0.5)
+    with pytest.raises(FalconError):
+        select_low(H, [0], HIGH, rule="clip", low_quantile=0.5, views=VIEWS[:4], reference=CROPS)
+    with pytest.raises(FalconError):
+        select_low(H, [0], HIGH, rule="clip", low_quantile=0.5, views=VIEWS,
+                   reference=np.ones((2, 3)))
+    # no candidate (the two rows at f0's 0.01-quantile, 0, are T): said, not a crash
+    none = select_low(H, [0], [2, 3], rule="clip", low_quantile=0.01, views=VIEWS,
+                      reference=CROPS)
+    assert len(none) == 0 and "No counterfactual" in none.description

@@ -16,7 +16,8 @@ CONTRAST = ("low_rule", "low_threshold", "beta", "spurious_rule", "spurious_thre
             "max_low_images")
 LOW_RULE_LABELS = {"global": "below ε (authors' Eq. 2)",
                    "twins": "below ε, with the feature's correlated twins",
-                   "quantile": "below the feature's own quantile"}
+                   "quantile": "below the feature's own quantile",
+                   "clip": "below its own quantile, nearest to the crops as CLIP sees them"}
 SPURIOUS_RULE_LABELS = {"absolute": "absolute (authors: on ViT-B/32's scale)",
                         "relative": "relative to this CLIP's similarity scale",
                         "ratio": "a share of the concept's own T score"}
@@ -55,7 +56,10 @@ def sliders(falcon, settings: FalconSettings) -> FalconSettings:
                                      "also requires them low on every feature whose activations "
                                      "correlate with this one (r ≥ "
                                      f"{settings.twin_correlation:g}), so a concept the backbone "
-                                     "encodes in several features is not removed from itself.")
+                                     "encodes in several features is not removed from itself. "
+                                     "The clip rule ranks the images low on the feature by how "
+                                     "close CLIP sees them to the highly activating crops "
+                                     "(not by the backbone's other features: no β).")
     with rules[1]:
         state.seed_widget(state.widget_key("spurious_rule"), settings.spurious_rule)
         spurious_rule = st.radio("Removal threshold", list(SPURIOUS_RULE_LABELS),
@@ -69,10 +73,10 @@ def sliders(falcon, settings: FalconSettings) -> FalconSettings:
                                       "T score.")
     c = st.columns(4)
     with c[0]:
-        no_eps = low_rule == "quantile"  # low = below the feature's own quantile: no ε
+        no_eps = low_rule in ("quantile", "clip")  # low = below its own quantile: no ε
         auto = st.toggle("ε = global mean (authors)", key=state.widget_key("low_threshold", "auto"),
                          disabled=no_eps,
-                         help=f"Not used by the quantile rule (low = at or below the feature's own "
+                         help=f"Not used by the {low_rule} rule (low = at or below the feature's own "
                               f"{settings.low_quantile:g}-quantile)." if no_eps else None)
         eps_value = st.slider("ε: “low” means below", lo, hi, step=(hi - lo) / 200 or 1e-4,
                               key=state.widget_key("low_threshold"), disabled=auto or no_eps,
@@ -81,7 +85,7 @@ def sliders(falcon, settings: FalconSettings) -> FalconSettings:
                                    f"({default_eps:.4f}).")
     with c[1]:
         beta = st.slider("β: similarity to the high images' other features", *ranges["beta"],
-                         step=0.01, key=state.widget_key("beta"),
+                         step=0.01, key=state.widget_key("beta"), disabled=low_rule == "clip",
                          help="Counterfactuals must share the other features (h·h^μ ≥ β). "
                               "Authors: 0.3.")
     with c[2]:

@@ -61,6 +61,7 @@ from ..errors import FalconError
 from ..settings import FalconSettings
 from ..workspace import WorkspaceConfig
 from . import faithfulness as faithfulness_bench
+from .planted import RELIANCE_SHARE
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS_JSON = REPO / "docs" / "recovery.json"
@@ -336,7 +337,7 @@ def _figures(world: World, scored: list[dict[str, Any]], first_exp=None) -> dict
         fig["top3_recovery_no_contrast"] = proportion(r["hit_no_contrast"] for r in scored)
         fig["true_kept"] = proportion(r["truth_in_top"] for r in scored
                                       if r["truth_in_top_no_contrast"])
-        planted, cases, cases_free = [], [], []
+        planted, cases, cases_free, cases_unrelied, cases_relied = [], [], [], [], []
         for corr in getattr(world.w, "correlations", []) or []:
             (a1, v1), = corr["if"].items()
             (a2, v2), = corr["then"].items()
@@ -347,16 +348,58 @@ def _figures(world: World, scored: list[dict[str, Any]], first_exp=None) -> dict
             cases += [r in removed for r in present]
             free = [r for r in present if world.encodes.get(r["feature"], 0.5) < ENCODES_AUC]
             cases_free += [r in removed for r in free]
+            rel = _reliance_of(world, dst)
+            cases_unrelied += [r in removed for r in present
+                               if rel.get(r["feature"], {}).get("relies") is False]
+            cases_relied += [r not in removed for r in present
+                             if rel.get(r["feature"], {}).get("relies") is True]
             planted.append({"correlation": f"{src} -> {dst} (p={corr.get('p')})",
                             "features": [r["feature"] for r in feats],
                             "cases": [{"feature": r["feature"], "removed": r in removed,
-                                       "auc_without_truth": round(world.encodes.get(r["feature"], float("nan")), 3)}
+                                       "auc_without_truth": round(world.encodes.get(r["feature"], float("nan")), 3),
+                                       "reliance": rel.get(r["feature"], {}).get("reliance"),
+                                       "relies": rel.get(r["feature"], {}).get("relies")}
                                       for r in present],
                             "n_cases": len(present), "removed": len(removed)})
         fig["spurious_removed"] = proportion(cases)
         fig["spurious_removed_not_encoded"] = proportion(cases_free)
+        # over the cases whose feature does not respond to the planted value (re-rendered with
+        # the value swapped: bench/planted.py), the share removed; over those that do, kept
+        fig["spurious_removed_not_relied"] = proportion(cases_unrelied)
+        fig["spurious_kept_relied"] = proportion(cases_relied)
         fig["planted"] = planted
     return fig
+
+
+def measure_reliance(world: World) -> dict[tuple[int, str], dict[str, Any]]:
+    """For every planted correlation ``if -> then`` and every clear feature whose truth is the
+    ``if`` value: does the feature respond to the ``then`` value? Its highly activating images
+    (the run's own T) re-rendered with the value swapped, against the control of its truth swapped
+    (:func:`falcon_core.bench.planted.reliance_case`). Keyed by (feature, "attribute=value")."""
+    from .planted import reliance_case
+
+    f, s = world.falcon, world.settings
+    H, _ = f.representations()
+    out: dict[tuple[int, str], dict[str, Any]] = {}
+    todo = []
+    for corr in getattr(world.w, "correlations", []) or []:
+        (a1, v1), = corr["if"].items()
+        (a2, v2), = corr["then"].items()
+        todo += [(t.feature, f"{a1}={v1}", f"{a2}={v2}") for t in world.clear
+                 if t.name == f"{a1}={v1}"]
+    for n, (feat, src, dst) in enumerate(todo):
+        high = f.select_high(feat, s).indices
+        out[(feat, dst)] = {"truth": src, "planted": dst,
+                            **reliance_case(f.backbone, world.w, world.scenes, H, feat, high, src, dst)}
+        if world.progress:
+            world.progress(n + 1, len(todo), "reliance (re-rendered)")
+    return out
+
+
+def _reliance_of(world, dst: str) -> dict[int, dict[str, Any]]:
+    """The features' reliance on the planted value ``dst`` (empty when it was not measured)."""
+    return {feat: v for (feat, d), v in (getattr(world, "reliance", None) or {}).items()
+            if d == dst}
 
 
 def _pair_check(world: World, falcon, settings, scored) -> dict[str, Any]:
@@ -426,6 +469,8 @@ def run_world(world: str | None = None, seed: int = 0, settings: FalconSettings 
         timings[name] = round(time.perf_counter() - t, 1)
         return out
 
+    # does each planted case's feature respond to the planted value? (re-rendered scenes)
+    W.reliance = timed("reliance", lambda: measure_reliance(W))
     # full pipeline, with and without the contrast step
     full_rows = timed("full", lambda: W.explain_all(f, s, "full"))
     full_nc = timed("full_no_contrast", lambda: W.explain_all(f, s_nc, "full, no contrast"))
@@ -486,6 +531,7 @@ def run_world(world: str | None = None, seed: int = 0, settings: FalconSettings 
         "settings": {k: v for k, v in s.to_dict().items() if k != "batch_size"},
         "runs": runs, "checks": checks, "reference": reference,
         "per_feature": [{k: v for k, v in r.items() if k != "error"} for r in full_scored],
+        "reliance": {"share": RELIANCE_SHARE, "cases": [v for v in W.reliance.values()]},
     }
     # issue 12: does the faithfulness score tell explanations that hold the truth from the others?
     result["faithfulness"] = faithfulness_bench.validate(full_scored)
@@ -512,7 +558,8 @@ def _compare(W: World, full_nc, oracle_nc, fo) -> dict[str, Any]:
                 fig = _figures(W, _score_rows(W, rows, nc))
                 rows_out[f"{rule}/{thr}"] = {k: fig[k] for k in (
                     "top3_recovery", "top3_recovery_no_contrast", "by_attribute",
-                    "spurious_removed", "spurious_removed_not_encoded", "true_kept",
+                    "spurious_removed", "spurious_removed_not_encoded",
+                    "spurious_removed_not_relied", "spurious_kept_relied", "true_kept",
                     "filler_top_word")}
         out[clip_name] = rows_out
     return out
@@ -605,6 +652,10 @@ def format_world(r: dict[str, Any]) -> str:
     lines += [f"  spurious removed                {_pct(full['spurious_removed'])}",
               f"  ... where the feature does not encode the planted value itself (AUC < "
               f"{ENCODES_AUC}): {_pct(full['spurious_removed_not_encoded'])}",
+              f"  ... where the feature does not respond to it (re-rendered, reliance < "
+              f"{RELIANCE_SHARE:.2f}): {_pct(full.get('spurious_removed_not_relied'))}",
+              f"  planted value kept where the feature responds to it (reliance >= "
+              f"{RELIANCE_SHARE:.2f}): {_pct(full.get('spurious_kept_relied'))}",
               f"  true concept kept by contrast   {_pct(full['true_kept'])}",
               f"  top word is a caption filler    {_pct(full['filler_top_word'])} "
               f"{full['filler_top_words'] or ''}"]
@@ -614,7 +665,8 @@ def format_world(r: dict[str, Any]) -> str:
     for p in full.get("planted", []):
         lines.append(f"    {p['correlation']}: {p['n_cases']} cases, {p['removed']} removed; "
                      + ", ".join(f"{c['feature']}{'' if c['removed'] else ' kept'} "
-                                 f"(AUC {c['auc_without_truth']})" for c in p["cases"]))
+                                 f"(AUC {c['auc_without_truth']}, reliance {c.get('reliance')})"
+                                 for c in p["cases"]))
     if "pairs" in r:
         pr = r["pairs"]
         lines.append(f"  pairs holding both concepts     {_pct(pr['holds_both'])} of {pr['eligible']} "
@@ -629,12 +681,14 @@ def format_world(r: dict[str, Any]) -> str:
                  f"{_pct(o['top3_recovery_no_contrast'])}; true kept {_pct(o['true_kept'])}; "
                  f"spurious removed {_pct(o['spurious_removed'])})")
     if "compare" in r:
-        lines.append("  side by side (top-3 recovery | shape | spurious removed | true kept):")
+        lines.append("  side by side (top-3 recovery | shape | spurious removed | ... not relied on "
+                     "| true kept):")
         for clip_name, table in r["compare"].items():
             for key, v in table.items():
                 shape = v["by_attribute"].get("shape", {}).get("top3_recovery")
                 lines.append(f"    {clip_name:<11} {key:<18} {_pct(v['top3_recovery']):<26} "
                              f"{_pct(shape):<26} {_pct(v['spurious_removed']):<24} "
+                             f"{_pct(v.get('spurious_removed_not_relied')):<24} "
                              f"{_pct(v['true_kept'])}")
     if r.get("faithfulness"):
         lines += faithfulness_bench.format_validation(r["faithfulness"])
@@ -700,6 +754,13 @@ def markdown(res: dict[str, Any]) -> str:
     row("spurious removed (planted)", lambda w: _md(w["runs"]["full"]["spurious_removed"]))
     row(f"… where the feature does not itself encode the planted value (AUC < {ENCODES_AUC})",
         lambda w: _md(w["runs"]["full"]["spurious_removed_not_encoded"]))
+    reliance = any("spurious_removed_not_relied" in w["runs"]["full"] for w in worlds)
+    if reliance:  # results older than the re-rendering test do not have these rows
+        row(f"… where the feature does not respond to it (re-rendered, reliance < "
+            f"{RELIANCE_SHARE:.2f})",
+            lambda w: _md(w["runs"]["full"].get("spurious_removed_not_relied")))
+        row(f"planted value kept where the feature responds to it (reliance ≥ "
+            f"{RELIANCE_SHARE:.2f})", lambda w: _md(w["runs"]["full"].get("spurious_kept_relied")))
     row("true concept kept by the contrast step", lambda w: _md(w["runs"]["full"]["true_kept"]))
     row("top word is a caption filler", lambda w: _md(w["runs"]["full"]["filler_top_word"]))
     row("pairs holding both concepts", lambda w: (_md(w["pairs"]["holds_both"]) + f" of "
@@ -716,8 +777,9 @@ def markdown(res: dict[str, Any]) -> str:
         lambda w: _md(w["runs"]["oracle_clip"]["top3_recovery_no_contrast"]))
     if all("compare" in w for w in worlds):
         out.append("")
-        cols = ["top-3 recovery"] + attrs + ["spurious removed", "… not encoded", "true kept",
-                                             "filler top word"]
+        rel_cols = ["… not relied on", "relied on: kept"] if reliance else []
+        cols = ["top-3 recovery"] + attrs + ["spurious removed", "… not encoded"] + rel_cols + [
+            "true kept", "filler top word"]
         out.append("| world | CLIP | counterfactuals / threshold | " + " | ".join(cols) + " |")
         out.append("|---|---|---|" + "---|" * len(cols))
         for w in worlds:
@@ -725,13 +787,15 @@ def markdown(res: dict[str, Any]) -> str:
                 first = next(iter(table.values()))
                 cells = [_md(first["top3_recovery_no_contrast"])] + [
                     _md(first["by_attribute"].get(a, {}).get("top3_recovery_no_contrast"))
-                    for a in attrs] + ["–"] * 4
+                    for a in attrs] + ["–"] * (4 + len(rel_cols))
                 out.append(f"| {w['world']} | {clip_name.replace('_', ' ')} | no contrast step | "
                            + " | ".join(cells) + " |")
                 for key, v in table.items():
                     cells = [_md(v["top3_recovery"])] + [
                         _md(v["by_attribute"].get(a, {}).get("top3_recovery")) for a in attrs] + [
                         _md(v["spurious_removed"]), _md(v["spurious_removed_not_encoded"]),
+                        *([_md(v.get("spurious_removed_not_relied")),
+                           _md(v.get("spurious_kept_relied"))] if reliance else []),
                         _md(v["true_kept"]), _md(v["filler_top_word"])]
                     out.append(f"| {w['world']} | {clip_name.replace('_', ' ')} | {key} | "
                                + " | ".join(cells) + " |")

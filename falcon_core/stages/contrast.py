@@ -23,6 +23,22 @@ Which features must be low, and what "low" means (``rule``, :data:`LOW_RULES`):
     ``W`` = the feature (or group); low = at or below the feature's own ``low_quantile``
     (``np.quantile`` over the valid rows, linear interpolation; ``<=``, so a sparse feature whose
     lower quantile is 0 still has its zero images as candidates).
+``"clip"``
+    The candidates of ``"quantile"`` (low on the feature by its own quantile), ranked by what the
+    CLIP sees instead of by the backbone: the cosine of each candidate's CLIP embedding (its whole
+    view, ``views``) with the mean direction of the CLIP embeddings of T's crops
+    (``reference``: the rows Stage 4 captions T from), best first, the ``max_images`` nearest
+    kept. No β: β is a bound on the backbone's dot product, which this rule does not use.
+
+Why ``"clip"``: Eq. 2 asks for images that "share the other concepts of T but not feature i", and
+measures "share" in the backbone's space. But a backbone that learnt a planted correlation (stars
+mostly on grass) encodes it there, and its space is dominated by what it was trained on (shape):
+the backbone-nearest low images show the spurious value about as rarely as random ones (README).
+The concepts being tested are what CLIP names on T's crops; the images that look most like those
+crops *to the CLIP* (a model not trained on the backbone's correlations), among the images on
+which the feature is low, are the images that show T's concepts without the feature: if the
+feature does not respond to a concept, they show it and name it, and it is removed; if it does,
+the feature is high on such images, they are not candidates, and the concept stays.
 
 Why a rule other than the authors': on a representation that encodes a concept in many redundant
 features (the demo backbone has 12 star features), the images that are below the global mean on
@@ -62,7 +78,7 @@ from .common import (as_matrix, best_first, count_images, global_mean, name_feat
                      validate_features)
 
 
-LOW_RULES = ("global", "twins", "quantile")
+LOW_RULES = ("global", "twins", "quantile", "clip")
 SPURIOUS_RULES = ("absolute", "relative", "ratio")
 
 
@@ -149,7 +165,12 @@ def select_low(
     rule: str = "global",
     low_quantile: float = 0.25,
     twin_correlation: float = 0.5,
+    views: np.ndarray | None = None,
+    reference: np.ndarray | None = None,
 ) -> LowSelection:
+    """Stage 6's counterfactual images (see the module docstring). ``views`` (N, k) and
+    ``reference`` (n, k or k) are the CLIP embeddings the ``"clip"`` rule needs: every probe
+    image's whole view, and the crops of T (or their mean); other rules ignore them."""
     Hn = as_matrix(Hn)
     N, r = Hn.shape
     feats = validate_features(features, r)
@@ -164,15 +185,17 @@ def select_low(
     if rule not in LOW_RULES:
         raise FalconError(f"Unknown rule for counterfactual images: {rule!r}.",
                           f"Use one of {', '.join(LOW_RULES)}.")
-    if rule == "quantile" and not 0.0 < float(low_quantile) < 1.0:
+    if rule in ("quantile", "clip") and not 0.0 < float(low_quantile) < 1.0:
         raise FalconError(f"low_quantile={low_quantile!r} must be between 0 and 1.")
+    if rule == "clip":
+        views, ref = _clip_inputs(views, reference, N)
 
     twins: tuple[int, ...] = ()
     twin_corr: tuple[float, ...] = ()
     if rule == "twins":
         twins, twin_corr = find_twins(Hn, feats, twin_correlation, v)
     W = list(feats) + list(twins)
-    if rule == "quantile":
+    if rule in ("quantile", "clip"):
         q = float(low_quantile)
         rows = np.flatnonzero(v)
         eps_w = [float(np.quantile(np.asarray(Hn[rows, f], dtype=np.float64), q)) for f in W]
@@ -221,7 +244,7 @@ def select_low(
     cand = np.flatnonzero(cand_mask)
     n_cand = len(cand)
     cmp = "below" if strict else "at or below"
-    if rule == "quantile":
+    if rule in ("quantile", "clip"):
         low = f"{who} {cmp} {eps_text}"
     else:
         low = f"{who} {cmp} ε = {eps0:.4g} ({eps_text})"
@@ -230,6 +253,9 @@ def select_low(
                       "No counterfactual images: there are no highly activating images to contrast with.")
     if n_cand == 0:
         return result(empty, [], [], 0, f"No counterfactual images: no other image has {low}.")
+
+    if rule == "clip":
+        return _select_clip(cand, views, ref, feats, Hn, max_images, low, result)
 
     # h_mu over V, written as a full-length vector with zeros on W's dimensions, so that
     # Hn[j] · h_mu_full == Hn[j, V] · h_mu without copying the columns of V
@@ -257,6 +283,48 @@ def select_low(
         verb = "has" if n_ok == 1 else "have"
         description = (f"{n_ok} of {n_cand} images with {low} {verb} a similarity ≥ β = {beta:g} to "
                        f"the highly activating images on the other features; {use}.")
+    return result(idx, act, sim, n_cand, description)
+
+
+def _unit_rows(X: np.ndarray) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float64)
+    n = np.linalg.norm(X, axis=-1, keepdims=True)
+    return np.divide(X, n, out=np.zeros_like(X), where=n > 0)
+
+
+def _clip_inputs(views, reference, N: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``"clip"`` rule's inputs, checked: the views (N, k) and the unit mean direction of the
+    reference rows (each row normalised first, so every crop counts the same)."""
+    if views is None or reference is None:
+        raise FalconError("The 'clip' counterfactual rule needs the CLIP embeddings of the probe "
+                          "images' views and of the highly activating images' crops.",
+                          "Pass views= and reference=, or use another low_rule.")
+    V = np.asarray(views)
+    R = np.asarray(reference, dtype=np.float64)
+    R = R.reshape(1, -1) if R.ndim == 1 else R
+    if V.ndim != 2 or V.shape[0] != N:
+        raise FalconError(f"views must be (N={N}, k); got shape {V.shape}.")
+    if R.ndim != 2 or R.shape[1] != V.shape[1] or len(R) == 0:
+        raise FalconError(f"reference must be (n, {V.shape[1]}); got shape {R.shape}.")
+    ref = _unit_rows(_unit_rows(R).mean(axis=0))
+    return V, ref
+
+
+def _select_clip(cand, views, ref, feats, Hn, max_images, low, result) -> LowSelection:
+    """The ``"clip"`` rule's ranking: the candidates nearest (cosine of their view's CLIP
+    embedding) to the mean direction ``ref`` of T's crops, best first (ties: lower index)."""
+    n_cand = len(cand)
+    sim = _unit_rows(views[cand]) @ ref
+    o = best_first(cand, sim)
+    idx, sim = cand[o], sim[o]
+    if max_images and len(idx) > max_images:
+        idx, sim = idx[:max_images], sim[:max_images]
+    act = np.asarray(Hn[idx][:, list(feats)], dtype=np.float64).sum(axis=1)
+    use = ("it is used" if n_cand == 1 else "all are used" if len(idx) == n_cand
+           else f"the {len(idx)} nearest are used")
+    description = (f"{n_cand} image{'s' if n_cand != 1 else ''} {'has' if n_cand == 1 else 'have'} "
+                   f"{low}; ranked by the cosine of their CLIP view embedding with the mean of the "
+                   f"highly activating crops' embeddings (what CLIP sees, not the backbone); {use}.")
     return result(idx, act, sim, n_cand, description)
 
 
