@@ -148,7 +148,7 @@ def ablated(base, name: str, **methods: Callable) -> Any:
     return out
 
 
-def _whole_boxes(self, cams, threshold):
+def _whole_boxes(self, cams, threshold, margin=0.0):
     from ..stages.crops import CropBox
 
     return [CropBox(0, 0, int(c.shape[1]), int(c.shape[0]), fallback=False) for c in cams]
