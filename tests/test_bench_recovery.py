@@ -187,7 +187,7 @@ def _scope_world():
     return world, rows
 
 
-def test_the_no_crop_check_looks_where_the_crop_can_matter():
+def test_no_crop_is_measured_where_the_crop_can_matter():
     world, rows = _scope_world()
     assert R.CROP_SCOPE_SHARE == 0.5
     assert [R.two_object_share(world, r["exp"]) for r in rows] == [1.0, 0.5, 0.0, None]
@@ -204,5 +204,5 @@ def test_the_no_crop_check_looks_where_the_crop_can_matter():
     assert c["all_features"]["difference"] == 0.5
     assert (c["difference"], c["ok"]) == (0.0, False)
     line = "\n".join(R._scope_lines(c))
-    assert "held over the 2 clear features whose T holds two objects" in line
-    assert "+0.50" in line
+    assert "over the 2 clear features whose T holds two objects" in line
+    assert "difference +0.00" in line and "would not pass" in line
