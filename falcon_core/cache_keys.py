@@ -41,9 +41,11 @@ from .cache import DiskCache, hash_json
 PIPELINE_VERSION = 2
 # Settings that change how fast a result is computed, never the result itself.
 RESULT_NEUTRAL_SETTINGS = ("batch_size",)
-# Settings whose default gives the results keys meant before the setting existed: left out of
-# the key at that value (exact caption search is the brute force), part of it otherwise.
-DEFAULT_NEUTRAL_SETTINGS = {"caption_index": "exact"}
+# Settings at the value that gives the results keys meant before the setting existed: left out of
+# the key at that value (exact caption search is the brute force; a crop margin of 0 is the
+# paper's box), part of it otherwise.
+# cam_box_margin 0 is the paper's box, the only box before the setting (issue 7).
+DEFAULT_NEUTRAL_SETTINGS = {"caption_index": "exact", "cam_box_margin": 0.0}
 
 
 def representations(backbone: str, probe: str) -> str:
@@ -92,11 +94,13 @@ EMBEDDED_ROWS = f"fixed-batch-{IMAGE_BATCH}"
 
 
 def crop_embeddings(cams_key: str, cam_threshold: float, clip: str,
-                    boxes: Sequence[Sequence[int]]) -> str:
-    """CLIP embeddings of the crops cut from those CAMs at ``cam_threshold``: the boxes too, so
-    another crop rule on the same CAMs (e.g. a benchmark's whole-view ablation) never reads
-    them."""
+                    boxes: Sequence[Sequence[int]], margin: float) -> str:
+    """CLIP embeddings of the crops cut from those CAMs at ``cam_threshold``, widened by
+    ``margin`` CAM cells: the boxes too, so another crop rule on the same CAMs (another margin,
+    a benchmark's whole-view ablation) never reads them."""
+    widened = {"margin": float(margin)} if margin else {}  # 0: the keys of before the margin
     return DiskCache.key("crop_embeddings", cams=cams_key, threshold=float(cam_threshold),
+                         **widened,
                          boxes=hash_json([[int(v) for v in b] for b in boxes]), clip=clip,
                          rows=EMBEDDED_ROWS)
 
@@ -165,7 +169,7 @@ def explanation_inputs(backbone, clip, probe, vocabulary, concepts: dict[str, An
 def explanation(inputs: dict[str, Any], features: Sequence[int], settings: dict[str, Any]) -> str:
     """An explanation: :func:`explanation_inputs` (with the caption index's fingerprint when the
     search is approximate), the features, and every setting except
-    :data:`RESULT_NEUTRAL_SETTINGS` (and :data:`DEFAULT_NEUTRAL_SETTINGS` at their default)."""
+    :data:`RESULT_NEUTRAL_SETTINGS` (and :data:`DEFAULT_NEUTRAL_SETTINGS` at their value there)."""
     determining = {k: v for k, v in settings.items() if k not in RESULT_NEUTRAL_SETTINGS
                    and not (k in DEFAULT_NEUTRAL_SETTINGS and v == DEFAULT_NEUTRAL_SETTINGS[k])}
     return DiskCache.key("explanations", inputs=inputs, features=[int(f) for f in features],

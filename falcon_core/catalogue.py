@@ -136,8 +136,8 @@ class Catalogue:
         for feats, idx in todo:
             cams_key = ex._cams_key(feats, idx)
             cams = ex._cams(feats, idx)
-            boxes = ex._boxes(cams, s.cam_threshold)
-            key = ex._crop_embeddings_key(cams_key, s.cam_threshold, boxes)
+            boxes = ex._boxes(cams, s.cam_threshold, s.cam_box_margin)
+            key = ex._crop_embeddings_key(cams_key, s.cam_threshold, boxes, s.cam_box_margin)
             if self.cache.exists("crop_embeddings", key, ".npy"):
                 continue
             for i, b in zip(idx, boxes):
@@ -178,8 +178,9 @@ class Catalogue:
         rows = []
         for (feats, idx), li in zip(todo, lows):
             cams_key = ex._cams_key(feats, idx)
-            boxes = ex._boxes(ex._cams(feats, idx), s.cam_threshold)
-            rows.append(ex._crop_embeddings(idx, boxes, cams_key, s.cam_threshold))
+            boxes = ex._boxes(ex._cams(feats, idx), s.cam_threshold, s.cam_box_margin)
+            rows.append(ex._crop_embeddings(idx, boxes, cams_key, s.cam_threshold,
+                                            s.cam_box_margin))
             if len(li):
                 rows.append(ex._whole_embeddings(li))
         if not rows:

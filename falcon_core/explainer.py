@@ -230,14 +230,14 @@ class Explainer(ImageStages):
         # Stage 3: GradCAM crops
         with self.timed("3 GradCAM"):
             cams = self._cams(feats, high.indices)
-            boxes = self._boxes(cams, s.cam_threshold)
+            boxes = self._boxes(cams, s.cam_threshold, s.cam_box_margin)
         n_fallback = sum(b.fallback for b in boxes)
         if n_fallback:
             notes.append(f"{n_fallback} of {len(boxes)} GradCAM masks were empty: those images "
                          "are used whole.")
         with self.timed("4 CLIP crops"):
             B = self._crop_embeddings(high.indices, boxes, self._cams_key(feats, high.indices),
-                                      s.cam_threshold)
+                                      s.cam_threshold, s.cam_box_margin)
         with self.timed("4 text embeddings"):
             self.text_embeddings()
 

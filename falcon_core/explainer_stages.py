@@ -144,17 +144,28 @@ class ImageStages:
         cams = self._cams(feats, high.indices)
         return {int(i): np.asarray(c, dtype=np.float32) for i, c in zip(high.indices, cams)}
 
-    def _boxes(self, cams: np.ndarray, threshold: float) -> list[crops_stage.CropBox]:
-        """The crop box of each CAM (Stage 3b)."""
-        return [crops_stage.crop_box(np.asarray(c, dtype=np.float32), threshold) for c in cams]
+    def _boxes(self, cams: np.ndarray, threshold: float,
+               margin: float = 0.0) -> list[crops_stage.CropBox]:
+        """The crop box of each CAM (Stage 3b), widened by ``margin`` cells of the CAM layer's
+        grid on every side (``FalconSettings.cam_box_margin``; 0: the paper's box)."""
+        pixels = (0.0, 0.0)
+        if margin and len(cams):
+            from .stages.gradcam import cam_grid
+
+            cell = crops_stage.cell_size((cams.shape[-1], cams.shape[-2]), cam_grid(self.backbone))
+            pixels = (margin * cell[0], margin * cell[1])
+        return [crops_stage.crop_box(np.asarray(c, dtype=np.float32), threshold, pixels)
+                for c in cams]
 
     # ---- Stage 4: CLIP embeddings of crops and whole images ----------------------------------
-    def _crop_embeddings_key(self, cams_key: str, threshold: float, boxes) -> str:
+    def _crop_embeddings_key(self, cams_key: str, threshold: float, boxes,
+                             margin: float = 0.0) -> str:
         return cache_keys.crop_embeddings(cams_key, threshold, self.clip.fingerprint,
-                                          [b.as_tuple() for b in boxes])
+                                          [b.as_tuple() for b in boxes], margin)
 
-    def _crop_embeddings(self, indices, boxes, cams_key: str, threshold: float):
-        key = self._crop_embeddings_key(cams_key, threshold, boxes)
+    def _crop_embeddings(self, indices, boxes, cams_key: str, threshold: float,
+                         margin: float = 0.0):
+        key = self._crop_embeddings_key(cams_key, threshold, boxes, margin)
 
         def compute() -> np.ndarray:
             return embed_images(self.clip, [crops_stage.crop_image(self.store.view(i), b,

@@ -82,6 +82,11 @@ LIMITS: dict[str, Limit] = {
     "max_high_images": Limit(0, 10000, what="use at most this many highly activating images, "
                                             "best first (0: all, the authors')"),
     "cam_threshold": Limit(0.0, 0.99, what="GradCAM mask threshold for the crop (authors: 0.6)"),
+    "cam_box_margin": Limit(0.0, 8.0, what="widen the crop box by this many cells of the GradCAM "
+                                            "layer's grid on every side (a cell = input size / "
+                                            "grid size pixels, the CAM's resolution, so the "
+                                            "box's edge is uncertain by one cell; 0: the "
+                                            "authors' box)"),
     "captions_per_image": Limit(1, 50, what="captions kept per image (authors: 5)"),
     "caption_index": Limit(choices=("exact", "ivfpq"),
                            what="caption search: exact (every caption scored; up to a few "
@@ -205,6 +210,10 @@ class FalconSettings:
     max_high_images: int = 0  # cap on |T| (best first); 0 = no cap (authors)
     # Stage 3
     cam_threshold: float = 0.6
+    # issue 7: not the authors' (0, still selectable): the map is computed on the CAM layer's
+    # grid, so the thresholded box's edges are uncertain by one cell; one cell of margin keeps
+    # the box from cutting the object (falcon_core/stages/crops.py)
+    cam_box_margin: float = 1.0
     # Stage 4
     captions_per_image: int = 5
     caption_index: str = "exact"  # "exact" (every caption scored) or "ivfpq" (built index)

@@ -201,6 +201,7 @@ SETTINGS_FORM = [  # (setting, column, widget, label, options); ranges: the sett
     ("top_k", 1, "number", "Top-k", dict(step=1)),
     ("quantile", 1, "number", "Quantile", dict(step=0.005, format="%.4f")),
     ("cam_threshold", 2, "slider", "GradCAM mask threshold", dict(step=0.05)),
+    ("cam_box_margin", 2, "number", "Crop margin (CAM cells; authors: 0)", dict(step=0.5)),
     ("captions_per_image", 2, "number", "Captions per image", dict(step=1)),
     ("caption_index", 2, "select", "Caption search", dict(labels={
         "exact": "Exact: every caption scored (up to a few million)",

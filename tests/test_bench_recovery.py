@@ -214,3 +214,38 @@ def test_spurious_figures_split_by_reliance_by_hand():
     assert "does not respond to it (re-rendered, reliance < 0.33) | 50 % (1/2; " in md
     assert "kept where the feature responds to it (reliance ≥ 0.33) | 50 % (1/2; " in md
     assert "re-rendered" not in R.markdown(_result(3, 4))
+
+
+def _scope_world():
+    """Scenes 0 and 3 hold one object, 1 and 2 two; four features' T by hand."""
+    from types import SimpleNamespace as NS
+
+    world = NS(scenes=[{"objects": ["a"]}, {"objects": ["a", "b"]}, {"objects": ["a", "b"]},
+                       {"objects": ["a"]}])
+    exp = lambda idx: NS(high=[NS(index=i) for i in idx])  # noqa: E731
+    rows = [{"exp": exp([1, 2])},   # two objects in 2 of 2: in scope
+            {"exp": exp([0, 1])},   # 1 of 2 = 0.5, the bar itself: in scope
+            {"exp": exp([0, 3])},   # 0 of 2: out
+            {"exp": None}]          # no explanation: out
+    return world, rows
+
+
+def test_no_crop_is_measured_where_the_crop_can_matter():
+    world, rows = _scope_world()
+    assert R.CROP_SCOPE_SHARE == 0.5
+    assert [R.two_object_share(world, r["exp"]) for r in rows] == [1.0, 0.5, 0.0, None]
+    scope = R.crop_scope(world, rows)
+    assert scope.tolist() == [True, True, False, False]
+    # the crop wins on both features in scope (differences 1, 1) and loses elsewhere
+    c = R.no_crop_check("w", scope, [1, 1, 1, 0], [0, 0, 1, 1])
+    assert (c["difference"], c["n"], c["ok"]) == (1.0, 2, True)
+    assert c["ci95"] == [1.0, 1.0]
+    assert c["all_features"]["difference"] == 0.25  # (1 + 1 + 0 - 1) / 4, reported only
+    assert (c["full_in_scope"]["k"], c["no_crop_in_scope"]["k"]) == (2, 0)
+    # over every feature the crop is 0.5 above, but in scope it is not (1 - 1 = 0): not ok
+    c = R.no_crop_check("w", scope, [1, 0, 1, 1], [0, 1, 0, 0])
+    assert c["all_features"]["difference"] == 0.5
+    assert (c["difference"], c["ok"]) == (0.0, False)
+    line = "\n".join(R._scope_lines(c))
+    assert "over the 2 clear features whose T holds two objects" in line
+    assert "difference +0.00" in line and "would not pass" in line

@@ -58,9 +58,14 @@ def test_cams_key():
 def test_crop_and_image_embeddings_keys():
     cams = cache_keys.cams(FP["backbone"], FP["probe"], [3], [1, 2])
     _changes_each(cache_keys.crop_embeddings, {"cams_key": cams, "cam_threshold": 0.6,
-                                               "clip": FP["clip"], "boxes": [(0, 0, 5, 5)]},
+                                               "clip": FP["clip"], "boxes": [(0, 0, 5, 5)],
+                                               "margin": 1.0},
                   {"cams_key": "z" * 64, "cam_threshold": 0.5, "clip": "x" * 64,
-                   "boxes": [(0, 0, 5, 6)]})
+                   "boxes": [(0, 0, 5, 6)], "margin": 0.5})
+    # the same boxes cut with another margin (possible where a margin is clipped at the edges)
+    # are another entry; margin 0 (the paper's box) is also another entry than margin 1
+    one = cache_keys.crop_embeddings(cams, 0.6, FP["clip"], [(0, 0, 5, 5)], 1.0)
+    assert cache_keys.crop_embeddings(cams, 0.6, FP["clip"], [(0, 0, 5, 5)], 0.0) != one
     _changes_each(cache_keys.view_embeddings, {"probe": FP["probe"], "backbone": FP["backbone"],
                                                "clip": FP["clip"]},
                   {"probe": "y" * 64, "backbone": "x" * 64, "clip": "w" * 64})
@@ -84,7 +89,7 @@ def test_document_frequency_and_caption_scale_keys():
 def test_every_namespace_has_its_own_keys():
     same = [cache_keys.representations("a", "b"), cache_keys.text_embeddings("a", "b", 1),
             cache_keys.cams("a", "b", [1], [1]), cache_keys.image_embeddings("a", "b", "c", [1]),
-            cache_keys.crop_embeddings("a", 0.6, "b", []), cache_keys.view_embeddings("a", "b", "c"),
+            cache_keys.crop_embeddings("a", 0.6, "b", [], 0.0), cache_keys.view_embeddings("a", "b", "c"),
             cache_keys.document_frequency("a", {}, 0), cache_keys.caption_scale({}, 1, 1)]
     assert len(set(same)) == len(same)
 
@@ -94,7 +99,8 @@ def test_every_namespace_has_its_own_keys():
 # One changed value per setting: a new setting must be added here (and so classified).
 CHANGED = {
     "normalize_rows": False, "high_rule": "topk", "alpha_std": 4.0, "top_k": 21,
-    "quantile": 0.98, "max_high_images": 5, "cam_threshold": 0.5, "captions_per_image": 4,
+    "quantile": 0.98, "max_high_images": 5, "cam_threshold": 0.5, "cam_box_margin": 0.0,
+    "captions_per_image": 4,
     "top_words": 7, "top_phrases": 7, "contrast": False, "low_threshold": 0.01, "beta": 0.2,
     "max_low_images": 9, "spurious_threshold": 0.2, "coherence_threshold": 0.7,
     "concept_hygiene": False, "max_document_frequency": 0.4, "low_rule": "twins",
@@ -140,6 +146,18 @@ def test_exact_caption_search_keeps_the_keys_of_before_the_setting():
     approx = {**s, "caption_index": "ivfpq"}
     assert cache_keys.explanation(_inputs(), [7], approx) != \
         cache_keys.explanation(_inputs(), [7], s)
+
+
+def test_the_papers_box_keeps_the_keys_of_before_the_margin():
+    """cam_box_margin 0 is the box every explanation had before the setting: those keys (the
+    shipped results of the paper's box) stay valid for it; any other margin is another key."""
+    s = FalconSettings(cam_box_margin=0.0).to_dict()
+    before = {k: v for k, v in s.items() if k != "cam_box_margin"}
+    assert cache_keys.explanation(_inputs(), [7], s) == \
+        cache_keys.explanation(_inputs(), [7], before)
+    for margin in (0.5, 1.0, 2.0):
+        assert cache_keys.explanation(_inputs(), [7], {**s, "cam_box_margin": margin}) != \
+            cache_keys.explanation(_inputs(), [7], s), margin
 
 
 def test_explanation_key_changes_with_each_input_and_the_features():

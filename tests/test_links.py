@@ -162,7 +162,8 @@ def test_sliders_and_number_boxes_read_the_same_table():
     # the Setup page's form: one row per setting, every number widget ranged by state.bounds
     setup = (root / "pages" / "setup.py").read_text()
     assert "low, high = state.bounds(name)" in setup
-    for name in ("alpha_std", "top_k", "quantile", "cam_threshold", "captions_per_image",
+    for name in ("alpha_std", "top_k", "quantile", "cam_threshold", "cam_box_margin",
+                 "captions_per_image",
                  "top_words", "top_phrases", "coherence_threshold"):
         assert f'("{name}", ' in setup, name
 

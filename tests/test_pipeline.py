@@ -278,7 +278,7 @@ def test_second_explain_is_read_from_disk(falcon, exp, feature, monkeypatch):
 
 
 @pytest.mark.parametrize("change", [dict(cam_threshold=0.4), dict(beta=0.2),
-                                    dict(captions_per_image=3)])
+                                    dict(captions_per_image=3), dict(cam_box_margin=2.0)])
 def test_a_setting_that_matters_changes_the_key(falcon, exp, feature, change, monkeypatch):
     import falcon_core.stages.gradcam as gradcam
 
@@ -294,8 +294,14 @@ def test_a_setting_that_matters_changes_the_key(falcon, exp, feature, change, mo
     assert {k: v for k, v in after.items() if k in before} == before  # nothing overwritten
     assert cams == []  # the GradCAM maps do not depend on these settings: reused
     assert other.settings == s.to_dict()
-    if "cam_threshold" in change:
+    if "cam_threshold" in change or "cam_box_margin" in change:
         assert any(k.startswith("crop_embeddings/") for k in new)
+    if "cam_box_margin" in change:  # the same T: 2 cells of margin hold the 1-cell boxes
+        pairs = [(a.box, b.box) for a, b in zip(other.high, exp.high)]
+        assert [a.index for a in other.high] == [b.index for b in exp.high]
+        assert all(a[0] <= b[0] and a[1] <= b[1] and a[2] >= b[2] and a[3] >= b[3]
+                   for a, b in pairs)
+        assert any(a != b for a, b in pairs)
     if "beta" in change:
         assert other.low_selection["beta"] == 0.2
         assert not any(k.startswith("crop_embeddings/") for k in new)

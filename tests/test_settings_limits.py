@@ -19,6 +19,7 @@ from falcon_core.settings import LIMITS, FalconSettings, Limit, check_setting
     ("spurious_threshold", 7.0, "between 0 and 1"),
     ("quantile", 1.0, "between 0.5 and 0.9999"),
     ("cam_threshold", -0.1, "between 0 and 0.99"),
+    ("cam_box_margin", -1.0, "between 0 and 8"),
     ("low_threshold", math.nan, "low_threshold=nan is not a finite number"),
     ("alpha_std", math.inf, "alpha_std=inf is not a finite number"),
     ("alpha_std", -math.inf, "not a finite number"),

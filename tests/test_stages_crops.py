@@ -78,3 +78,85 @@ def test_crop_image_and_scale_box():
     assert scale_box(CropBox(1, 2, 3, 4, True), 7, 224) == CropBox(32, 64, 96, 128, True)
     # shrinking covers the original: floor the start, ceil the end
     assert scale_box(CropBox(3, 3, 5, 5, False), 10, 4) == CropBox(1, 1, 2, 2, False)
+
+
+# ---- the margin: the CAM's resolution (one cell of the CAM layer's grid) -----------------------
+
+def test_margin_widens_the_box_by_pixels_floor_and_ceil():
+    cam = np.zeros((16, 20))  # H 16, W 20
+    cam[5:9, 6:11] = 1.0      # the paper's box: x 6..10, y 5..8 -> (6, 5, 11, 9)
+    assert crop_box(cam, 0.6).as_tuple() == (6, 5, 11, 9)
+    assert crop_box(cam, 0.6, 0).as_tuple() == (6, 5, 11, 9)
+    # 2.5 px: starts floored (3.5 -> 3, 2.5 -> 2), ends ceiled (13.5 -> 14, 11.5 -> 12)
+    assert crop_box(cam, 0.6, 2.5) == CropBox(3, 2, 14, 12, False)
+    # (x, y) margins apart: 1 px across, 3 px down
+    assert crop_box(cam, 0.6, (1, 3)).as_tuple() == (5, 2, 12, 12)
+    # clipped to the image: 6-8 < 0, 5-8 < 0, 11+8 = 19 <= 20, 9+8 = 17 > 16
+    assert crop_box(cam, 0.6, 8).as_tuple() == (0, 0, 19, 16)
+
+
+def test_margin_leaves_a_fallback_whole():
+    assert crop_box(np.zeros((5, 7)), 0.6, 3) == CropBox(0, 0, 7, 5, True)
+
+
+def test_cell_size_is_image_over_grid_per_axis():
+    from falcon_core.stages.crops import cell_size
+
+    assert cell_size(64, (8, 8)) == (8.0, 8.0)
+    assert cell_size(224, (7, 7)) == (32.0, 32.0)
+    assert cell_size((60, 40), (5, 6)) == (10.0, 8.0)  # (width / columns, height / rows)
+    with pytest.raises(FalconError):
+        cell_size(64, (0, 8))
+
+
+def _patch_backbone(kernel):
+    """A backbone whose CAM layer is one strided convolution: a 64 px input on a grid of
+    64 / kernel cells (rows, columns)."""
+    import torch
+    from torch import nn
+
+    from falcon_core.models.backbones import Backbone
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(3, 4, kernel, stride=kernel), nn.ReLU())
+            self.avgpool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(self.avgpool(self.features(x)), 1))
+
+    return Backbone.from_module(Net(), "patch-net", input_size=64, mean=(0, 0, 0),
+                                std=(1, 1, 1), cam_layer="features")
+
+
+@pytest.mark.parametrize("kernel, grid", [((8, 8), (8, 8)), ((8, 16), (8, 4)),
+                                          ((16, 16), (4, 4))])
+def test_cam_grid_is_the_cam_layers_output_grid(kernel, grid):
+    from falcon_core.stages.gradcam import cam_grid
+
+    assert cam_grid(_patch_backbone(kernel)) == grid
+
+
+def test_the_explainers_boxes_widen_by_cells_of_the_grid():
+    """An 8 x 4 grid (rows x columns) on 64 px: a cell is 16 px wide and 8 px high. The CAM is
+    high on rows 24..39 and columns 16..31, so the paper's box is (16, 24, 32, 40); one cell of
+    margin: x 16 - 16 = 0 .. 32 + 16 = 48, y 24 - 8 = 16 .. 40 + 8 = 48; half a cell: 8 px
+    across, 4 px down."""
+    from types import SimpleNamespace
+
+    from falcon_core.explainer_stages import ImageStages
+
+    ex = SimpleNamespace(backbone=_patch_backbone((8, 16)))
+    cam = np.zeros((64, 64), dtype=np.float32)
+    cam[24:40, 16:32] = 1.0
+    cams = np.stack([cam, np.zeros_like(cam)])
+    boxes = ImageStages._boxes(ex, cams, 0.6, 0.0)
+    assert [b.as_tuple() for b in boxes] == [(16, 24, 32, 40), (0, 0, 64, 64)]
+    assert boxes[1].fallback
+    assert [b.as_tuple() for b in ImageStages._boxes(ex, cams, 0.6, 1.0)] == \
+        [(0, 16, 48, 48), (0, 0, 64, 64)]
+    assert ImageStages._boxes(ex, cams, 0.6, 0.5)[0].as_tuple() == (8, 20, 40, 44)
+    # three cells: clipped to the image
+    assert ImageStages._boxes(ex, cams, 0.6, 3.0)[0].as_tuple() == (0, 0, 64, 64)

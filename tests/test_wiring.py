@@ -144,8 +144,10 @@ def world(tmp_path, images, backbone):
     captions.write_text("a red square\na blue square\na green square\ngrey background\n",
                         encoding="utf-8")
     clip = RecordingClip()
+    # the paper's box (no margin): the boxes are the squares themselves
     falcon = Falcon(backbone, clip, ArrayProbe(images), CaptionFile(captions),
-                    settings=FalconSettings(high_rule="topk", top_k=4, beta=0.0),
+                    settings=FalconSettings(high_rule="topk", top_k=4, beta=0.0,
+                                            cam_box_margin=0.0),
                     cache=DiskCache(tmp_path / "cache"))
     return falcon, clip
 
@@ -265,6 +267,36 @@ def test_clip_embeds_the_group_crop(world, images):
         red, blue, _ = SCENES[rec.index]
         big = red if area(red) > area(blue) else blue
         assert np.array_equal(got, expected_crop(images, rec.index, big))
+
+
+def widened(box, m: int):
+    """A square widened by m pixels on every side, clipped to the image (by hand)."""
+    x0, y0, x1, y1 = box
+    return (max(0, x0 - m), max(0, y0 - m), min(SIZE, x1 + m), min(SIZE, y1 + m))
+
+
+def test_clip_embeds_the_crop_widened_by_the_margin(world, images):
+    """The CAM layer is a 1x1 convolution on the 32 px image: its grid is 32 x 32, so a cell is
+    one pixel and a margin of 3 cells widens every square by 3 px (clipped at the edges: image
+    3's red square (16, 16, 30, 30) becomes (13, 13, 32, 32))."""
+    from falcon_core.stages.gradcam import cam_grid
+
+    falcon, clip = world
+    assert cam_grid(falcon.backbone) == (SIZE, SIZE)
+    exp = falcon.explain(0, falcon.settings.replace(cam_box_margin=3.0))
+    assert any(max(SCENES[r.index][0][2:]) + 3 > SIZE for r in exp.high), "no box is clipped"
+    t_call = unpadded(clip.image_calls[0], len(exp.high))
+    for got, rec in zip(t_call, exp.high):
+        box = widened(SCENES[rec.index][0], 3)
+        assert rec.box == box, rec.index
+        assert np.array_equal(got, expected_crop(images, rec.index, box)), \
+            f"CLIP did not see the widened red square of image {rec.index}"
+    # the paper's box, asked for afterwards, is not the widened crop read back from the cache
+    paper = falcon.explain(0)
+    assert [r.box for r in paper.high] == [SCENES[r.index][0] for r in paper.high]
+    t_call = unpadded(clip.image_calls[3], len(paper.high))  # after T, L and the views
+    for got, rec in zip(t_call, paper.high):
+        assert np.array_equal(got, expected_crop(images, rec.index, SCENES[rec.index][0]))
 
 
 def test_captions_and_coherence_come_from_those_embeddings(world):

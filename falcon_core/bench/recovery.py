@@ -149,7 +149,7 @@ def ablated(base, name: str, **methods: Callable) -> Any:
     return out
 
 
-def _whole_boxes(self, cams, threshold):
+def _whole_boxes(self, cams, threshold, margin=0.0):
     from ..stages.crops import CropBox
 
     return [CropBox(0, 0, int(c.shape[1]), int(c.shape[0]), fallback=False) for c in cams]
@@ -219,6 +219,49 @@ def wrong_features(falcon, clear) -> dict[int, int]:
         if others:
             out[t.feature] = int(min(others, key=lambda f: (corr[f], f)))
     return out
+
+
+# ---------------------------------------------------------------------------------- the crop check
+
+# issue 7: a stage check must look where the stage can have an effect. The crop can only change
+# what CLIP sees where the view holds something besides the feature's object: on a one-object
+# scene (about 80 % of the demo worlds' probe sets) the whole view is the object on its
+# background. So "no crop" is also measured over the clear features whose highly activating
+# images hold two objects or more in at least this share of the images (the full run's T).
+# Reported, not held: measured with the paper's box, the whole view names the truth there as
+# often as the crop (a two-object scene's captions name both objects), and the demo worlds have
+# 4 and 6 such features, too few for a 0.10 margin to mean anything; no_crop_check holds it to
+# the ablations' rule so the figure says whether it would pass.
+CROP_SCOPE_SHARE = 0.5
+CROP_SCOPE = (f"clear features whose T holds two objects or more in >= {CROP_SCOPE_SHARE:g} of "
+              "its images (where the crop can change what CLIP sees)")
+
+
+def two_object_share(world, exp) -> float | None:
+    """The share of ``exp``'s highly activating images whose scene holds two objects or more
+    (None without an explanation or images)."""
+    if exp is None or not exp.high:
+        return None
+    return float(np.mean([len(world.scenes[r.index]["objects"]) >= 2 for r in exp.high]))
+
+
+def crop_scope(world, rows) -> np.ndarray:
+    """Per row of the full run (``World.explain_all``): is the feature in :data:`CROP_SCOPE`?"""
+    shares = [two_object_share(world, r["exp"]) for r in rows]
+    return np.array([sh is not None and sh >= CROP_SCOPE_SHARE for sh in shares], bool)
+
+
+def no_crop_check(world_name: str, scope: np.ndarray, full_hits, no_crop_hits) -> dict[str, Any]:
+    """The "no crop" difference where the crop can matter: full - no crop over the features in
+    :data:`CROP_SCOPE` (``scope``), with ``ok`` by the ablations' rule (at least :data:`MARGIN`,
+    the interval's lower end above 0), and over every clear feature (``all_features``)."""
+    full_hits, no_crop_hits = np.asarray(full_hits, float), np.asarray(no_crop_hits, float)
+    d = paired_difference(full_hits[scope], no_crop_hits[scope])
+    ok = d["difference"] is not None and d["difference"] >= MARGIN and d["ci95"][0] > 0
+    return {"world": world_name, "ablation": "no_crop", **d, "margin": MARGIN, "ok": bool(ok),
+            "scope": CROP_SCOPE, "full_in_scope": proportion(full_hits[scope] > 0),
+            "no_crop_in_scope": proportion(no_crop_hits[scope] > 0),
+            "all_features": paired_difference(full_hits, no_crop_hits)}
 
 
 # ---------------------------------------------------------------------------------- one world
@@ -518,6 +561,10 @@ def run_world(world: str | None = None, seed: int = 0, settings: FalconSettings 
         d = paired_difference(hits["full"], hits[name])
         ok = d["difference"] is not None and d["difference"] >= MARGIN and d["ci95"][0] > 0
         checks.append({"world": W.w.name, "ablation": name, **d, "margin": MARGIN, "ok": bool(ok)})
+    # issue 7: the same difference where the crop can have an effect, reported (not held: on
+    # the demo worlds the whole view names the truth of two-object scenes as well as the crop)
+    runs["no_crop"]["where_the_crop_can_matter"] = no_crop_check(
+        W.w.name, crop_scope(W, full_rows), hits["full"], hits["no_crop"])
     d = paired_difference(hits["oracle_clip"], hits["full"])
     reference = {"oracle_minus_full": d}
 
@@ -676,6 +723,7 @@ def format_world(r: dict[str, Any]) -> str:
         run_fig = r["runs"][c["ablation"]]["top3_recovery"]
         lines.append(f"    {c['ablation']:<12} {_pct(run_fig):<28} difference {c['difference']:+.2f} "
                      f"[{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]  {'ok' if c['ok'] else 'NOT CLEARLY BELOW'}")
+        lines += _scope_lines(r["runs"][c["ablation"]].get("where_the_crop_can_matter"))
     o = r["runs"]["oracle_clip"]
     lines.append(f"    oracle CLIP  {_pct(o['top3_recovery'])} (without contrast "
                  f"{_pct(o['top3_recovery_no_contrast'])}; true kept {_pct(o['true_kept'])}; "
@@ -694,6 +742,16 @@ def format_world(r: dict[str, Any]) -> str:
         lines += faithfulness_bench.format_validation(r["faithfulness"])
     lines.append(f"  seconds: {r['seconds']}")
     return "\n".join(lines)
+
+
+def _scope_lines(c: dict[str, Any] | None) -> list[str]:
+    """No crop over the features where the crop can matter (:func:`no_crop_check`), reported."""
+    if not c or c.get("difference") is None:
+        return [] if not c else [f"      no clear feature is one of the {c['scope']}"]
+    return [f"      over the {c['n']} {c['scope']}: full {_pct(c['full_in_scope'])}, no crop "
+            f"{_pct(c['no_crop_in_scope'])}, difference {c['difference']:+.2f} "
+            f"[{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}] (reported, not held; "
+            f"{'would pass' if c['ok'] else 'would not pass'})"]
 
 
 def _choice_line(res: dict[str, Any]) -> str:
@@ -772,6 +830,15 @@ def markdown(res: dict[str, Any]) -> str:
             return (f"{_md(w['runs'][name]['top3_recovery'])}; full − this {c['difference']:+.2f} "
                     f"[{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}] {'ok' if c['ok'] else '**not clearly below**'}")
         row(f"ablation: {name.replace('_', ' ')}", get)
+    def scoped(w):
+        c = w["runs"]["no_crop"].get("where_the_crop_can_matter")
+        if not c or c.get("difference") is None:
+            return "–"
+        return (f"no crop {_md(c['no_crop_in_scope'])} vs full {_md(c['full_in_scope'])}; full − "
+                f"no crop {c['difference']:+.2f} [{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}] "
+                "(reported, not held)")
+    if any(w["runs"]["no_crop"].get("where_the_crop_can_matter") for w in worlds):
+        row(f"… no crop over the {CROP_SCOPE}", scoped)
     row("reference: oracle CLIP", lambda w: _md(w["runs"]["oracle_clip"]["top3_recovery"]))
     row("… without the contrast step",
         lambda w: _md(w["runs"]["oracle_clip"]["top3_recovery_no_contrast"]))

@@ -39,7 +39,7 @@ import torch
 from falcon_core.errors import FalconError
 from falcon_core.progress import Progress
 
-__all__ = ["FeatureTarget", "compute_cams", "compute_cams_many", "stopped_backward", "StoppedBackwardMixin",
+__all__ = ["FeatureTarget", "cam_grid", "compute_cams", "compute_cams_many", "stopped_backward", "StoppedBackwardMixin",
            "CAM_METHODS", "gradcam_maps"]
 
 CAM_METHODS = ("stopped", "pytorch-grad-cam")
@@ -180,6 +180,47 @@ def _stopped_maps(model, layer, reshape_transform, x: torch.Tensor, target) -> n
                           "spatial map (n, C, h, w) is needed.",
                           "Choose another CAM layer, or give a reshape transform.")
     return gradcam_maps(a.cpu().numpy(), g.cpu().numpy(), (int(x.shape[-2]), int(x.shape[-1])))
+
+
+def cam_grid(backbone) -> tuple[int, int]:
+    """The spatial grid (rows, columns) on which GradCAM computes its map: the CAM layer's
+    output (after the backbone's reshape transform, e.g. a ViT's tokens -> grid) for one blank
+    image of the input size. Measured once per backbone (kept on it as ``_cam_grid``). One cell
+    of it is the resolution of the map, and so of the crop box's edges
+    (:func:`falcon_core.stages.crops.cell_size`)."""
+    grid = getattr(backbone, "_cam_grid", None)
+    if grid is not None:
+        return grid
+    if backbone.cam_layer is None:
+        raise FalconError(
+            f"No layer of {backbone.name} gives a spatial map for GradCAM.",
+            "Choose an explained layer that comes after a convolutional block.",
+        )
+    seen: list[tuple[int, ...]] = []
+
+    def hook(module, args, output):
+        t = output
+        if backbone.reshape_transform is not None:
+            t = backbone.reshape_transform(t)
+        seen.append(tuple(t.shape))
+
+    S = int(backbone.input_size)
+    handle = backbone.cam_layer.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            backbone.feature_model(torch.zeros(1, 3, S, S, device=backbone.device))
+    finally:
+        handle.remove()
+    if not seen or len(seen[0]) != 4:
+        raise FalconError(f"The GradCAM layer of {backbone.name} gives no spatial map "
+                          f"(shape {seen[0] if seen else None}).",
+                          "Choose another CAM layer, or give a reshape transform.")
+    grid = (int(seen[0][2]), int(seen[0][3]))
+    try:
+        backbone._cam_grid = grid
+    except AttributeError:  # pragma: no cover - a backbone that takes no attributes
+        pass
+    return grid
 
 
 def _cam_class(method: str):
