@@ -73,7 +73,8 @@ def test_wrong_cam_aims_gradcam_at_the_other_feature(falcon):
     assert np.array_equal(got, expected)
     assert not np.allclose(np.asarray(got, float), np.asarray(own, float))
     exp = ab.explain(f)
-    boxes = [b.as_tuple() for b in falcon.explainer._boxes(expected, TOPK.cam_threshold)]
+    boxes = [b.as_tuple() for b in falcon.explainer._boxes(expected, TOPK.cam_threshold,
+                                                          TOPK.cam_box_margin)]
     assert [r.box for r in exp.high] == boxes
 
 
