@@ -431,6 +431,53 @@ def bench_apptest(repeats: int = 3, keep_cache: str | None = None) -> dict[str, 
     return out
 
 
+def bench_pieces(repeats: int = 3, cache_dir: str | None = None) -> dict[str, Any]:
+    """Pieces of a page run on the demo world through the Python API, side by side in one run
+    (CPU and wall seconds, min/median): the feature table after one more feature is explained,
+    read again whole (how the page built it before issue 9's change) against updated with what
+    changed (ui.loaders.ExplainedFeatures). Explains ``repeats`` features not yet explained in
+    ``cache_dir`` (a throw-away cache when None)."""
+    from falcon_core import Falcon, WorkspaceConfig
+    from ui.loaders import ExplainedFeatures, explanations_stamp
+
+    tmp = None if cache_dir else tempfile.mkdtemp(prefix="falcon-bench-pieces-")
+    out: dict[str, Any] = {"mode": "pieces", "repeats": repeats, **machine("before")}
+    try:
+        falcon = Falcon.from_config(WorkspaceConfig.demo(), cache_dir=cache_dir or tmp)
+        s = falcon.settings
+        feats = demo_features(falcon.num_features, falcon=falcon)
+        todo = [f for f in feats if falcon.cached_explanation(f, s) is None][:repeats]
+        held = ExplainedFeatures(falcon, s)
+        held.table(explanations_stamp(falcon))
+        whole, changed = [], []
+        for f in todo:
+            falcon.explain(f, settings=s)
+            whole.append(_timed(lambda: _whole_table(falcon, s)))
+            changed.append(_timed(lambda: held.table(explanations_stamp(falcon))))
+        out["features_explained"] = len(falcon.explained(s))
+        out["table_whole_s"] = whole
+        out["table_changed_s"] = changed
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    out.update(machine("after"))
+    return out
+
+
+def _timed(fn) -> dict[str, float]:
+    c, w = time.process_time(), time.perf_counter()
+    fn()
+    return {"cpu": time.process_time() - c, "wall": time.perf_counter() - w}
+
+
+def _whole_table(falcon, settings) -> int:
+    """The feature table as the page built it before: every explanation read again."""
+    stats = falcon.feature_stats(settings)
+    rows = [(f, exp.coherence, exp.top_concepts(4), float(stats["max"][f]))
+            for f, exp in falcon.explained(settings).items()]
+    return len(rows)
+
+
 def _check(at: Any, feature: int) -> None:
     if at.exception:
         raise RuntimeError(at.exception[0].value)
@@ -453,6 +500,15 @@ def report(result: dict[str, Any]) -> str:
                          if name == "cold" else
                          f"  {name:<5} (seen before)   : median {statistics.median(xs):6.2f} s  "
                          f"(min {min(xs):.2f}, max {max(xs):.2f}, n={len(xs)})")
+    for name in ("table_whole", "table_changed"):
+        xs = result.get(f"{name}_s") or []
+        if xs:
+            cpu = sorted(x["cpu"] for x in xs)
+            wall = sorted(x["wall"] for x in xs)
+            lines.append(f"  feature table, {name.split('_')[1]:<7}: CPU min {cpu[0] * 1000:7.1f} ms"
+                         f" median {statistics.median(cpu) * 1000:7.1f} ms; wall min "
+                         f"{wall[0] * 1000:7.1f} ms (n={len(xs)}, "
+                         f"{result.get('features_explained')} features explained)")
     if "failures_s" in result:
         lines.append(f"  Failures page (click)   : {result['failures_s']:8.2f} s")
     lines.append(f"  load average before {result.get('load_average_before')}, after "
@@ -462,7 +518,8 @@ def report(result: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--mode", choices=["browser", "apptest", "auto"], default="auto")
+    ap.add_argument("--mode", choices=["browser", "apptest", "pieces", "auto"], default="auto",
+                    help="pieces: parts of a page run through the Python API, before/after")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--cache", default=None, help="reuse this cache folder (not cold)")
     ap.add_argument("--screenshots", default=None, metavar="DIR",
@@ -486,7 +543,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if a.screenshots and mode != "browser":
         print("--screenshots needs the browser (apt-get install -y chromium)", file=sys.stderr)
         return 2
-    if mode == "browser":
+    if mode == "pieces":
+        result = bench_pieces(a.repeats, a.cache)
+    elif mode == "browser":
         result = bench_browser(a.repeats, a.cache, a.screenshots)
     else:
         result = bench_apptest(a.repeats, a.cache)

@@ -53,13 +53,19 @@ def _comparison(config_items: tuple, name_b: str, cache_dir: str):
 def comparison(name_b: str):
     """The comparison of the workspace with model B, or None after saying why there is none."""
     config_a = state.workspace()
-    with st.spinner(f"Opening model B ({name_b})… (the first time computes its representations)"):
+    with st.spinner(f"Opening model B ({name_b})…"):
         cmp = errors.call(_comparison, state.config_key(config_a), name_b, loaders.cache_root(),
                           what=f"Model B ({name_b}) could not be opened")
     if cmp is None:
         st.info("**What to do:** choose another model B, or rebuild the demo assets "
                 "(`python -m falcon_core.demo build`) if the demo's second backbone is missing.",
                 icon=":material/lightbulb:")
+        return None
+    # model B's Stage 1 (the first time), under a bar with the time left, outside the cache
+    b = cmp.falcons["b"]
+    if errors.call(loaders.ensure_prepared, b, f"Preparing model B ({name_b}):", b.settings,
+                   what=f"Model B ({name_b}) could not be prepared") is None:
+        return None
     return cmp
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -16,19 +17,93 @@ from falcon_core.settings import FalconSettings
 from falcon_core.workspace import WorkspaceConfig
 
 from . import errors, images, state
-from .progress import ProgressRouter, progress_bar
+from .progress import ProgressRouter, format_seconds, progress_bar
 
 
 def cache_root() -> str:
     return os.environ.get("FALCON_CACHE", "")
 
 
-@st.cache_resource(show_spinner=False, max_entries=4)
-def _build_falcon(config_items: tuple, cache_dir: str):
+# Opening a workspace (issue 9: a progress bar with the time left while anything is built).
+#
+# The Falcon of a workspace is one object per server process, kept by st.cache_resource. Its
+# building (models, probe set, vocabulary) and the workspace-level work every explanation needs
+# (Stage 1, the text embeddings, ...: see ``preparation``) are done by :func:`_open`, a plain
+# function, under a bar the page draws; the cached function then only takes the object over.
+# Nothing that touches a widget runs inside st.cache_resource (it records the elements its
+# function touches and replays them: a bar fed from inside it broke the next run).
+_opening = threading.Lock()
+_workspace_locks: dict[tuple, threading.Lock] = {}
+_handoff: dict[tuple, Any] = {}  # (config_items, cache_dir) -> the Falcon _open has just built
+_live: "weakref.WeakValueDictionary[tuple, Any]" = weakref.WeakValueDictionary()
+_prepared: "weakref.WeakSet[Any]" = weakref.WeakSet()  # Falcons whose preparation is done
+
+
+def _new_falcon(config_items: tuple, cache_dir: str, router: ProgressRouter):
     from falcon_core.pipeline import Falcon
 
     config = WorkspaceConfig.from_dict(dict(config_items))
-    return Falcon.from_config(config, progress=ProgressRouter(), cache_dir=cache_dir or None)
+    return Falcon.from_config(config, progress=router, cache_dir=cache_dir or None)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _build_falcon(config_items: tuple, cache_dir: str):
+    """The workspace's Falcon, kept for every session of this process: the one :func:`_open`
+    has just built (with the page's progress bar), else built here, silently."""
+    handed = _handoff.get((config_items, cache_dir))
+    if handed is not None:
+        return handed
+    return _new_falcon(config_items, cache_dir, ProgressRouter())
+
+
+OPENING = "the models, the probe set and the vocabulary"
+
+
+def preparation(settings: FalconSettings) -> list[tuple[str, Any]]:
+    """The workspace-level work the first explanation would otherwise do inside its own bar,
+    as (what, call(falcon)) steps. Each is computed once, then read from the disk cache or
+    memory, so on a prepared workspace they all return at once."""
+    steps: list[tuple[str, Any]] = [
+        ("Stage 1, the representations of the probe images", lambda f: f.representations()),
+        ("the activation statistics", lambda f: f.feature_stats(settings)),
+        ("the CLIP text embeddings of the vocabulary", lambda f: f.text_embeddings()),
+        ("the CLIP embeddings of the probe images", lambda f: f.view_embeddings()),
+        ("the concept extractor (spaCy)", lambda f: f.extractor.nlp),
+    ]
+    if settings.concept_hygiene:
+        steps.append(("the concepts' document frequencies", lambda f: f.document_frequencies()))
+    if settings.spurious_rule == "relative":
+        steps.append(("the CLIP's similarity scale", lambda f: f.spurious_threshold(settings)))
+    return steps
+
+
+def prepare(falcon, label: str, settings: FalconSettings | None = None,
+            opening: tuple[tuple, str] | None = None):
+    """Build (with ``opening``: ``(config_items, cache_dir)``; ``falcon`` is then None) and
+    prepare a workspace under a progress bar that says the step, its stage and the time left
+    from the throughput so far. Returns ``(falcon, seconds)``. A step that fails with a
+    FalconError is left to the page, which meets the error where it needs the result and says
+    it there; a failure to build propagates."""
+    from .progress import steps_bar
+
+    steps = preparation(settings or state.settings())
+    names = ([OPENING] if opening else []) + [name for name, _ in steps]
+    router = ProgressRouter() if opening else getattr(falcon, "progress", None)
+    with steps_bar(router, label, names) as bar:
+        if opening:
+            bar.step(0)
+            falcon = _new_falcon(*opening, router)
+        first = len(names) - len(steps)
+        for i, (_, call) in enumerate(steps):
+            bar.step(first + i)
+            try:
+                call(falcon)
+            except FalconError:
+                pass
+        bar.step(len(names))
+        seconds = bar.tracker.elapsed()
+    _prepared.add(falcon)
+    return falcon, seconds
 
 
 _run = threading.local()  # this script run's opened Falcon (per session thread)
@@ -44,14 +119,53 @@ def forget_opened() -> None:
     _run.opened = None
 
 
+def ensure_prepared(falcon, label: str, settings: FalconSettings | None = None):
+    """``falcon`` (a workspace the page holds, e.g. the Compare page's model B), prepared under
+    a progress bar the first time (see :func:`prepare`); other sessions wait for it."""
+    lock = _lock_for(("prepare", id(falcon)))
+    with lock:
+        if falcon not in _prepared:
+            prepare(falcon, label, settings)
+    return falcon
+
+
+def _lock_for(key: tuple) -> threading.Lock:
+    with _opening:
+        return _workspace_locks.setdefault(key, threading.Lock())
+
+
 def _open(config: WorkspaceConfig):
-    # A spinner, not a progress bar: st.cache_resource records the elements its function touches
-    # and replays them, so a bar fed from inside _build_falcon breaks the next run. Opening is
-    # quick now (the demo's scenes render on demand, its heavy results ship in assets/prefill/);
-    # what is still computed (Stage 1, text embeddings, ...) happens in the first explanation,
-    # under its progress bar with the time left.
-    with st.spinner(f"Opening {describe_workspace(config)}…"):
-        return _build_falcon(state.config_key(config), cache_root())
+    """The workspace's Falcon, opened and prepared under a progress bar the first time in this
+    process (another session opening the same workspace at the same time waits for it)."""
+    key = (state.config_key(config), cache_root())
+    lock = _lock_for(key)
+    if not lock.acquire(blocking=False):
+        with st.spinner(f"Opening {describe_workspace(config)} (another visitor is opening "
+                        "it)…"):
+            lock.acquire()
+    try:
+        falcon = _live.get(key)
+        elapsed = None
+        if falcon is None:
+            falcon, elapsed = prepare(None, f"Opening {describe_workspace(config)}:",
+                                      opening=key)
+        elif falcon not in _prepared:
+            falcon, elapsed = prepare(falcon, f"Preparing {describe_workspace(config)}:")
+        _handoff[key] = falcon
+        try:
+            got = _build_falcon(*key)
+        finally:
+            _handoff.pop(key, None)
+        _live[key] = got
+        if got is not falcon and got not in _prepared:  # st.cache_resource kept an older one
+            got, _ = prepare(got, f"Preparing {describe_workspace(config)}:")
+    finally:
+        lock.release()
+    if elapsed is not None:
+        st.caption(f"Opened {describe_workspace(config)} in {format_seconds(elapsed)} (the "
+                   "models, Stage 1, the text embeddings and what every explanation needs: "
+                   "from now on they are ready).")
+    return got
 
 
 def _open_or_say_why(config: WorkspaceConfig):
@@ -138,31 +252,73 @@ def explanations_stamp(falcon) -> int:
         return 0
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def _feature_table(_falcon, config_items: tuple, settings_items: tuple, stamp: int):
-    import pandas as pd
+class ExplainedFeatures:
+    """The single-feature explanations of one workspace with one set of settings, as the rows of
+    the feature table, each explanation read once: when the cache changes (a feature explained,
+    an entry removed) only what changed is read again, not every explanation (issue 9: rebuilding
+    the whole table after each new explanation read all of them, ~5 ms each, on the click of a
+    never-seen feature). The cache keys of the features are computed once: they depend on the
+    workspace's fingerprints, fixed for one Falcon, and on the settings, fixed for this object."""
 
-    settings = FalconSettings(**dict(settings_items))
-    done = _falcon.explained(settings)
-    stats = _falcon.feature_stats(settings)
-    rows = []
-    for f, exp in done.items():
+    COLUMNS = ["feature", "coherence", "interpretable", "top concepts", "faithfulness",
+               "high images", "spurious removed", "max activation"]
+
+    def __init__(self, falcon, settings: FalconSettings) -> None:
+        self.falcon, self.settings = falcon, settings
+        self._keys: list[str] | None = None
+        self._rows: dict[int, dict[str, Any]] = {}
+        self._stamp: int | None = None
+        self._table = None
+        self._lock = threading.Lock()
+
+    def _row(self, f: int, exp, stats) -> dict[str, Any]:
         coh = exp.coherence
-        rows.append({"feature": int(f),
-                     "coherence": None if coh is None or coh != coh else round(float(coh), 4),
-                     "interpretable": bool(exp.interpretable),
-                     "top concepts": ", ".join(exp.top_concepts(4)),
-                     "faithfulness": _faithfulness(exp),
-                     "high images": int(exp.high_selection.get("n_used", len(exp.high))),
-                     "spurious removed": len(exp.spurious_words) + len(exp.spurious_phrases),
-                     "max activation": round(float(stats["max"][f]), 4)})
-    df = pd.DataFrame(rows, columns=["feature", "coherence", "interpretable", "top concepts",
-                                     "faithfulness", "high images", "spurious removed",
-                                     "max activation"])
-    if len(df):
-        df = df.sort_values(["coherence", "feature"], ascending=[False, True],
-                            na_position="last").reset_index(drop=True)
-    return df
+        return {"feature": int(f),
+                "coherence": None if coh is None or coh != coh else round(float(coh), 4),
+                "interpretable": bool(exp.interpretable),
+                "top concepts": ", ".join(exp.top_concepts(4)),
+                "faithfulness": _faithfulness(exp),
+                "high images": int(exp.high_selection.get("n_used", len(exp.high))),
+                "spurious removed": len(exp.spurious_words) + len(exp.spurious_phrases),
+                "max activation": round(float(stats["max"][f]), 4)}
+
+    def table(self, stamp: int):
+        """The table (a DataFrame sorted by coherence, best first) as of cache stamp ``stamp``
+        (:func:`explanations_stamp`; 0, e.g. a cache kept in memory: looked at every time)."""
+        import pandas as pd
+
+        with self._lock:
+            if self._table is not None and stamp and stamp == self._stamp:
+                return self._table
+            falcon, settings = self.falcon, self.settings
+            if self._keys is None:
+                self._keys = [falcon.explanation_key(f, settings)
+                              for f in range(falcon.num_features)]
+            stats = None
+            for f, key in enumerate(self._keys):
+                there = falcon.cache.exists("explanations", key, ".json")
+                if not there:
+                    self._rows.pop(f, None)
+                    continue
+                if f in self._rows:
+                    continue
+                exp = falcon.cached_explanation(f, settings)  # checked as any read
+                if exp is None:
+                    continue
+                stats = stats if stats is not None else falcon.feature_stats(settings)
+                self._rows[f] = self._row(f, exp, stats)
+            df = pd.DataFrame([self._rows[f] for f in sorted(self._rows)], columns=self.COLUMNS)
+            if len(df):
+                df = df.sort_values(["coherence", "feature"], ascending=[False, True],
+                                    na_position="last").reset_index(drop=True)
+            self._table, self._stamp = df, stamp
+            return df
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _explained_features(_falcon, falcon_id: int, config_items: tuple, settings_items: tuple):
+    """One :class:`ExplainedFeatures` per Falcon object and settings (shared by the sessions)."""
+    return ExplainedFeatures(_falcon, FalconSettings(**dict(settings_items)))
 
 
 def _faithfulness(exp) -> float | None:
@@ -174,8 +330,10 @@ def _faithfulness(exp) -> float | None:
 def feature_table(falcon, settings: FalconSettings | None = None):
     """Features explained so far (with these settings), sorted by coherence, best first."""
     settings = settings or state.settings()
-    return _feature_table(falcon, state.config_key(falcon.config or state.workspace()),
-                          state.settings_key(settings), explanations_stamp(falcon))
+    held = _explained_features(falcon, id(falcon),
+                               state.config_key(falcon.config or state.workspace()),
+                               state.settings_key(settings))
+    return held.table(explanations_stamp(falcon))
 
 
 def busiest_feature(falcon, settings: FalconSettings) -> int:
