@@ -77,8 +77,7 @@ def embed_texts(clip, texts: list[str]) -> np.ndarray:
             part = idx[a:a + TEXT_BATCH]
             batch = [texts[i] for i in part]
             batch += [batch[-1]] * (TEXT_BATCH - len(batch))
-            out[part] = np.asarray(clip.encode_texts(batch, batch_size=TEXT_BATCH),
-                                   dtype=np.float32)[:len(part)]
+            out[part] = np.asarray(clip.encode_texts(batch), dtype=np.float32)[:len(part)]
     return out
 
 
