@@ -15,7 +15,6 @@ document_frequency_   the document_frequency key and the chunk of captions (remo
 parts                 the counts are complete)
 cams                  backbone, probe set, the features (group), the images
 crop_embeddings       the cams key, the CAM threshold, the crop boxes, CLIP model
-image_embeddings      probe set, the backbone's view of the images, CLIP model, the images
 view_embeddings       probe set, the backbone's view of the images, CLIP model (every image)
 concept_naming        the view_embeddings key, vocabulary, concept extraction, captions per
                       image, the images (what CLIP names in each whole view; issue 12)
@@ -85,12 +84,21 @@ def cams(backbone: str, probe: str, features: Sequence[int], images: Sequence[in
                          images=hash_json([int(i) for i in images]), version=PIPELINE_VERSION)
 
 
-# How the crop and whole-image embeddings of Stages 3-4 are computed: in batches of exactly
+# How the crop embeddings of Stages 3-4 are computed: in batches of exactly
 # IMAGE_BATCH images (falcon_core.explainer_stages.embed_images), so each row is independent of
 # the others in its batch; entries computed in batches of any size (before) differ in their
 # last bits, and are not read.
 IMAGE_BATCH = 8
 EMBEDDED_ROWS = f"fixed-batch-{IMAGE_BATCH}"
+# Where an explanation's whole-image embeddings (Stage 6's L, the caption scale's sample) come
+# from: rows of the view embeddings (before: the images embedded again, in batches of
+# IMAGE_BATCH, whose last bits differ). Part of every explanation's inputs.
+WHOLE_VIEWS = "rows-of-view-embeddings"
+# How the faithfulness score's concept texts are embedded: per tokenised length, in batches of
+# exactly TEXT_BATCH (falcon_core.explainer_stages.embed_texts; before: one batch of all of an
+# explanation's concepts, cut to the longest). Part of every explanation's inputs.
+TEXT_BATCH = 8
+CONCEPT_ROWS = f"length-buckets-batch-{TEXT_BATCH}"
 
 
 def crop_embeddings(cams_key: str, cam_threshold: float, clip: str,
@@ -103,12 +111,6 @@ def crop_embeddings(cams_key: str, cam_threshold: float, clip: str,
                          **widened,
                          boxes=hash_json([[int(v) for v in b] for b in boxes]), clip=clip,
                          rows=EMBEDDED_ROWS)
-
-
-def image_embeddings(probe: str, backbone: str, clip: str, images: Sequence[int]) -> str:
-    """CLIP embeddings of whole images as the backbone sees them (its resize and crop)."""
-    return DiskCache.key("image_embeddings", probe=probe, backbone_view=backbone, clip=clip,
-                         images=[int(i) for i in images], rows=EMBEDDED_ROWS)
 
 
 def caption_text(metadata_file: str, version: int) -> str:
@@ -151,7 +153,9 @@ def explanation_inputs(backbone, clip, probe, vocabulary, concepts: dict[str, An
     """What an explanation depends on besides its features and settings (stored with it):
     the fingerprints of the backbone, CLIP, probe set and vocabulary, the explained layer, the
     concept extraction (``ConceptExtractor.fingerprint``: spaCy pipeline name and version, POS
-    set, boilerplate list), the pipeline version and the faithfulness score's version."""
+    set, boilerplate list), the pipeline version, the faithfulness score's version and where
+    the whole-image embeddings come from (:data:`WHOLE_VIEWS`), how concept texts are embedded
+    (:data:`CONCEPT_ROWS`)."""
     from .stages.faithfulness import VERSION as faithfulness_version
 
     return {
@@ -163,6 +167,8 @@ def explanation_inputs(backbone, clip, probe, vocabulary, concepts: dict[str, An
         "concepts": concepts,
         "pipeline": PIPELINE_VERSION,
         "faithfulness": faithfulness_version,
+        "whole_views": WHOLE_VIEWS,
+        "concept_rows": CONCEPT_ROWS,
     }
 
 

@@ -84,16 +84,16 @@ class Catalogue:
           once; each feature whose set holds it gets its own backward pass, stopped at the CAM
           layer (:func:`~falcon_core.stages.gradcam.compute_cams_many`);
         * CLIP: the crops of all features are embedded in one batched call, each distinct
-          (image, box) once; the whole images of the counterfactual sets likewise (in batches
-          of a fixed size, :func:`~falcon_core.explainer_stages.embed_images`, so each row is
-          bit-equal to the one a plain ``explain`` computes);
+          (image, box) once (in batches of a fixed size,
+          :func:`~falcon_core.explainer_stages.embed_images`, so each row is bit-equal to the one
+          a plain ``explain`` computes); the counterfactual sets' whole images are rows of the
+          workspace's view embeddings (computed once, as for a plain ``explain``);
         * the caption search: the T and L rows of all features, each distinct row once, in one
           search (kept in ``explainer.search_memo`` until the precompute's chunk is done), and
           the concepts of every caption found, in one call of the concept extractor.
 
         Features already explained, or whose arrays are cached, are skipped. Returns counts
-        (features, images run through GradCAM, distinct crops, whole images embedded, rows
-        searched).
+        (features, images run through GradCAM, distinct crops, rows searched).
         """
         from .explainer_stages import embed_images
         from .stages import crops as crops_stage
@@ -151,24 +151,15 @@ class Catalogue:
             for idx, boxes, key in plan:
                 rows = [crops[(int(i), b.as_tuple())][0] for i, b in zip(idx, boxes)]
                 self.cache.write_npy("crop_embeddings", key, emb[rows])
-        # whole images of the counterfactual sets, each once
-        lows, all_lows = [], []
-        for feats, idx in todo:
-            low = ex.select_low(feats, idx, s)
-            li = np.asarray(low.indices, dtype=np.int64)
-            all_lows.append(li)
-            if len(li) and not self.cache.exists("image_embeddings", ex._whole_key(li), ".npy"):
-                lows.append(li)
-        whole = sorted({int(i) for li in lows for i in li})
-        if whole:
-            emb = embed_images(ex.clip, [self.store.view(i) for i in whole])
-            pos = {i: n for n, i in enumerate(whole)}
-            for li in lows:
-                self.cache.write_npy("image_embeddings", ex._whole_key(li),
-                                     emb[[pos[int(i)] for i in li]])
+        # the counterfactual sets: their whole views are rows of the view embeddings (computed
+        # once per workspace, for the faithfulness score too), nothing to embed per feature
+        all_lows = [np.asarray(ex.select_low(feats, idx, s).indices, dtype=np.int64)
+                    for feats, idx in todo]
+        if any(len(li) for li in all_lows):
+            ex.calibration.view_embeddings()
         searched = self._share_searches(todo, all_lows, s)
         return {"features": len(todo), "gradcam_images": len(order), "crops": len(crops),
-                "whole_images": len(whole), "rows_searched": searched}
+                "rows_searched": searched}
 
     def _share_searches(self, todo, lows, s: FalconSettings) -> int:
         """The caption search of every feature's T and L rows (read back from the cache, as

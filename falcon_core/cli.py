@@ -151,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "--caption-index ivfpq searches, once per CLIP model and "
                                    "vocabulary. Zero means: chosen from the vocabulary's size.")
     p.add_argument("action", choices=("build",))
-    p.add_argument("--nlist", type=int, default=0, help="inverted lists (0: ~sqrt(rows))")
+    p.add_argument("--nlist", type=int, default=0,
+                   help="inverted lists (0: 4·sqrt(rows) as a power of two)")
     p.add_argument("--m", type=int, default=64, help="PQ bytes a caption (divides the width)")
     p.add_argument("--no-opq", action="store_true", help="no OPQ rotation before PQ")
     p.add_argument("--train-rows", type=int, default=0, help="rows sampled to train")

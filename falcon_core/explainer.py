@@ -74,6 +74,9 @@ class Explainer(ImageStages):
         # rows already searched, (index tag, row bytes) -> (idx, scores): filled by a precompute
         # for many features at once (ImageStages.share_searches), emptied after it
         self.search_memo: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        # concept text -> its CLIP embedding (ImageStages.concept_embeddings: a row never
+        # depends on the texts embedded with it, so keeping them changes no result)
+        self.text_memo: dict[str, np.ndarray] = {}
         if hasattr(vocabulary, "use_cache"):  # LAION caption text entries live in our cache
             vocabulary.use_cache(cache)
         self._extractor = extractor  # the default (spaCy) one is loaded when first needed

@@ -42,6 +42,45 @@ def embed_images(clip, images: list) -> np.ndarray:
     return np.asarray(clip.encode_images(padded, batch_size=IMAGE_BATCH)[:n], dtype=np.float32)
 
 
+# Concept texts (the faithfulness score's) CLIP embeds per batch: exactly this many texts of one
+# tokenised length (the last batch filled with copies), so a text's row has one batch shape
+# whatever texts it is embedded with -- the reason of IMAGE_BATCH, for a text tower cut to its
+# batch's longest text. A concept shared by many features is then embedded once (Explainer's
+# ``text_memo``) and every explanation gets the same bits for it.
+TEXT_BATCH = cache_keys.TEXT_BATCH
+# Concepts kept in an explainer's memo at most (512 floats each: ~100 MB at this size).
+TEXT_MEMO_MAX = 50_000
+
+
+def _token_lengths(clip, texts: list[str]) -> list[int] | None:
+    """The positions a trimmed text tower runs for each text, or None when the model has no
+    tokenizer to tell (a stand-in whose rows never depend on the batch)."""
+    tokenizer, model = getattr(clip, "tokenizer", None), getattr(clip, "model", None)
+    if tokenizer is None or model is None:
+        return None
+    from .models.clip import text_lengths
+
+    return [int(v) for v in text_lengths(model, tokenizer([str(t) for t in texts]))]
+
+
+def embed_texts(clip, texts: list[str]) -> np.ndarray:
+    """CLIP text embeddings (float32, L2-normalised) of short texts, each row computed in a batch
+    of exactly :data:`TEXT_BATCH` texts of its own tokenised length (see there)."""
+    n = len(texts)
+    out = np.zeros((n, clip.embed_dim), dtype=np.float32)
+    lengths = _token_lengths(clip, texts)
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(lengths[i] if lengths is not None else 0, []).append(i)
+    for _, idx in sorted(groups.items()):
+        for a in range(0, len(idx), TEXT_BATCH):
+            part = idx[a:a + TEXT_BATCH]
+            batch = [texts[i] for i in part]
+            batch += [batch[-1]] * (TEXT_BATCH - len(batch))
+            out[part] = np.asarray(clip.encode_texts(batch), dtype=np.float32)[:len(part)]
+    return out
+
+
 def score_captions(B: np.ndarray, A, vocabulary, extractor: concepts_stage.ConceptExtractor,
                    k: int) -> tuple[list[list[CaptionMatch]], dict[str, float], dict[str, float]]:
     """Stages 4-5 on the images whose CLIP embeddings are the rows of ``B``: each image's top-k
@@ -176,23 +215,16 @@ class ImageStages:
                                              shape=(len(indices), self.clip.embed_dim),
                                              dtype=np.float32)
 
-    def _whole_key(self, indices) -> str:
-        return cache_keys.image_embeddings(self.probe.fingerprint, self.backbone.fingerprint,
-                                           self.clip.fingerprint, indices)
-
     def _whole_embeddings(self, indices) -> np.ndarray:
-        # Always embedded in batches of IMAGE_BATCH (embed_images), cached under their own key,
-        # never rows of the view embeddings: those are computed in other batches, whose float32
-        # results differ in the last bits, so reading them when they happen to exist (the
-        # faithfulness score computes them after L) made a warm run differ from the first one.
-        key = self._whole_key(indices)
-
-        def compute() -> np.ndarray:
-            return embed_images(self.clip, [self.store.view(i) for i in indices])
-
-        return self.cache.get_or_compute_npy("image_embeddings", key, compute,
-                                             shape=(len(indices), self.clip.embed_dim),
-                                             dtype=np.float32)
+        """CLIP embeddings of whole views (Stage 6's counterfactual images, the caption scale's
+        sample): rows of the view embeddings (:meth:`Calibration.view_embeddings`), which every
+        explanation computes anyway for its faithfulness score, once per workspace. So an image
+        is embedded whole once, whichever features (or precompute, or cold or warm run) need it,
+        and every path reads the same stored rows: a plain explain and a shared precompute give
+        the same bits."""
+        views = self.calibration.view_embeddings()
+        idx = np.asarray(indices, dtype=np.int64)
+        return np.array(views[idx], dtype=np.float32)
 
     def _match_captions(self, B: np.ndarray, k: int, images,
                         settings: FalconSettings | None = None):
@@ -253,6 +285,19 @@ class ImageStages:
         return out
 
 
+    def concept_embeddings(self, texts: list[str]) -> np.ndarray:
+        """CLIP embeddings of concept texts (:func:`embed_texts`), each embedded once per
+        explainer (``text_memo``): the features of a layer share most of their concepts."""
+        memo = self.text_memo
+        todo = [t for t in dict.fromkeys(texts) if t not in memo]
+        if todo:
+            if len(memo) + len(todo) > TEXT_MEMO_MAX:
+                memo.clear()
+            for t, row in zip(todo, embed_texts(self.clip, todo)):
+                memo[t] = row
+        return np.stack([memo[t] for t in texts]) if texts else \
+            np.zeros((0, self.clip.embed_dim), dtype=np.float32)
+
     def faithfulness(self, feats: tuple[int, ...], kept: list[Concept], removed: list[Concept],
                      shown: list[Concept], n_high: int, s: FalconSettings) -> Faithfulness:
         """The faithfulness score (:mod:`.stages.faithfulness`) of the top kept concepts
@@ -266,7 +311,7 @@ class ImageStages:
         texts = list(dict.fromkeys(c.text for c in kept + removed + shown))
         if not texts:
             return Faithfulness(None, None, {}, faithfulness_stage.METHOD)
-        T = self.clip.encode_texts(texts).astype(np.float32)
+        T = self.concept_embeddings(texts)
         row = {t: i for i, t in enumerate(texts)}
         alone = faithfulness_stage.concept_scores(views, T, activation, k, valid)
 

@@ -27,7 +27,7 @@ TOPK = FalconSettings(high_rule="topk", top_k=6)
 # folder of its own: its image embeddings are not read again once the scale is cached)
 RELATIVE = TOPK.replace(spurious_rule="relative")
 NAMESPACES = ["representations", "representation_errors", "text_embeddings", "cams",
-              "crop_embeddings", "image_embeddings", "document_frequency", "caption_scale",
+              "crop_embeddings", "document_frequency", "caption_scale",
               "explanations"]
 
 

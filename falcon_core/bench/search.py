@@ -255,8 +255,9 @@ def run_variant(task: str, variant: str, root: Path, repeats: int, before: str |
 # ----------------------------------------------------------------------------- IVF-PQ
 
 # nprobe / rerank pairs measured on the one built index (searching is a setting, not a build):
-# the default (nprobe = nlist/16, rerank 64) among less and more thorough ones.
-SWEEP = ((8, 64), (16, 64), (32, 64), (64, 64), (128, 64), (64, 128), (64, 256))
+# the index's own settings first, then less and more thorough ones.
+SWEEP = ((8, 64), (16, 64), (32, 64), (64, 64), (128, 64), (256, 64), (32, 128), (64, 128),
+         (64, 256))
 
 
 def measure_ivfpq(root: Path, cache_dir: str, queries: int = 1024, repeats: int = 3,
