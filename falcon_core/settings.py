@@ -1,5 +1,5 @@
 """Every constant of FALCON, as one settings object whose defaults are the authors', with two
-exceptions: the counterfactual rule (``low_rule``: ``quantile``; the authors' Eq. 2 is
+exceptions: the counterfactual rule (``low_rule``: ``twins``; the authors' Eq. 2 is
 ``global``) and the spurious threshold (``spurious_rule``: ``ratio``; the authors' is
 ``absolute``). Both were chosen on the second demo world, ``assets/world_alt.json``, by the
 criterion written in ``falcon_core/bench/recovery.py`` (``CHOICE_CRITERION``) from the figures in
@@ -228,7 +228,7 @@ class FalconSettings:
     # issue 7: the counterfactual rule and the spurious threshold are not the authors' (global /
     # absolute, still selectable): chosen on assets/world_alt.json by the criterion written in
     # falcon_core/bench/recovery.py (CHOICE_CRITERION); docs/recovery.json holds the figures
-    low_rule: str = "quantile"  # "global" (authors' Eq. 2), "twins", "quantile", "clip"
+    low_rule: str = "twins"  # "global" (authors' Eq. 2), "twins", "quantile", "clip"
     low_threshold: float | None = None  # epsilon; None = global mean of Hn (authors)
     low_quantile: float = 0.25  # for low_rule == "quantile" and "clip"
     twin_correlation: float = 0.5  # for low_rule == "twins"
