@@ -123,9 +123,13 @@ def test_the_demo_comparison_shows_the_planted_correlations_by_itself(demo_summa
             tb = _truth_reliance(world, "demo-uncorrelated", f"{a1}={v1}", f"{a2}={v2}",
                                  r["features"]["b"])
             assert ta > tb, (corr, r, ta, tb)
-    # the two examples, shown by the comparison by itself: the default backbone's star
-    # features rise with grass and its heart features with brick; the uncorrelated one's do not
-    assert shown["star->grass"] and shown["heart->brick"], (shown, s.reliance[:10])
+    # the example the ground truth backs, shown by the comparison by itself: the default
+    # backbone's heart features rise with brick, the uncorrelated one's do not; and most planted
+    # correlations are shown. star -> grass is not required: with the 6,000-step demo CLIP the
+    # explained star features are 14 / 10 and, by the scene attributes, the default backbone's
+    # clear star features rise with grass *less* than the uncorrelated one's (README, trust block)
+    assert shown["heart->brick"], (shown, s.reliance[:10])
+    assert sum(bool(v) for v in shown.values()) >= 3, {k: len(v) for k, v in shown.items()}
 
 
 @needs_assets
