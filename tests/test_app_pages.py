@@ -302,20 +302,20 @@ def test_spurious_page_sliders_restore_and_update(demo):
 
 def test_spurious_page_rules_from_a_link_and_what_they_did(demo):
     """The counterfactual rule and the threshold rule come from the link, the explanation is
-    made with them (its L description names the twins rule), the threshold actually used is said
+    made with them (its L description names the quantile rule, not the default twins), the threshold actually used is said
     with where it comes from, and concept hygiene lists what it dropped (the demo's caption
     fillers) with each one's share of the captions."""
     f = demo.features[0]
-    at = run_page("pages/spurious_concepts.py", {"feature": str(f), "low_rule": "twins",
+    at = run_page("pages/spurious_concepts.py", {"feature": str(f), "low_rule": "quantile",
                                                  "spurious_rule": "relative"})
     no_error(at)
-    assert at.selectbox(key="w:low_rule").value == "twins"
+    assert at.selectbox(key="w:low_rule").value == "quantile"
     assert at.radio(key="w:spurious_rule").value == "relative"
-    exp = demo.falcon.explain(f, demo.falcon.settings.replace(low_rule="twins",
+    exp = demo.falcon.explain(f, demo.falcon.settings.replace(low_rule="quantile",
                                                               spurious_rule="relative"))
     captions = texts(at.caption)
     assert f"**L:** {exp.low_selection['description']}" in captions
-    assert "twin" in exp.low_selection["description"]
+    assert "quantile" in exp.low_selection["description"]
     threshold = exp.low_selection["spurious"]["threshold"]
     assert threshold != pytest.approx(0.1)  # the demo CLIP's scale is not ViT-B/32's
     assert any(c.startswith("**Threshold:** A concept is spurious when its L-score is ≥ "

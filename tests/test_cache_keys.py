@@ -100,7 +100,7 @@ CHANGED = {
     "captions_per_image": 4,
     "top_words": 7, "top_phrases": 7, "contrast": False, "low_threshold": 0.01, "beta": 0.2,
     "max_low_images": 9, "spurious_threshold": 0.2, "coherence_threshold": 0.7,
-    "concept_hygiene": False, "max_document_frequency": 0.4, "low_rule": "twins",
+    "concept_hygiene": False, "max_document_frequency": 0.4, "low_rule": "clip",
     "low_quantile": 0.3, "twin_correlation": 0.6, "spurious_rule": "relative",
     "spurious_reference_scale": 0.25,
     "group_min_images": 12, "group_min_size": 3, "caption_index": "ivfpq",
