@@ -147,6 +147,10 @@ def test_spurious_link_opens_the_same_feature(server, browser, features):
         link = page.get_by_role("link", name="Inspect the spurious concepts")
         assert link.get_attribute("href").endswith(f"spurious_concepts?feature={f}")
         link.click()
+        # the explorer has the same heading: wait for the other page's address first (a busy
+        # machine can take seconds to switch)
+        page.wait_for_url(f"**/spurious_concepts?feature={f}", timeout=TIMEOUT_MS)
+        page.get_by_role("heading", name="Spurious concepts").first.wait_for(timeout=TIMEOUT_MS)
         page.get_by_role("heading", name=f"Feature {f}:").first.wait_for(timeout=TIMEOUT_MS)
         bench.wait_idle(page, TIMEOUT_MS)
         assert page.url.endswith(f"spurious_concepts?feature={f}")

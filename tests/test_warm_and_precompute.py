@@ -116,6 +116,9 @@ def test_precompute_shares_work_and_gives_the_same_explanations(world):
     many = Falcon.from_config(cfg, settings=TOPK, cache_dir=str(world["base"] / "cache-many"))
     many.representations()
     many.text_embeddings()
+    from falcon_core.stages.gradcam import cam_grid
+
+    cam_grid(many.backbone)  # the crop margin's grid: one blank image, once per backbone
     rows = []
     h = many.backbone.cam_layer.register_forward_hook(lambda m, a, o: rows.append(o.shape[0]))
     try:
