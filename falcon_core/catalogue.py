@@ -168,10 +168,7 @@ class Catalogue:
         ex = self.explainer
         rows = []
         for (feats, idx), li in zip(todo, lows):
-            cams_key = ex._cams_key(feats, idx)
-            boxes = ex._boxes(ex._cams(feats, idx), s.cam_threshold, s.cam_box_margin)
-            rows.append(ex._crop_embeddings(idx, boxes, cams_key, s.cam_threshold,
-                                            s.cam_box_margin))
+            rows.append(ex._crop_rows(feats, idx, s))
             if len(li):
                 rows.append(ex._whole_embeddings(li))
         if not rows:

@@ -173,9 +173,7 @@ class Explainer(ImageStages):
         if s.low_rule == "clip":
             views = self.calibration.view_embeddings()
             if crops is None and len(high):
-                boxes = self._boxes(self._cams(feats, high), s.cam_threshold)
-                crops = self._crop_embeddings(high, boxes, self._cams_key(feats, high),
-                                              s.cam_threshold)
+                crops = self._crop_rows(feats, high, s)
         return contrast_stage.select_low(
             Hn, feats, high,
             low_threshold=s.low_threshold, beta=s.beta,

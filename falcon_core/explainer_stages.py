@@ -215,6 +215,14 @@ class ImageStages:
                                              shape=(len(indices), self.clip.embed_dim),
                                              dtype=np.float32)
 
+    def _crop_rows(self, feats: tuple[int, ...], indices, s: FalconSettings) -> np.ndarray:
+        """Stages 3-4 for the images ``indices`` of ``feats`` under settings ``s``: the CLIP
+        embeddings of their GradCAM crops (threshold and margin of ``s``), read from the cache or
+        computed -- the rows ``explain`` computes for T."""
+        boxes = self._boxes(self._cams(feats, indices), s.cam_threshold, s.cam_box_margin)
+        return self._crop_embeddings(indices, boxes, self._cams_key(feats, indices),
+                                     s.cam_threshold, s.cam_box_margin)
+
     def _whole_embeddings(self, indices) -> np.ndarray:
         """CLIP embeddings of whole views (Stage 6's counterfactual images, the caption scale's
         sample): rows of the view embeddings (:meth:`Calibration.view_embeddings`), which every

@@ -236,3 +236,14 @@ def test_clip_rule_in_the_pipeline(falcon, feature):
     rv = Vh.mean(axis=0) / np.linalg.norm(Vh.mean(axis=0))
     cos_v = (V @ rv) / np.linalg.norm(V, axis=1)
     assert sorted(cand, key=lambda j: (-cos_v[j], j))[:s.max_low_images] != want
+
+
+def test_clip_rule_without_the_crops_reads_the_same_crops(falcon, feature):
+    """``select_low`` called on its own (as a precompute does, before any explanation) finds T's
+    crop rows itself: they must be the crops ``explain`` made, with the same threshold and margin,
+    so both pick the same L."""
+    s = AUTHORS.replace(low_rule="clip", low_quantile=0.25, cam_box_margin=2.0)
+    exp = falcon.explain(feature, s)
+    high = [r.index for r in exp.high]
+    alone = falcon.explainer.select_low(feature, high, s)
+    assert [int(i) for i in alone.indices] == [r.index for r in exp.low]
