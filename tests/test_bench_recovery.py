@@ -250,3 +250,160 @@ def test_no_crop_is_measured_where_the_crop_can_matter():
     line = "\n".join(R._scope_lines(c))
     assert "over the 2 clear features whose T holds two objects" in line
     assert "difference +0.00" in line and "would not pass" in line
+
+
+# ---- the held no-crop check: captions naming the other object (issue 7) ----------------------
+
+SYN = {"shape=star": {"star"}, "shape=circle": {"circle", "disc"}, "shape=square": {"square"},
+       "color=red": {"red", "crimson"}, "color=blue": {"blue"}, "pattern=striped": {"stripe"},
+       "pattern=dotted": {"dot", "dotted"}, "size=large": {"large"}, "size=small": {"small"},
+       "background=grass": {"grass"}}
+STAR = {"shape": "star", "color": "red", "pattern": "striped", "size": "large"}
+CIRCLE = {"shape": "circle", "color": "blue", "pattern": "striped", "size": "small"}
+
+
+def test_other_object_words_by_hand():
+    two = {"background": "grass", "objects": [dict(STAR), dict(CIRCLE)]}
+    # the star is the feature's object; the circle alone has circle and blue; both are striped
+    # (not counted) and size is never counted
+    assert R.other_object_words(two, "shape=star", SYN) == {"circle", "disc", "blue"}
+    # the feature's object picked by colour, by size: the same other object
+    assert R.other_object_words(two, "color=red", SYN) == {"circle", "disc", "blue"}
+    assert R.other_object_words(two, "size=large", SYN) == {"circle", "disc", "blue"}
+    # seen from the circle's features, the star is the other object
+    assert R.other_object_words(two, "color=blue", SYN) == {"star", "red", "crimson"}
+    # nothing to say: one object, a scene attribute, the value on no object or on both
+    assert R.other_object_words({"objects": [dict(STAR)]}, "shape=star", SYN) is None
+    assert R.other_object_words(two, "background=grass", SYN) is None
+    assert R.other_object_words(two, "shape=square", SYN) is None
+    assert R.other_object_words(two, "pattern=striped", SYN) is None
+    # an other object that differs only in size: no word it alone has
+    twin = {"objects": [dict(STAR), {**STAR, "size": "small"}]}
+    assert R.other_object_words(twin, "size=large", SYN) is None
+
+
+def _exp(images):
+    """An explanation's T by hand: {image: [each kept caption's words]}."""
+    from types import SimpleNamespace as NS
+
+    return NS(high=[NS(index=i, captions=[NS(words=w) for w in caps])
+                    for i, caps in images.items()])
+
+
+def test_no_crop_check_counts_the_other_objects_captions_by_hand():
+    one = {"objects": [dict(STAR)]}
+    two = {"objects": [dict(STAR), dict(CIRCLE)]}
+    both = {"objects": [dict(STAR), {**CIRCLE, "shape": "star"}]}  # two stars: says nothing
+    scenes = [two, two, one, both, two]
+    full_t = {0: [["red", "star"], ["star", "circle"], ["blue", "small"], ["small", "star"],
+                  ["dot", "stripe"]],                      # circle, blue: 2 of 5 (small, dot not)
+              1: [["star"], ["star", "grass"], ["disc"], ["star"], ["star"]],  # disc: 1 of 5
+              2: [["circle"]] * 5,                         # one object: not counted
+              3: [["circle"]] * 5}                         # two stars: not counted
+    nocrop_t = {0: [["star", "circle"], ["blue"], ["red", "star"], ["disc", "star"], ["star"]],
+                1: [["circle", "blue"], ["star", "disc"], ["star", "blue"], ["red"], ["star"]],
+                2: [["star"]] * 5, 3: [["star"]] * 5}      # 3 of 5 and 3 of 5
+    # a second feature (colour=blue, the circle's): image 4 only; full 0 of 5, no crop 5 of 5
+    full_b = {4: [["blue", "circle"]] * 5}
+    nocrop_b = {4: [["red", "blue"]] * 5}
+    # a background feature: never counted
+    full_g = {0: [["grass"]] * 5}
+    full = [{"feature": 1, "truth": "shape=star", "exp": _exp(full_t)},
+            {"feature": 2, "truth": "color=blue", "exp": _exp(full_b)},
+            {"feature": 3, "truth": "background=grass", "exp": _exp(full_g)},
+            {"feature": 4, "truth": "shape=star", "exp": None}]
+    nocrop = [{"feature": 1, "truth": "shape=star", "exp": _exp(nocrop_t)},
+              {"feature": 2, "truth": "color=blue", "exp": _exp(nocrop_b)},
+              {"feature": 3, "truth": "background=grass", "exp": _exp(full_g)},
+              {"feature": 4, "truth": "shape=star", "exp": None}]
+    c = R.no_crop_other_object_check("w", scenes, SYN, full, nocrop)
+    per = {r["feature"]: r for r in c["per_feature"]}
+    assert sorted(per) == [1, 2]
+    # feature 1: full (2/5 + 1/5) / 2 = 0.3, no crop (3/5 + 3/5) / 2 = 0.6 (a mean of the
+    # images' shares: the same as pooling here, 3/10 and 6/10)
+    assert per[1]["images"] == 2 and per[1]["full"] == pytest.approx(0.3)
+    assert per[1]["no_crop"] == pytest.approx(0.6)
+    assert per[1]["naming"] == [3, 6] and per[1]["captions"] == [10, 10]
+    assert (per[2]["full"], per[2]["no_crop"]) == (0.0, 1.0)  # blue is its own: star, red count
+    # over the two features: no crop - full = (0.3 + 1.0) / 2 = 0.65; pooled captions 3/15, 11/15
+    assert c["difference"] == pytest.approx(0.65) and c["n"] == 2 and c["images"] == 3
+    assert (c["full_captions"]["k"], c["full_captions"]["n"]) == (3, 15)
+    assert (c["no_crop_captions"]["k"], c["no_crop_captions"]["n"]) == (11, 15)
+    assert c["ci95"][0] == pytest.approx(0.3) and c["ci95"][1] == pytest.approx(1.0)
+    assert c["ok"] and c["ablation"] == "no_crop"
+    assert set(c["by_attribute"]) == {"shape", "color"}
+    assert c["by_attribute"]["shape"]["difference"] == pytest.approx(0.3)
+    # the whole view in the full run too: no difference, the check fails
+    same = R.no_crop_other_object_check("w", scenes, SYN, nocrop, nocrop)
+    assert same["difference"] == 0.0 and not same["ok"]
+    # a crop that names the other object a little less, by less than the margin: fails
+    less = {**nocrop_t, 1: [["circle", "blue"], ["star", "disc"], ["star", "blue"], ["red"],
+                            ["star", "red"]]}
+    near = [dict(nocrop[0], exp=_exp(less))]
+    c2 = R.no_crop_other_object_check("w", scenes, SYN, near, nocrop[:1])
+    assert c2["difference"] == pytest.approx(0.0) and not c2["ok"]
+    # the check replaces no crop's top-3 check, which it keeps inside, reported
+    top3 = [{"ablation": a, "difference": 0.0, "ci95": [-0.1, 0.1], "n": 2, "ok": False}
+            for a in R.ABLATIONS]
+    held = R.hold_no_crop_on_other_objects(top3, c)
+    nc = next(x for x in held if x["ablation"] == "no_crop")
+    assert nc["ok"] and nc["figure"] == "other_object_captions" and nc["top3"]["ok"] is False
+    assert [x["ablation"] for x in held] == list(R.ABLATIONS)
+    # the tables show it; a result without it keeps the old rows
+    res = _result(3, 4)
+    res["worlds"][0]["checks"] = held
+    md = R.markdown(res)
+    assert "held: captions naming the other object no crop − full +0.65 [+0.30, +1.00] ok" in md
+    assert "full 20 % (3/15; " in md and "no crop 73 % (11/15; " in md
+    assert "other object" not in R.markdown(_result(3, 4))
+    text = "\n".join(R._other_object_lines({"value": 0.5, "k": 2, "n": 4, "ci95": [0.1, 0.9]}, nc))
+    assert "no crop - full +0.65 [+0.30, +1.00]  ok" in text
+
+
+def test_break_check_whole_view_in_the_full_pipeline_fails_the_no_crop_check(tmp_path,
+                                                                            monkeypatch):
+    """Feed CLIP the whole view inside the full pipeline (every crop box the whole image): the
+    bench's no-crop check, on the pipeline's own explanations, must then fail. Hand-made scenes
+    give each tiny probe image two objects: its own (shape and colour from its folder and file
+    name) and a blue-or-red square or circle of the other shape."""
+    from falcon_core.explainer import Explainer
+
+    falcon = tiny_falcon(tmp_path / "w", TOPK)
+    syn = {f"{a}={v}": {v} for a, vals in (("shape", ("circle", "square")),
+                                           ("color", ("red", "green", "blue"))) for v in vals}
+    scenes = []
+    for i in range(falcon.num_images):
+        p = falcon.probe.path_of(i)
+        shape, colour = p.parent.name, p.name.split("_")[0]
+        other = {"shape": "square" if shape == "circle" else "circle",
+                 "color": "blue" if colour != "blue" else "red", "pattern": "plain"}
+        scenes.append({"objects": [{"shape": shape, "color": colour, "pattern": "plain"}, other]})
+
+    def rows(f):
+        return [{"feature": k, "truth": f"shape={scenes[f.select_high(k).indices[0]]['objects'][0]['shape']}",
+                 "exp": f.explain(k)} for k in range(4)]
+
+    full, nocrop = rows(falcon), rows(R.no_crop(falcon))
+    whole = (0, 0, *falcon.view(0).size)
+    # unbroken, the crop changes what CLIP sees (so the check can pass at all)
+    assert any(r.box != whole for row in full for r in row["exp"].high)
+    assert any([c.index for c in a.captions] != [c.index for c in b.captions]
+               for x, y in zip(full, nocrop) for a, b in zip(x["exp"].high, y["exp"].high))
+    c = R.no_crop_other_object_check("tiny", scenes, syn, full, nocrop)
+    # the captions counted are the ones whose text names the other object's shape or colour
+    for x in full:
+        for r in x["exp"].high:
+            o = scenes[r.index]["objects"][1]
+            if scenes[r.index]["objects"][0]["shape"] != x["truth"].split("=")[1]:
+                continue
+            assert R.other_object_counts(x["exp"], scenes, x["truth"], syn)[r.index][0] == sum(
+                o["shape"] in c.text.split() or o["color"] in c.text.split() for c in r.captions)
+    assert c["n"] == 4
+    # broken: CLIP sees the whole view in the full pipeline (fresh cache, same keys)
+    broken = tiny_falcon(tmp_path / "b", TOPK)
+    with monkeypatch.context() as m:
+        m.setattr(Explainer, "_boxes", R._whole_boxes)
+        full_b = rows(broken)
+    assert all(r.box == whole for row in full_b for r in row["exp"].high)
+    b = R.no_crop_other_object_check("tiny", scenes, syn, full_b, rows(R.no_crop(broken)))
+    assert b["difference"] == 0.0 and not b["ok"]
