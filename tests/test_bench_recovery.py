@@ -327,6 +327,7 @@ def test_no_crop_check_counts_the_other_objects_captions_by_hand():
     assert (per[2]["full"], per[2]["no_crop"]) == (0.0, 1.0)  # blue is its own: star, red count
     # over the two features: no crop - full = (0.3 + 1.0) / 2 = 0.65; pooled captions 3/15, 11/15
     assert c["difference"] == pytest.approx(0.65) and c["n"] == 2 and c["images"] == 3
+    assert (c["full_share"], c["no_crop_share"]) == (pytest.approx(0.15), pytest.approx(0.8))
     assert (c["full_captions"]["k"], c["full_captions"]["n"]) == (3, 15)
     assert (c["no_crop_captions"]["k"], c["no_crop_captions"]["n"]) == (11, 15)
     assert c["ci95"][0] == pytest.approx(0.3) and c["ci95"][1] == pytest.approx(1.0)
