@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-rows", type=int, default=0, help="rows sampled to train")
     p.add_argument("--part-rows", type=int, default=1_000_000,
                    help="rows added per part (the unit of resuming and of Ray tasks)")
-    p.add_argument("--nprobe", type=int, default=0, help="lists visited per query (0: nlist/16)")
+    p.add_argument("--nprobe", type=int, default=0, help="lists visited per query (0: nlist/128, at least 8)")
     p.add_argument("--rerank", type=int, default=0,
                    help="candidates per query scored exactly (0: the default)")
     _common(p)

@@ -164,7 +164,8 @@ def test_default_ivfpq_parameters_follow_faiss_guidance():
     assert [ci.default_nlist(n) for n in (0, 100, 10_000, 1_000_000, 400_000_000)] == \
         [16, 32, 512, 4096, 65536]  # 4, 40 -> 32, 400 -> 512, 4000 -> 4096, 80,000 -> the cap
     p = ci.IVFPQParams().resolved(1_000_000, 512)
-    assert (p.nlist, p.m, p.train_rows, p.nprobe) == (4096, 64, 163_840, 256)
+    assert (p.nlist, p.m, p.train_rows, p.nprobe) == (4096, 64, 163_840, 32)  # 4096 / 128
+    assert ci.IVFPQParams().resolved(10_000, 512).nprobe == 8  # 512 / 128 = 4 -> at least 8
     assert 30 * p.nlist <= p.train_rows <= 256 * p.nlist
     with pytest.raises(Exception, match="does not divide"):
         ci.IVFPQParams(m=48).resolved(1_000_000, 512)
