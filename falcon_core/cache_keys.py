@@ -141,6 +141,13 @@ def concept_naming(views: str, vocabulary: str, concepts: dict[str, Any], k: int
                          version=PIPELINE_VERSION)
 
 
+def view_naming(inputs: dict[str, Any], k: int) -> str:
+    """The concepts (words and phrases) of every valid probe image's top-``k`` whole-view
+    captions (the conditional contrast rule): everything an explanation depends on
+    (:func:`explanation_inputs`, an ablation's name included) and ``k``."""
+    return DiskCache.key("view_naming", inputs=inputs, k=int(k), version=PIPELINE_VERSION)
+
+
 def caption_scale(inputs: dict[str, Any], k: int, sample: int) -> str:
     """The CLIP's caption similarity scale on a probe set and vocabulary: everything an
     explanation depends on (:func:`explanation_inputs`), the captions kept per image and the

@@ -80,6 +80,54 @@ class Calibration:
             progress=lambda d, t, s: self.progress(d, t, "CLIP views"), stage="CLIP views")
         return self._views
 
+    # ---- what CLIP names in every view -----------------------------------------------------------
+    def view_naming(self, k: int, inputs: dict[str, Any], match: Callable, extractor
+                    ) -> contrast_stage.Naming:
+        """The concepts of every valid probe image's top-``k`` captions, its whole view seen by
+        the CLIP (``match(B, k, indices)`` as for an explanation, so a benchmark's replaced
+        matching is used), as postings (:class:`~falcon_core.stages.contrast.Naming`). Cached
+        under everything an explanation depends on (``inputs``) and ``k``; computed in chunks of
+        :data:`VIEW_CHUNK` views."""
+        key = cache_keys.view_naming(inputs, k)
+
+        def compute() -> dict[str, np.ndarray]:
+            views = self.view_embeddings()
+            images = np.flatnonzero(self.store.representations()[1])
+            words: dict[str, int] = {}
+            phrases: dict[str, int] = {}
+            w_rows: list[list[int]] = []
+            p_rows: list[list[int]] = []
+            for start in range(0, len(images), VIEW_CHUNK):
+                rows = images[start:start + VIEW_CHUNK]
+                _, texts, _ = match(np.asarray(views[rows], dtype=np.float32), k, rows)
+                flat = list(dict.fromkeys(t for row in texts for t in row))
+                got = dict(zip(flat, extractor.extract(flat)))
+                for row in texts:
+                    ws = set().union(*(got[t].words for t in row)) if row else set()
+                    ps = set().union(*(got[t].phrases for t in row)) if row else set()
+                    w_rows.append(sorted(words.setdefault(w, len(words)) for w in ws))
+                    p_rows.append(sorted(phrases.setdefault(p, len(phrases)) for p in ps))
+                self.progress(min(start + VIEW_CHUNK, len(images)), len(images),
+                              "what CLIP names in each view")
+
+            def flat_rows(rows):
+                ptr = np.cumsum([0] + [len(r) for r in rows]).astype(np.int64)
+                idx = np.asarray([j for r in rows for j in r], dtype=np.int64)
+                return ptr, idx
+
+            wp, wi = flat_rows(w_rows)
+            pp, pi = flat_rows(p_rows)
+            return {"images": images.astype(np.int64),
+                    "words": np.asarray(list(words), dtype=str),
+                    "phrases": np.asarray(list(phrases), dtype=str),
+                    "word_ptr": wp, "word_idx": wi, "phrase_ptr": pp, "phrase_idx": pi}
+
+        got = self.cache.get_or_compute_npz("view_naming", key, compute)
+        return contrast_stage.Naming(
+            images=np.asarray(got["images"], dtype=np.int64),
+            words=_postings(got["words"], got["word_ptr"], got["word_idx"]),
+            phrases=_postings(got["phrases"], got["phrase_ptr"], got["phrase_idx"]))
+
     # ---- the CLIP's similarity scale -----------------------------------------------------------
     def caption_scale(self, k: int, inputs: dict[str, Any], whole: Callable, match: Callable
                       ) -> dict[str, Any]:
@@ -126,3 +174,14 @@ class Calibration:
         phrases, dropped_p = concepts_stage.drop_frequent(phrases, frequent_p)
         return words, phrases, concepts_stage.hygiene_record(
             dropped_w, dropped_p, s.max_document_frequency, df.describe())
+
+
+def _postings(names: np.ndarray, ptr: np.ndarray, idx: np.ndarray) -> dict[str, np.ndarray]:
+    """Per concept, the sorted positions of the rows that hold it, from rows stored as concept
+    ids (``idx[ptr[i]:ptr[i + 1]]`` for row i)."""
+    ptr, idx = np.asarray(ptr, dtype=np.int64), np.asarray(idx, dtype=np.int64)
+    rows = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
+    order = np.argsort(idx, kind="stable")
+    idx, rows = idx[order], rows[order]
+    bounds = np.searchsorted(idx, np.arange(len(names) + 1))
+    return {str(n): rows[bounds[j]:bounds[j + 1]] for j, n in enumerate(names)}

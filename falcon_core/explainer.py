@@ -181,6 +181,39 @@ class Explainer(ImageStages):
             low_quantile=s.low_quantile, twin_correlation=s.twin_correlation,
             views=views, reference=crops)
 
+    def view_naming(self, settings: FalconSettings | None = None) -> contrast_stage.Naming:
+        """What CLIP names in every probe image's whole view (cached; the conditional rule)."""
+        s = settings or self.settings
+        return self.calibration.view_naming(s.captions_per_image, self.inputs,
+                                            self._match_captions, self.extractor)
+
+    def _conditional(self, feats, words, phrases, s: FalconSettings, info: dict[str, Any]):
+        """Stage 6 by the ``conditional`` rule (:func:`.stages.contrast.conditional_split`):
+        ``words`` and ``phrases`` are ``(T-scores, L-scores)``. Returns the kept and removed
+        words and phrases and ``info`` with the anchor and every test."""
+        naming = self.view_naming(s)
+        Hn = self.store.normalized(s.normalize_rows)
+        act = np.asarray(Hn[naming.images][:, list(feats)], dtype=np.float64).sum(axis=1)
+        share = info["share"]
+        cands = [c for c, _ in concepts_stage.rank(words[0], s.top_words)]
+        anchor = contrast_stage.choose_anchor(act, naming, cands)
+        a = None if anchor is None else anchor[0]
+        kept_w, removed_w, tests_w = contrast_stage.conditional_split(
+            *words, act, naming, a, share, "word", s.top_words)
+        kept_p, removed_p, tests_p = contrast_stage.conditional_split(
+            *phrases, act, naming, a, share, "phrase", s.top_phrases)
+        info = {**info, "anchor": a, "anchor_auc": None if anchor is None else anchor[1],
+                "images": int(len(naming.images)), "tests": {"words": tests_w,
+                                                             "phrases": tests_p}}
+        if anchor is None:
+            info["description"] = ("Nothing was removed: no top word is named in enough probe "
+                                   "views (at least 2 with it and 2 without) to anchor the "
+                                   "conditional test. " + info["description"])
+        else:
+            info["description"] = (f"Anchor: “{a}” (AUC {anchor[1]:.3f} over "
+                                   f"{len(naming.images)} probe images). " + info["description"])
+        return kept_w, removed_w, kept_p, removed_p, info
+
     # ---- the explanation ---------------------------------------------------------------------
     def explanation_key(self, features, settings: FalconSettings | None = None) -> str:
         s = settings or self.settings
@@ -259,9 +292,14 @@ class Explainer(ImageStages):
                                                                    self.extractor)
         if s.contrast:
             spurious_at = self.spurious_threshold(s)
-            at = {"threshold": spurious_at["threshold"], "share": spurious_at.get("share")}
-            kept_w, removed_w = contrast_stage.split_spurious(t_words, l_words, **at)
-            kept_p, removed_p = contrast_stage.split_spurious(t_phrases, l_phrases, **at)
+            if s.spurious_rule == "conditional":
+                with self.timed("6 conditional contrast"):
+                    kept_w, removed_w, kept_p, removed_p, spurious_at = self._conditional(
+                        feats, (t_words, l_words), (t_phrases, l_phrases), s, spurious_at)
+            else:
+                at = {"threshold": spurious_at["threshold"], "share": spurious_at.get("share")}
+                kept_w, removed_w = contrast_stage.split_spurious(t_words, l_words, **at)
+                kept_p, removed_p = contrast_stage.split_spurious(t_phrases, l_phrases, **at)
         else:
             spurious_at = {"rule": "off", "threshold": None,
                            "description": "The contrast step is off: nothing is removed."}

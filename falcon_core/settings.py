@@ -125,7 +125,10 @@ LIMITS: dict[str, Limit] = {
                                 "(spurious_threshold moved to the CLIP's own caption similarity "
                                 "scale) or ratio (spurious if the L-score is at least "
                                 "spurious_threshold / spurious_reference_scale of the concept's "
-                                "own T-score)"),
+                                "own T-score) or conditional (measured on every probe image: "
+                                "spurious if, among the images CLIP names the feature's anchor "
+                                "concept in, the feature responds to the concept less than that "
+                                "share as much as to the anchor; ROC AUCs, L not used)"),
     "spurious_reference_scale": Limit(0.01, 1.0,
                                       what="relative rule: the caption similarity scale "
                                            "spurious_threshold was set on (ViT-B/32: 0.3)"),
@@ -234,7 +237,8 @@ class FalconSettings:
     twin_correlation: float = 0.5  # for low_rule == "twins"
     beta: float = 0.3
     max_low_images: int = 10
-    spurious_rule: str = "ratio"  # "absolute" (authors), "relative" (CLIP's scale), "ratio"
+    spurious_rule: str = "ratio"  # "absolute" (authors), "relative" (CLIP's scale), "ratio",
+    # "conditional" (per-concept AUCs on every probe image)
     spurious_threshold: float = 0.1  # authors, on OpenAI ViT-B/32's cosine scale
     # relative: threshold = spurious_threshold x (measured caption scale) / spurious_reference_scale
     # ratio: spurious when L-score >= spurious_threshold / spurious_reference_scale x T-score

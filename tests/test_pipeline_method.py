@@ -247,3 +247,97 @@ def test_clip_rule_without_the_crops_reads_the_same_crops(falcon, feature):
     high = [r.index for r in exp.high]
     alone = falcon.explainer.select_low(feature, high, s)
     assert [int(i) for i in alone.indices] == [r.index for r in exp.low]
+
+
+def _named_in_views(falcon, k):
+    """Per valid probe image, the words and phrases of its top-k captions, its whole view seen by
+    the CLIP: recomputed here by brute force (every caption's cosine), not with the pipeline's
+    search."""
+    _, valid = falcon.representations()
+    images = np.flatnonzero(valid)
+    V = np.asarray(falcon.view_embeddings(), dtype=np.float64)[images]
+    A = np.asarray(falcon.text_embeddings()[:], dtype=np.float64)
+    top = np.argsort(-(V @ A.T), axis=1, kind="stable")[:, :k]
+    caps = [falcon.extractor.extract([falcon.vocabulary.caption(int(j)) for j in row])
+            for row in top]
+    return (images, [set().union(*(c.words for c in row)) for row in caps],
+            [set().union(*(c.phrases for c in row)) for row in caps])
+
+
+def test_view_naming_is_what_the_views_top_captions_hold(falcon):
+    images, words, phrases = _named_in_views(falcon, AUTHORS.captions_per_image)
+    naming = falcon.explainer.view_naming(AUTHORS)
+    assert naming.images.tolist() == images.tolist()
+    for got, want in ((naming.words, words), (naming.phrases, phrases)):
+        every = set().union(*want)
+        assert set(got) == every and every
+        for w in every:
+            assert got[w].tolist() == [i for i, ws in enumerate(want) if w in ws]
+    # another k names other concepts (the key holds k)
+    assert falcon.explainer.view_naming(AUTHORS.replace(captions_per_image=1)).words != naming.words
+
+
+def test_conditional_rule_in_the_pipeline(falcon, feature, monkeypatch):
+    """spurious_rule="conditional" wired through the explainer: the anchor is the top word whose
+    naming best separates the feature's (normalised) activation, and a word is removed iff,
+    among the anchor's images, its AUC is below 0.5 + share × (the anchor's AUC among the images
+    without it − 0.5); a word with fewer than two images on a side is kept. The tiny world's
+    random CLIP names the same captions in every view, so the naming is made here (seeded): the
+    anchor follows the activation, two words follow it among the anchor's images, the rest are
+    coin flips, one is named on a random half of the anchor's images (a planted correlation the
+    feature ignores); every AUC is sklearn's."""
+    from sklearn.metrics import roc_auc_score
+
+    from falcon_core.stages.contrast import Naming
+
+    share = 0.1 / 0.3
+    s = AUTHORS.replace(spurious_rule="conditional", top_words=500, top_phrases=500)
+    loose = falcon.explain(feature, s.replace(contrast=False))
+    t_words = [c.text for c in loose.words]
+    assert len(t_words) >= 5, "too few words to test"
+    _, valid = falcon.representations()
+    images = np.flatnonzero(valid)
+    act = falcon.normalized().astype(np.float64)[images, feature]
+    rng = np.random.default_rng(0)
+    high = act > np.median(act)
+    noise = rng.random(len(images))
+    cols = {t_words[1]: high | (noise < 0.1)}  # the anchor (not the top word by T-score)
+    above = act > np.median(act[high])
+    cols[t_words[0]] = cols[t_words[1]] & (above | (noise > 0.8)) | (noise < 0.05)  # encoded
+    cols[t_words[2]] = above | (noise > 0.9)  # encoded too
+    for w in t_words[3:]:
+        cols[w] = rng.random(len(images)) < 0.5  # ignored
+    # named on half of the anchor's images, at random: planted on the anchor, ignored given it
+    cols[t_words[3]] = cols[t_words[1]] & (rng.random(len(images)) < 0.5)
+    cols[t_words[-1]] = np.zeros(len(images), bool)  # never named: undecided, kept
+    naming = Naming(images=images, words={w: np.flatnonzero(c) for w, c in cols.items()},
+                    phrases={})
+    monkeypatch.setattr(falcon.explainer, "view_naming", lambda settings=None: naming)
+    exp = falcon.explainer._explain((feature,), s)  # not cached: the naming is this test's
+
+    def auc(y, x):
+        return roc_auc_score(y, x) if 2 <= y.sum() <= len(y) - 2 else None
+
+    aucs = {w: auc(cols[w], act) for w in t_words}
+    anchor = max((w for w in t_words if aucs[w] is not None),
+                 key=lambda w: (aucs[w], -t_words.index(w)))
+    info = exp.low_selection["spurious"]
+    assert anchor == t_words[1] and info["anchor"] == anchor
+    assert info["anchor_auc"] == pytest.approx(aucs[anchor], abs=1e-6)
+    a = cols[anchor]
+    want = set()
+    for w in t_words:
+        d = cols[w]
+        given, control = auc(d[a], act[a]), auc(a[~d], act[~d])
+        if w != anchor and given is not None and control is not None \
+                and given < 0.5 + share * (control - 0.5):
+            want.add(w)
+    removed = {c.text for c in exp.spurious_words}
+    assert removed == want
+    assert {c.text for c in exp.words} == set(t_words) - want
+    assert {t_words[0], t_words[2], t_words[-1]} <= {c.text for c in exp.words}
+    assert t_words[3] in removed, "the planted word was kept"
+    # the decisions are the conditional ones: over every image (no conditioning) they differ
+    unconditioned = {w for w in t_words if w != anchor and aucs[w] is not None
+                     and aucs[w] < 0.5 + share * (aucs[anchor] - 0.5)}
+    assert unconditioned != want

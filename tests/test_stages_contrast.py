@@ -311,3 +311,113 @@ def test_clip_rule_needs_its_embeddings():
     none = select_low(H, [0], [2, 3], rule="clip", low_quantile=0.01, views=VIEWS,
                       reference=CROPS)
     assert len(none) == 0 and "No counterfactual" in none.description
+
+
+# ---- the conditional rule (issue 7): per-concept AUCs given the anchor, worked out by hand ------
+
+from falcon_core.stages.contrast import (Naming, choose_anchor, conditional_split,  # noqa: E402
+                                         conditional_test, spurious_threshold_info)
+
+# ten probe images: the anchor "star" is named in 0-5, the companion "grass" in 0-2 and 6-7
+STAR = np.array([1, 1, 1, 1, 1, 1, 0, 0, 0, 0], bool)
+GRASS = np.array([1, 1, 1, 0, 0, 0, 1, 1, 0, 0], bool)
+# the feature's activation; images 3-5 (star, no grass) are 4, 2, 0; images 8, 9 (neither) -1, 1
+ENCODED = np.array([5, 3, 1, 4, 2, 0, 9, 9, -1, 1], float)
+IGNORED = np.array([5, 0.5, -0.5, 4, 2, 0, 9, 9, -1, 1], float)
+
+
+def _naming(**cols):
+    return Naming(images=np.arange(10), words={k: np.flatnonzero(v) for k, v in cols.items()},
+                  phrases={})
+
+
+def test_conditional_test_by_hand():
+    # given star (images 0-5): grass {5, 3, 1} vs no grass {4, 2, 0}: pairs won 3 + 2 + 1 = 6/9
+    # control, no grass (3, 4, 5, 8, 9): star {4, 2, 0} vs {-1, 1}: 2 + 2 + 1 = 5/6
+    # bound = 0.5 + (1/3)(5/6 - 1/2) = 0.5 + 1/9 = 0.6111; 6/9 = 0.6667 >= bound: kept
+    t = conditional_test(ENCODED, STAR, GRASS, 1 / 3)
+    assert t["auc"] == pytest.approx(6 / 9, abs=1e-4)
+    assert t["auc_anchor"] == pytest.approx(5 / 6, abs=1e-4)
+    assert t["bound"] == pytest.approx(0.5 + 1 / 9, abs=1e-4)
+    assert t["spurious"] is False
+    assert (t["both"], t["anchor_only"], t["neither"]) == (3, 3, 2)
+    lo, hi = t["interval"]
+    assert lo < 6 / 9 < hi
+    # grass images 1, 2 now lowest: {5, 0.5, -0.5} vs {4, 2, 0}: 3 + 1 + 0 = 4/9 < bound
+    t = conditional_test(IGNORED, STAR, GRASS, 1 / 3)
+    assert t["auc"] == pytest.approx(4 / 9, abs=1e-4) and t["spurious"] is True
+    # images 6 and 7 (grass without star) play no part: the activation there is ignored
+    other = IGNORED.copy()
+    other[[6, 7]] = -100
+    assert conditional_test(other, STAR, GRASS, 1 / 3) == t
+    # {5, 3, -0.5} vs {4, 2, 0}: 3 + 2 + 0 = 5/9 = 0.556: above 0.5, yet below the bound (the
+    # feature responds to grass, but less than a third as much as to star): spurious
+    weak = ENCODED.copy()
+    weak[2] = -0.5
+    t = conditional_test(weak, STAR, GRASS, 1 / 3)
+    assert t["auc"] == pytest.approx(5 / 9, abs=1e-4) and t["spurious"] is True
+    assert conditional_test(weak, STAR, GRASS, 0.1)["spurious"] is False  # bound 0.5333
+    # a share of 0 puts the bound at 0.5: 4/9 is still below; at share 0 with 6/9 it is kept
+    assert conditional_test(ENCODED, STAR, GRASS, 0.0)["bound"] == 0.5
+
+
+def test_conditional_test_ties_count_half():
+    # given star: grass {1, 1, 1} vs {1, 0, 0}: each positive beats two and ties one: 2.5/3
+    act = np.array([1, 1, 1, 1, 0, 0, 5, 5, -1, -1], float)
+    t = conditional_test(act, STAR, GRASS, 1 / 3)
+    assert t["auc"] == pytest.approx(2.5 / 3, abs=1e-4)
+
+
+def test_conditional_test_too_few_images_is_undecided():
+    # grass named in only one star image: no AUC, no decision
+    one = np.array([1, 0, 0, 0, 0, 0, 1, 1, 0, 0], bool)
+    t = conditional_test(IGNORED, STAR, one, 1 / 3)
+    assert t["spurious"] is None and t["auc"] is None and t["both"] == 1
+    # named in every star image but one: the same
+    nearly = np.array([1, 1, 1, 1, 1, 0, 0, 0, 0, 0], bool)
+    assert conditional_test(IGNORED, STAR, nearly, 1 / 3)["spurious"] is None
+
+
+def test_choose_anchor_by_hand():
+    # over all ten images: star {5, 0.5, -0.5, 4, 2, 0} vs {9, 9, -1, 1}:
+    # 5 > -1, 1 (2); 0.5 > -1 (1); -0.5 > -1 (1); 4 (2); 2 (2); 0 (1) -> 9 / 24
+    # grass {5, 0.5, -0.5, 9, 9} vs {4, 2, 0, -1, 1}: 5 (5) + 0.5 (2) + -0.5 (1) + 9 (5) + 9 (5)
+    # = 18 / 25 -> grass is the anchor even though star is the first candidate
+    naming = _naming(star=STAR, grass=GRASS, lonely=np.eye(10, dtype=bool)[0])
+    assert choose_anchor(IGNORED, naming, ["star", "grass"]) == ("grass", pytest.approx(18 / 25))
+    assert choose_anchor(IGNORED, naming, ["star"]) == ("star", pytest.approx(9 / 24))
+    # a word named once (or never) cannot anchor
+    assert choose_anchor(IGNORED, naming, ["lonely", "unnamed"]) is None
+
+
+def test_conditional_split_keeps_the_anchor_and_the_undecided():
+    naming = _naming(star=STAR, grass=GRASS, rare=np.eye(10, dtype=bool)[1])
+    t = {"star": 0.5, "grass": 0.75, "rare": 0.25, "unnamed": 0.125}
+    l_scores = {"grass": 0.0625}
+    kept, removed, tests = conditional_split(t, l_scores, IGNORED, naming, "star", 1 / 3)
+    # grass (4/9 < 0.6111) removed although it has the higher T-score; the anchor is never
+    # tested; rare (named once) and unnamed (never) are undecided and kept
+    assert removed == {"grass": (0.75, 0.0625)}
+    assert list(kept) == ["star", "rare", "unnamed"]
+    assert set(tests) == {"grass", "rare", "unnamed"}
+    assert tests["rare"]["spurious"] is None and tests["unnamed"]["spurious"] is None
+    kept, removed, _ = conditional_split(t, {}, ENCODED, naming, "star", 1 / 3)
+    assert removed == {} and list(kept) == list(t)
+    # no anchor: nothing is tested or removed
+    assert conditional_split(t, {}, IGNORED, naming, None, 1 / 3) == (t, {}, {})
+
+
+def test_conditional_split_stops_testing_once_top_are_kept():
+    naming = _naming(star=STAR, grass=GRASS)
+    t = {"star": 0.5, "grass": 0.75, "rare": 0.25, "unnamed": 0.125}
+    # best T-score first: grass (tested, removed), star (anchor, kept: 1), rare (tested, kept:
+    # 2) -> stop; unnamed is kept untested
+    kept, removed, tests = conditional_split(t, {}, IGNORED, naming, "star", 1 / 3, top=2)
+    assert set(tests) == {"grass", "rare"} and set(removed) == {"grass"}
+    assert set(kept) == {"star", "rare", "unnamed"}
+
+
+def test_conditional_rule_info():
+    info = spurious_threshold_info("conditional", 0.1, 0.3)
+    assert info["threshold"] is None and info["share"] == pytest.approx(1 / 3)
+    assert "anchor" in info["description"]

@@ -20,7 +20,8 @@ LOW_RULE_LABELS = {"global": "below ε (authors' Eq. 2)",
                    "clip": "below its own quantile, nearest to the crops as CLIP sees them"}
 SPURIOUS_RULE_LABELS = {"absolute": "absolute (authors: on ViT-B/32's scale)",
                         "relative": "relative to this CLIP's similarity scale",
-                        "ratio": "a share of the concept's own T score"}
+                        "ratio": "a share of the concept's own T score",
+                        "conditional": "measured: the feature's response given its anchor"}
 
 
 def sliders(falcon, settings: FalconSettings) -> FalconSettings:
@@ -70,7 +71,12 @@ def sliders(falcon, settings: FalconSettings) -> FalconSettings:
                                       "ViT-B/32, on which the authors set 0.1). Ratio: removed "
                                       "when the L score is at least the slider's value / "
                                       f"{settings.spurious_reference_scale:g} of the concept's "
-                                      "T score.")
+                                      "T score. Conditional: measured on every probe image, "
+                                      "not on L: removed when, among the images CLIP names the "
+                                      "feature's anchor concept in, the feature responds to the "
+                                      "concept less than the slider's value / "
+                                      f"{settings.spurious_reference_scale:g} as much as to the "
+                                      "anchor (ROC AUCs).")
     c = st.columns(4)
     with c[0]:
         no_eps = low_rule in ("quantile", "clip")  # low = below its own quantile: no ε
@@ -170,7 +176,7 @@ def threshold(exp, settings: FalconSettings) -> float | None:
     spurious = exp.low_selection.get("spurious") or {}
     if spurious.get("description"):
         st.caption(f"**Threshold:** {spurious['description']}")
-    if spurious.get("rule") == "ratio":
+    if spurious.get("rule") in ("ratio", "conditional"):
         return None
     value = spurious.get("threshold", settings.spurious_threshold)
     return None if value is None else float(value)

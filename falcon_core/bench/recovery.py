@@ -736,24 +736,33 @@ def run_world(world: str | None = None, seed: int = 0, settings: FalconSettings 
 
 
 def _compare(W: World, full_nc, oracle_nc, fo) -> dict[str, Any]:
-    """Counterfactual rule × spurious threshold, demo CLIP and oracle CLIP (same T, same truths)."""
-    from ..stages.contrast import LOW_RULES, SPURIOUS_RULES
-
+    """Counterfactual rule × spurious threshold (:func:`compare_pairs`), demo CLIP and oracle
+    CLIP (same T, same truths)."""
     out: dict[str, Any] = {}
     for clip_name, falcon, nc in (("demo_clip", W.falcon, full_nc), ("oracle_clip", fo, oracle_nc)):
         rows_out = {}
-        for rule in LOW_RULES:
-            for thr in SPURIOUS_RULES:
-                s = W.settings.replace(low_rule=rule, spurious_rule=thr)
-                rows = W.explain_all(falcon, s, f"{clip_name} {rule} {thr}")
-                fig = _figures(W, _score_rows(W, rows, nc))
-                rows_out[f"{rule}/{thr}"] = {k: fig[k] for k in (
-                    "top3_recovery", "top3_recovery_no_contrast", "by_attribute",
-                    "spurious_removed", "spurious_removed_not_encoded",
-                    "spurious_removed_not_relied", "spurious_kept_relied", "true_kept",
-                    "filler_top_word")}
+        for rule, thr in compare_pairs(W.settings.low_rule):
+            s = W.settings.replace(low_rule=rule, spurious_rule=thr)
+            rows = W.explain_all(falcon, s, f"{clip_name} {rule} {thr}")
+            fig = _figures(W, _score_rows(W, rows, nc))
+            rows_out[f"{rule}/{thr}"] = {k: fig[k] for k in (
+                "top3_recovery", "top3_recovery_no_contrast", "by_attribute",
+                "spurious_removed", "spurious_removed_not_encoded",
+                "spurious_removed_not_relied", "spurious_kept_relied", "true_kept",
+                "filler_top_word")}
         out[clip_name] = rows_out
     return out
+
+
+def compare_pairs(low_rule: str) -> list[tuple[str, str]]:
+    """The (counterfactual rule, spurious rule) pairs of the side-by-side table: every rule with
+    every threshold on L, and the ``conditional`` rule once, with the settings' own ``low_rule``
+    (it does not use L to decide, so the counterfactual rule changes only what is shown)."""
+    from ..stages.contrast import LOW_RULES, SPURIOUS_RULES
+
+    on_l = [thr for thr in SPURIOUS_RULES if thr != "conditional"]
+    pairs = [(rule, thr) for rule in LOW_RULES for thr in on_l]
+    return pairs + [(low_rule, "conditional")] if "conditional" in SPURIOUS_RULES else pairs
 
 
 CHOICE_WORLD = "assets/world_alt.json"

@@ -64,6 +64,24 @@ among the top words. The ratio rule compares a concept's L-score with its own T-
 phrasing share, the CLIP's scale and how many images of ``T`` show the concept are the same factor
 on both sides and cancel, leaving "L names it at least a third as much as T does". A concept that
 L never names (L-score 0) is never spurious.
+
+``"conditional"``: measured on the feature's own activations instead of on ten images
+(:func:`conditional_split`). Eq. 2 asks "does this concept also describe images the feature is
+low on?"; this rule asks it per concept, over the whole probe set, with CLIP's naming of every
+view (its top-k captions' concepts, as Stage 5 extracts them). The *anchor* ``c`` is the concept
+among T's top words whose naming best separates the feature's activation (highest ROC AUC over
+the probe images); it is never removed. Every other concept ``d`` is tested on the images CLIP
+names ``c`` in: the AUC of the activation for "``d`` is named too" (DeLong's interval,
+:mod:`.reliance`). There both groups show ``c``, so a correlation between ``c`` and ``d`` in the
+probe set cancels, and an AUC of 0.5 says the feature ignores ``d``. The yardstick is the
+feature's response to ``c`` itself: the AUC of the activation for "``c`` is named" among the
+images that do not name ``d``. ``d`` is spurious when ``AUC(d | c) - 0.5 < share × (AUC(c | not
+d) - 0.5)``, with ``share`` the ratio rule's 1/3 (the authors' 0.1 / 0.3): the feature responds to
+``d`` less than a third as much as to its anchor. The decision is on the estimates, as Eq. 2's is
+on the L-score; the interval is kept with each test so a user sees how sure it is. A concept with
+fewer than ``MIN_NAMED`` (2, the least DeLong's covariance needs) images in either group of
+either test is *undecided* and kept: the probe set cannot show that the feature ignores it (a
+synonym of the anchor, named wherever the anchor is, is such a case).
 """
 
 from __future__ import annotations
@@ -76,10 +94,11 @@ import numpy as np
 from ..errors import FalconError
 from .common import (as_matrix, best_first, count_images, global_mean, name_features, valid_mask,
                      validate_features)
+from .reliance import delong
 
 
 LOW_RULES = ("global", "twins", "quantile", "clip")
-SPURIOUS_RULES = ("absolute", "relative", "ratio")
+SPURIOUS_RULES = ("absolute", "relative", "ratio", "conditional")
 
 
 @dataclass
@@ -359,8 +378,8 @@ def spurious_threshold(rule: str, absolute: float = 0.1, scale: float | None = N
                           f"Use one of {', '.join(SPURIOUS_RULES)}.")
     if rule == "absolute":
         return float(absolute)
-    if rule == "ratio":
-        raise FalconError("The ratio rule has one threshold per concept (a share of its T-score), "
+    if rule in ("ratio", "conditional"):
+        raise FalconError(f"The {rule} rule has one threshold per concept (a share of its T-score), "
                           "not one number.", "Use spurious_share() and split_spurious(share=...).")
     if scale is None or not np.isfinite(scale) or scale <= 0:
         raise FalconError(
@@ -407,6 +426,19 @@ def spurious_threshold_info(rule: str, absolute: float = 0.1, reference_scale: f
                     f"ViT-B/32). It means: the counterfactual images name the concept at least "
                     f"{share:.0%} as much as the highly activating images do; a concept they never "
                     f"name is kept.")}
+    if rule == "conditional":
+        share = spurious_share(absolute, reference_scale)
+        return {"rule": rule, "absolute": float(absolute), "threshold": None, "share": share,
+                "reference_scale": float(reference_scale),
+                "description": (
+                    f"A concept is spurious when the feature responds to it less than "
+                    f"{share:.3g} as much as to its anchor (the top word whose naming best "
+                    f"separates the feature's activation; never removed): among the probe images "
+                    f"CLIP names the anchor in, the ROC AUC of the activation for \"the concept "
+                    f"is named too\" is below 0.5 + {share:.3g} × (the anchor's own AUC − 0.5). "
+                    f"{share:.3g} = {absolute:g} / {reference_scale:g}, the ratio rule's share. "
+                    f"Measured on every probe image, not on the counterfactual images (L is "
+                    f"shown, not used); a concept with too few images to test is kept.")}
     threshold = spurious_threshold(rule, absolute, scale, reference_scale)
     info = {"rule": rule, "absolute": float(absolute), "threshold": threshold}
     if rule == "relative":
@@ -454,3 +486,102 @@ def split_spurious(
         else:
             kept[c] = float(t)
     return kept, removed
+
+
+# the conditional rule: the fewest images in each group of an AUC test (DeLong needs two)
+MIN_NAMED = 2
+
+
+@dataclass
+class Naming:
+    """Which concepts CLIP names in each probe image's whole view: ``images`` (n,) probe rows,
+    and for each concept (``words``, ``phrases``) the sorted positions in ``images`` of the views
+    whose top captions hold it (postings, so a large vocabulary needs no n × m matrix)."""
+    images: np.ndarray
+    words: dict[str, np.ndarray]
+    phrases: dict[str, np.ndarray]
+
+    def column(self, text: str, kind: str = "word") -> np.ndarray:
+        """(n,) bool: the views that name ``text`` (a word, or a phrase with ``kind="phrase"``)."""
+        out = np.zeros(len(self.images), dtype=bool)
+        got = (self.words if kind == "word" else self.phrases).get(text)
+        if got is not None:
+            out[got] = True
+        return out
+
+
+def _auc(activation: np.ndarray, positive: np.ndarray) -> tuple[float, float] | None:
+    """ROC AUC of ``activation`` for ``positive`` and DeLong's standard error; None with fewer
+    than :data:`MIN_NAMED` positives or negatives."""
+    y = np.asarray(positive, dtype=bool)
+    if int(y.sum()) < MIN_NAMED or int((~y).sum()) < MIN_NAMED:
+        return None
+    auc, cov = delong(np.asarray(activation, dtype=np.float64)[None, :], y)
+    return float(auc[0]), float(np.sqrt(max(float(cov[0, 0]), 0.0)))
+
+
+def choose_anchor(activation: np.ndarray, naming: Naming, candidates: Sequence[str]
+                  ) -> tuple[str, float] | None:
+    """The candidate word (T's top words, best first) whose naming best separates ``activation``
+    over the named images (highest AUC; ties: the earlier candidate), with its AUC; None when no
+    candidate is named in at least :data:`MIN_NAMED` views and missing from as many."""
+    best = None
+    for c in candidates:
+        got = _auc(activation, naming.column(c))
+        if got is not None and (best is None or got[0] > best[1]):
+            best = (c, got[0])
+    return best
+
+
+def conditional_test(activation: np.ndarray, anchor: np.ndarray, concept: np.ndarray,
+                     share: float, z: float = 1.959964) -> dict:
+    """One concept's test (module docstring): ``anchor`` and ``concept`` (n,) bool namings.
+    Returns ``auc`` (of the activation for the concept among the anchor's images), its
+    ``interval``, ``auc_anchor`` (for the anchor among the images without the concept), the
+    ``bound`` ``0.5 + share × (auc_anchor − 0.5)``, the group sizes, and ``spurious``: True,
+    False, or None (undecided: too few images)."""
+    a, d = np.asarray(anchor, dtype=bool), np.asarray(concept, dtype=bool)
+    act = np.asarray(activation, dtype=np.float64)
+    out = {"auc": None, "interval": None, "auc_anchor": None, "bound": None,
+           "both": int((a & d).sum()), "anchor_only": int((a & ~d).sum()),
+           "neither": int((~a & ~d).sum()), "spurious": None}
+    given = _auc(act[a], d[a])
+    control = _auc(act[~d], a[~d])
+    if given is None or control is None:
+        return out
+    bound = 0.5 + float(share) * (control[0] - 0.5)
+    out.update({"auc": round(given[0], 4),
+                "interval": [round(given[0] - z * given[1], 4), round(given[0] + z * given[1], 4)],
+                "auc_anchor": round(control[0], 4), "bound": round(bound, 4),
+                "spurious": bool(given[0] < bound)})
+    return out
+
+
+def conditional_split(t_scores: dict[str, float], l_scores: dict[str, float],
+                      activation: np.ndarray, naming: Naming, anchor: str | None,
+                      share: float, kind: str = "word", top: int | None = None
+                      ) -> tuple[dict[str, float], dict[str, tuple[float, float]], dict[str, dict]]:
+    """:func:`split_spurious` for the ``"conditional"`` rule: T's concepts split by
+    :func:`conditional_test` against the anchor word ``anchor`` (None: nothing is removed).
+    Concepts are tested best T-score first (ties: text) until ``top`` are kept (None: all are
+    tested); the rest are kept untested (below what is shown). The anchor, and a phrase equal to
+    it, are never removed; undecided concepts are kept. Returns ``(kept, removed, tests)`` with
+    ``removed[c] = (t_score, l_score)`` as :func:`split_spurious` and ``tests[c]`` each tested
+    concept's test; ``kept`` and ``removed`` keep the order of ``t_scores``."""
+    tests: dict[str, dict] = {}
+    out: set[str] = set()
+    a = naming.column(anchor) if anchor is not None else None
+    n_kept = 0
+    for c, _ in sorted(t_scores.items(), key=lambda kv: (-kv[1], kv[0])):
+        if a is None or (top is not None and n_kept >= top):
+            break
+        if c != anchor:
+            test = conditional_test(activation, a, naming.column(c, kind), share)
+            tests[c] = test
+            if test["spurious"]:
+                out.add(c)
+                continue
+        n_kept += 1
+    kept = {c: float(t) for c, t in t_scores.items() if c not in out}
+    removed = {c: (float(t), float(l_scores.get(c, 0.0))) for c, t in t_scores.items() if c in out}
+    return kept, removed, tests
