@@ -53,6 +53,7 @@ class Calibration:
         self.cache, self.progress = cache, progress
         self._views: np.ndarray | None = None
         self._df = None
+        self._naming: dict[str, contrast_stage.Naming] = {}  # view_naming, by its cache key
 
     # ---- CLIP embeddings of every view ---------------------------------------------------------
     def view_embeddings(self, compute: bool = True) -> np.ndarray | None:
@@ -89,6 +90,8 @@ class Calibration:
         under everything an explanation depends on (``inputs``) and ``k``; computed in chunks of
         :data:`VIEW_CHUNK` views."""
         key = cache_keys.view_naming(inputs, k)
+        if key in self._naming:
+            return self._naming[key]
 
         def compute() -> dict[str, np.ndarray]:
             views = self.view_embeddings()
@@ -123,10 +126,12 @@ class Calibration:
                     "word_ptr": wp, "word_idx": wi, "phrase_ptr": pp, "phrase_idx": pi}
 
         got = self.cache.get_or_compute_npz("view_naming", key, compute)
-        return contrast_stage.Naming(
+        naming = contrast_stage.Naming(
             images=np.asarray(got["images"], dtype=np.int64),
             words=_postings(got["words"], got["word_ptr"], got["word_idx"]),
             phrases=_postings(got["phrases"], got["phrase_ptr"], got["phrase_idx"]))
+        self._naming[key] = naming
+        return naming
 
     # ---- the CLIP's similarity scale -----------------------------------------------------------
     def caption_scale(self, k: int, inputs: dict[str, Any], whole: Callable, match: Callable

@@ -232,3 +232,35 @@ def test_charts_build():
     assert list(m.data[0].x) == ["4", "5", "6"]
     c = charts.contributions([{"feature": 3, "contribution": 1.5}], "t")
     assert list(c.data[0].customdata) == [3]
+
+
+def test_spurious_tables_show_the_conditional_tests():
+    """The Spurious page's tables: under the conditional rule every tested concept shows its AUC
+    given the anchor, the interval and the bound; the anchor and the untested say so; other
+    rules have no such column."""
+    from types import SimpleNamespace
+
+    from falcon_core.explanation import Concept
+    from ui import contrast
+
+    tests = {"words": {"grass": {"auc": 0.55, "interval": [0.5, 0.6], "bound": 0.61,
+                                 "spurious": True},
+                       "huge": {"auc": None, "interval": None, "bound": None, "spurious": None}},
+             "phrases": {}}
+    exp = SimpleNamespace(
+        settings={"top_words": 8, "top_phrases": 8}, faithfulness=None,
+        words=[Concept("star", 0.8, 0.0), Concept("huge", 0.3, 0.1)], phrases=[],
+        more_words=[Concept("tiny", 0.01, 0.0)], more_phrases=[],
+        spurious_words=[Concept("grass", 0.6, 0.2)], spurious_phrases=[],
+        low_selection={"spurious": {"rule": "conditional", "anchor": "star", "tests": tests}})
+    kept, removed = contrast.kept_and_removed(exp)
+    col = "AUC given the anchor vs bound"
+    got = kept.set_index("concept")[col]
+    assert got[["star", "huge"]].to_dict() == {"star": "the anchor (never removed)",
+                                              "huge": "too few images: kept"}
+    assert got.isna()["tiny"]  # below the top words: not tested
+    assert removed.set_index("concept")[col].to_dict() == {
+        "grass": "0.550 [0.500, 0.600] vs 0.610"}
+    exp.low_selection = {"spurious": {"rule": "ratio"}}
+    kept, removed = contrast.kept_and_removed(exp)
+    assert col not in kept.columns and col not in removed.columns

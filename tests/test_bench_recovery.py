@@ -408,3 +408,15 @@ def test_break_check_whole_view_in_the_full_pipeline_fails_the_no_crop_check(tmp
     assert all(r.box == whole for row in full_b for r in row["exp"].high)
     b = R.no_crop_other_object_check("tiny", scenes, syn, full_b, rows(R.no_crop(broken)))
     assert b["difference"] == 0.0 and not b["ok"]
+
+
+def test_compare_pairs_run_the_conditional_rule_once():
+    """The side-by-side table: every counterfactual rule with each threshold on L (absolute,
+    relative, ratio), and the conditional rule (which decides without L) once, with the settings'
+    own counterfactual rule."""
+    pairs = R.compare_pairs("quantile")
+    assert len(pairs) == len(set(pairs)) == 4 * 3 + 1
+    assert [p for p in pairs if p[1] == "conditional"] == [("quantile", "conditional")]
+    assert {p for p in pairs if p[1] != "conditional"} == {
+        (r, t) for r in ("global", "twins", "quantile", "clip")
+        for t in ("absolute", "relative", "ratio")}

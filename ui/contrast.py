@@ -133,8 +133,29 @@ def _rows(items, status: str, exp=None) -> list[dict]:
         v = per.get(text)
         return None if v is None or v != v else round(float(v), 3)
 
+    tests = _conditional_tests(exp)
+    anchor = (exp.low_selection.get("spurious") or {}).get("anchor") if tests else None
+
+    def given(text: str) -> str | None:  # the conditional rule's test (AUC given the anchor)
+        t = tests.get(text)
+        if t is None:
+            return "the anchor (never removed)" if text == anchor else None
+        if t.get("auc") is None:
+            return "too few images: kept"
+        lo, hi = t["interval"]
+        return f"{t['auc']:.3f} [{lo:.3f}, {hi:.3f}] vs {t['bound']:.3f}"
+
     return [{"concept": c.text, "T score": round(c.score, 4), "L score": round(c.l_score, 4),
-             "faithfulness": faithful(c.text), "status": status} for c in items]
+             "faithfulness": faithful(c.text), "status": status,
+             **({"AUC given the anchor vs bound": given(c.text)} if tests else {})}
+            for c in items]
+
+
+def _conditional_tests(exp) -> dict[str, dict]:
+    """The conditional rule's tests of an explanation, words and phrases (empty otherwise)."""
+    spurious = (exp.low_selection.get("spurious") or {}) if exp is not None else {}
+    tests = spurious.get("tests") or {}
+    return {**tests.get("phrases", {}), **tests.get("words", {})}
 
 
 def kept_and_removed(exp) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -142,6 +163,8 @@ def kept_and_removed(exp) -> tuple[pd.DataFrame, pd.DataFrame]:
     in shows up here) and every removed one, as tables."""
     n_w, n_p = exp.settings.get("top_words", 8), exp.settings.get("top_phrases", 8)
     cols = ["concept", "T score", "L score", "faithfulness", "status"]
+    if _conditional_tests(exp):
+        cols.append("AUC given the anchor vs bound")
     kept = pd.DataFrame(_rows(exp.words, "kept word", exp) + _rows(exp.phrases, "kept phrase", exp)
                         + _rows(exp.more_words, f"kept word, below the top {n_w}")
                         + _rows(exp.more_phrases, f"kept phrase, below the top {n_p}"),
