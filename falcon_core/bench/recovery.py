@@ -59,8 +59,9 @@ objects. Feeding CLIP the whole view inside the full pipeline makes the two runs
 check fail (tests/test_bench_recovery.py).
 
 ``--compare`` adds the side-by-side table: the counterfactual rule (authors' Eq. 2 ``global``,
-``twins``, ``quantile``) × the spurious threshold (``absolute`` 0.1, ``relative``), with the demo
-CLIP and the oracle CLIP.
+``twins``, ``quantile``, ``clip``) × the spurious threshold on L (``absolute`` 0.1, ``relative``,
+``ratio``), and the ``conditional`` rule (which decides without L) once, with the settings'
+counterfactual rule (:func:`compare_pairs`), with the demo CLIP and the oracle CLIP.
 """
 
 from __future__ import annotations

@@ -414,31 +414,30 @@ def spurious_threshold_info(rule: str, absolute: float = 0.1, reference_scale: f
                             scale_images: int = 0) -> dict:
     """:func:`spurious_threshold` with what the app shows about it: the rule, the inputs, and a
     sentence saying where the number comes from. For the ratio rule ``threshold`` is None (one
-    per concept) and ``share`` is the share of the T-score."""
-    if rule == "ratio":
+    per concept) and ``share`` is the share of the T-score; for the conditional rule ``share`` is
+    the share of the anchor's response (:func:`conditional_test`)."""
+    if rule in ("ratio", "conditional"):
         share = spurious_share(absolute, reference_scale)
+        if rule == "ratio":
+            description = (
+                f"A concept is spurious when its L-score is ≥ {share:.3g} × its T-score "
+                f"({absolute:g} / {reference_scale:g}: the authors' {absolute:g} as a share "
+                f"of the caption score {reference_scale:g} it was set against on CLIP "
+                f"ViT-B/32). It means: the counterfactual images name the concept at least "
+                f"{share:.0%} as much as the highly activating images do; a concept they never "
+                f"name is kept.")
+        else:
+            description = (
+                f"A concept is spurious when the feature responds to it less than "
+                f"{share:.3g} as much as to its anchor (the top word whose naming best "
+                f"separates the feature's activation; never removed): among the probe images "
+                f"CLIP names the anchor in, the ROC AUC of the activation for \"the concept "
+                f"is named too\" is below 0.5 + {share:.3g} × (the anchor's own AUC − 0.5). "
+                f"{share:.3g} = {absolute:g} / {reference_scale:g}, the ratio rule's share. "
+                f"Measured on every probe image, not on the counterfactual images (L is "
+                f"shown, not used); a concept with too few images to test is kept.")
         return {"rule": rule, "absolute": float(absolute), "threshold": None, "share": share,
-                "reference_scale": float(reference_scale),
-                "description": (
-                    f"A concept is spurious when its L-score is ≥ {share:.3g} × its T-score "
-                    f"({absolute:g} / {reference_scale:g}: the authors' {absolute:g} as a share "
-                    f"of the caption score {reference_scale:g} it was set against on CLIP "
-                    f"ViT-B/32). It means: the counterfactual images name the concept at least "
-                    f"{share:.0%} as much as the highly activating images do; a concept they never "
-                    f"name is kept.")}
-    if rule == "conditional":
-        share = spurious_share(absolute, reference_scale)
-        return {"rule": rule, "absolute": float(absolute), "threshold": None, "share": share,
-                "reference_scale": float(reference_scale),
-                "description": (
-                    f"A concept is spurious when the feature responds to it less than "
-                    f"{share:.3g} as much as to its anchor (the top word whose naming best "
-                    f"separates the feature's activation; never removed): among the probe images "
-                    f"CLIP names the anchor in, the ROC AUC of the activation for \"the concept "
-                    f"is named too\" is below 0.5 + {share:.3g} × (the anchor's own AUC − 0.5). "
-                    f"{share:.3g} = {absolute:g} / {reference_scale:g}, the ratio rule's share. "
-                    f"Measured on every probe image, not on the counterfactual images (L is "
-                    f"shown, not used); a concept with too few images to test is kept.")}
+                "reference_scale": float(reference_scale), "description": description}
     threshold = spurious_threshold(rule, absolute, scale, reference_scale)
     info = {"rule": rule, "absolute": float(absolute), "threshold": threshold}
     if rule == "relative":
