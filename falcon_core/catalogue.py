@@ -62,15 +62,22 @@ class Catalogue:
         n = 0
         for start in range(0, len(feats), PREFILL_FEATURES):
             chunk = feats[start:start + PREFILL_FEATURES]
+            original = {(int(f),) if not isinstance(f, (list, tuple)) else
+                        tuple(int(x) for x in f): f for f in chunk}
+
+            def done(fs, exp, err):
+                nonlocal n
+                f = original.get(fs, fs)
+                result[f] = err
+                if on_feature:
+                    on_feature(f, exp, err)
+                n += 1
+                self.progress(n, len(feats), "features")
+
             try:
                 self.prefill(chunk, settings)  # work shared by the chunk's features, then each
-                for f in chunk:
-                    exp, err = self.explainer.try_explain(f, settings)
-                    result[f] = err
-                    if on_feature:
-                        on_feature(f, exp, err)
-                    n += 1
-                    self.progress(n, len(feats), "features")
+                # (their concept texts embedded together, before their faithfulness scores)
+                self.explainer.explain_many(chunk, settings, on_feature=done)
             finally:
                 self.explainer.search_memo.clear()
         return result

@@ -30,7 +30,7 @@ from . import cache_keys
 from .cache import DiskCache
 from .calibration import Calibration
 from .errors import FalconError
-from .explainer_stages import ImageStages
+from .explainer_stages import ImageStages, faithfulness_texts
 from .explanation import Concept, Explanation, ImageRecord
 from .progress import Progress
 from .representation_store import RepresentationStore
@@ -247,7 +247,61 @@ class Explainer(ImageStages):
         except FalconError as e:
             return None, str(e)
 
+    def explain_many(self, features: list, settings: FalconSettings | None = None,
+                     on_feature=None) -> dict[tuple[int, ...], str | None]:
+        """:meth:`explain` for many features (or groups), giving the same explanations, with the
+        work their faithfulness scores share done once: Stages 2-7 of every feature first, then
+        the CLIP embeddings of the union of their concept texts in one call
+        (:meth:`concept_embeddings`: fewer padded batches than one call per feature), then each
+        feature's faithfulness score. Each explanation is cached as soon as it is done.
+
+        Returns ``{features: None or the message of why it has no explanation}``;
+        ``on_feature(features, explanation or None, message or None)`` is called for each."""
+        s = settings or self.settings
+        result: dict[tuple[int, ...], str | None] = {}
+        started = []  # (feats, key, the explanation's steps paused before its faithfulness)
+
+        def done(feats, exp, err):
+            result[feats] = err
+            if on_feature:
+                on_feature(feats, exp, err)
+
+        for f in features:
+            try:
+                feats = self.store.features(f)
+                key = self.explanation_key(feats, s)
+                exp = self.cache.read_json("explanations", key, schema=_explanation_of(feats))
+                if exp is not None:
+                    done(feats, exp, None)
+                    continue
+                steps = self._explain_steps(feats, s)
+                texts = next(steps)
+                started.append((feats, key, steps, texts))
+            except FalconError as e:
+                done(tuple(int(x) for x in f) if isinstance(f, (list, tuple)) else (int(f),),
+                     None, str(e))
+        if started:  # one call for every feature's concept texts; the memo keeps them
+            self.concept_embeddings(list(dict.fromkeys(t for *_, texts in started
+                                                       for t in texts)))
+        for feats, key, steps, _ in started:
+            try:
+                exp = _finish(steps)
+            except FalconError as e:
+                done(feats, None, str(e))
+                continue
+            self.cache.write_json("explanations", key, exp.to_dict())
+            done(feats, exp, None)
+        return result
+
     def _explain(self, feats: tuple[int, ...], s: FalconSettings) -> Explanation:
+        steps = self._explain_steps(feats, s)
+        next(steps)  # the concept texts the faithfulness score embeds (explain_many shares them)
+        return _finish(steps)
+
+    def _explain_steps(self, feats: tuple[int, ...], s: FalconSettings):
+        """Stages 2-7 as a generator: it yields the concept texts its faithfulness score will
+        embed (so :meth:`explain_many` can embed every feature's at once), then, resumed, returns
+        the explanation (``StopIteration.value``; :func:`_finish`)."""
         label = "feature " + str(feats[0]) if len(feats) == 1 else "group " + str(list(feats))
         with self.timed("1 representations"):
             self.store.representations()
@@ -316,11 +370,12 @@ class Explainer(ImageStages):
         spurious_words = _spurious(removed_w, s.top_words)
         spurious_phrases = _spurious(removed_p, s.top_phrases)
         n = faithfulness_stage.TOP_CONCEPTS
+        kept_top = words[:n] + phrases[:n]
+        removed_top = spurious_words[:n] + spurious_phrases[:n] if s.contrast else []
+        shown = words + phrases + spurious_words + spurious_phrases
+        yield faithfulness_texts(kept_top, removed_top, shown)
         with self.timed("faithfulness"):
-            faithful = self.faithfulness(
-                feats, words[:n] + phrases[:n],
-                spurious_words[:n] + spurious_phrases[:n] if s.contrast else [],
-                words + phrases + spurious_words + spurious_phrases, len(high.indices), s)
+            faithful = self.faithfulness(feats, kept_top, removed_top, shown, len(high.indices), s)
 
         ids = self.probe.ids
         return Explanation(
@@ -356,6 +411,15 @@ class Explainer(ImageStages):
             more_phrases=_kept(kept_p, l_phrases, s.top_phrases + MAX_MORE_CONCEPTS)[s.top_phrases:],
             faithfulness=faithful,
         )
+
+
+def _finish(steps) -> Explanation:
+    """Resume :meth:`Explainer._explain_steps` after its concept texts; its explanation."""
+    try:
+        next(steps)
+    except StopIteration as stop:
+        return stop.value
+    raise RuntimeError("_explain_steps yields once")  # pragma: no cover - a bug here
 
 
 def _kept(kept: dict[str, float], l_scores: dict[str, float], top: int) -> list[Concept]:

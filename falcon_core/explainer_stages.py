@@ -52,32 +52,53 @@ TEXT_BATCH = cache_keys.TEXT_BATCH
 TEXT_MEMO_MAX = 50_000
 
 
-def _token_lengths(clip, texts: list[str]) -> list[int] | None:
-    """The positions a trimmed text tower runs for each text, or None when the model has no
-    tokenizer to tell (a stand-in whose rows never depend on the batch)."""
+def _tokens_and_lengths(clip, texts: list[str]):
+    """The tokens of ``texts`` and the positions a trimmed text tower runs for each, or
+    (None, None) when the model has no tokenizer to tell (a stand-in whose rows never depend on
+    the batch)."""
     tokenizer, model = getattr(clip, "tokenizer", None), getattr(clip, "model", None)
     if tokenizer is None or model is None:
-        return None
+        return None, None
     from .models.clip import text_lengths
 
-    return [int(v) for v in text_lengths(model, tokenizer([str(t) for t in texts]))]
+    tokens = tokenizer([str(t) for t in texts])
+    return tokens, [int(v) for v in text_lengths(model, tokens)]
 
 
 def embed_texts(clip, texts: list[str]) -> np.ndarray:
     """CLIP text embeddings (float32, L2-normalised) of short texts, each row computed in a batch
-    of exactly :data:`TEXT_BATCH` texts of its own tokenised length (see there)."""
+    of exactly :data:`TEXT_BATCH` texts of its own tokenised length (see there).
+
+    A trimmed open_clip tower (``clip.text_trim``) is run here on the tokens of all the texts,
+    tokenised once: what ``clip.encode_texts`` does for each batch (its batch of one length is
+    already in order; the same :func:`~falcon_core.models.clip.encode_text_trimmed` and
+    normalisation, so the same bits), without its per-call setup (tokenising, checking the
+    tower, ``eval()``), which cost more than the tower itself on these small batches."""
     n = len(texts)
     out = np.zeros((n, clip.embed_dim), dtype=np.float32)
-    lengths = _token_lengths(clip, texts)
+    tokens, lengths = _tokens_and_lengths(clip, texts)
     groups: dict[int, list[int]] = {}
     for i in range(n):
         groups.setdefault(lengths[i] if lengths is not None else 0, []).append(i)
+    direct = tokens is not None and getattr(clip, "text_trim", False) is True \
+        and hasattr(clip, "_normalise")
+    if direct:
+        import torch
+
+        from .models.clip import encode_text_trimmed
+
+        clip.model.eval()
     for _, idx in sorted(groups.items()):
         for a in range(0, len(idx), TEXT_BATCH):
             part = idx[a:a + TEXT_BATCH]
-            batch = [texts[i] for i in part]
-            batch += [batch[-1]] * (TEXT_BATCH - len(batch))
-            out[part] = np.asarray(clip.encode_texts(batch), dtype=np.float32)[:len(part)]
+            rows = part + [part[-1]] * (TEXT_BATCH - len(part))
+            if direct:
+                with torch.inference_mode():
+                    got = clip._normalise(encode_text_trimmed(
+                        clip.model, tokens[rows].to(clip.device)))
+            else:
+                got = clip.encode_texts([texts[i] for i in rows])
+            out[part] = np.asarray(got, dtype=np.float32)[:len(part)]
     return out
 
 
@@ -139,6 +160,12 @@ def score_matches(idx: np.ndarray, texts: list[list[str]], scores: np.ndarray,
                 for j, t, s in zip(r, tr, sr)]
                for r, tr, sr in zip(idx, texts, scores)]
     return matches, words, phrases
+
+
+def faithfulness_texts(kept: list[Concept], removed: list[Concept], shown: list[Concept]
+                       ) -> list[str]:
+    """The concept texts :meth:`ImageStages.faithfulness` embeds, in its order."""
+    return list(dict.fromkeys(c.text for c in kept + removed + shown))
 
 
 class ImageStages:
@@ -316,7 +343,7 @@ class ImageStages:
         activation = np.asarray(Hn[:, list(feats)], dtype=np.float64).sum(axis=1)
         views = np.asarray(self.calibration.view_embeddings(), dtype=np.float32)
         k = faithfulness_stage.choose_k(int(valid.sum()), n_high)
-        texts = list(dict.fromkeys(c.text for c in kept + removed + shown))
+        texts = faithfulness_texts(kept, removed, shown)
         if not texts:
             return Faithfulness(None, None, {}, faithfulness_stage.METHOD)
         T = self.concept_embeddings(texts)

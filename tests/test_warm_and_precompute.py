@@ -198,13 +198,143 @@ def test_concept_text_rows_do_not_depend_on_the_texts_embedded_with_them(world):
 def test_concepts_are_embedded_once_per_explainer(world, monkeypatch):
     f = Falcon.from_config(tiny_config(world), settings=TOPK,
                            cache_dir=str(world["base"] / "cache-texts-memo"))
+    import falcon_core.explainer_stages as es
+
     seen = []
-    real = f.clip.encode_texts
-    monkeypatch.setattr(f.clip, "encode_texts",
-                        lambda texts, **k: seen.extend(texts) or real(texts, **k))
+    real = es.embed_texts
+    monkeypatch.setattr(es, "embed_texts", lambda clip, texts: seen.extend(texts) or real(clip, texts))
     a = f.explainer.concept_embeddings(["red", "blue circle"])
-    assert set(seen) == {"red", "blue circle"}
+    assert seen == ["red", "blue circle"]
     seen.clear()
     b = f.explainer.concept_embeddings(["blue circle", "green", "red"])
-    assert set(seen) == {"green"}  # (padded with copies of itself to a full batch)
+    assert seen == ["green"]
     np.testing.assert_array_equal(a, b[[2, 0]])
+
+
+# ---- what a precompute shares, counted (never timed): each test fails when the sharing breaks
+
+def _fresh(world, name, feats_for_calibration=True):
+    f = Falcon.from_config(tiny_config(world), settings=TOPK,
+                           cache_dir=str(world["base"] / name))
+    f.representations()
+    f.text_embeddings()
+    f.view_embeddings()
+    from falcon_core.stages.gradcam import cam_grid
+
+    cam_grid(f.backbone)  # the crop margin's grid: one blank image, once per backbone
+    if feats_for_calibration:  # per-workspace work every explanation reads, done before
+        f.explainer.spurious_threshold()
+        f.explainer.document_frequencies()
+    return f
+
+
+def test_precompute_embeds_each_crop_once_in_full_batches(world, monkeypatch):
+    """The crops of every feature go through CLIP together: each distinct (image, box) once, in
+    full batches of 8 (only the last one padded), where one explain per feature pads each
+    feature's last batch."""
+    from falcon_core.explainer_stages import IMAGE_BATCH
+
+    feats = [0, 1, 2, 3, 4, 5]
+    many = _fresh(world, "cache-crops-many")
+    rows = []
+    real = many.clip.encode_images
+    monkeypatch.setattr(many.clip, "encode_images",
+                        lambda images, **k: rows.append(len(images)) or real(images, **k))
+    many.precompute(feats)
+    crops = {(int(r["index"]), tuple(r["box"])) for f in feats
+             for r in many.explain(f).to_dict()["high"]}
+    per_feature = [len(many.select_high(f).indices) for f in feats]
+    assert len(crops) <= sum(per_feature)  # (an image's box differs between features)
+    assert rows == [-(-len(crops) // IMAGE_BATCH) * IMAGE_BATCH]  # one call, each crop once
+    # one explain per feature pads each feature's last batch: more rows through CLIP
+    assert rows[0] < sum(-(-n // IMAGE_BATCH) * IMAGE_BATCH for n in per_feature)
+
+
+def test_precompute_runs_spacy_once_over_the_union_of_captions(world, monkeypatch):
+    """The captions of every feature's T and L images go through spaCy once, in one call, each
+    caption once; the explanations then run spaCy no more."""
+    from falcon_core.stages import concepts as concepts_stage
+
+    feats = [0, 1, 2, 3, 4, 5]
+    many = _fresh(world, "cache-spacy-many")
+    calls = []
+    real = concepts_stage.ConceptExtractor.docs
+    monkeypatch.setattr(concepts_stage.ConceptExtractor, "docs",
+                        lambda self, texts: calls.append(list(texts)) or real(self, texts))
+    many.precompute(feats)
+    found = {m["text"] for f in feats for kind in ("high", "low")
+             for r in many.explain(f).to_dict()[kind] for m in r["captions"]}
+    assert len(calls) == 1, [len(c) for c in calls]
+    assert sorted(calls[0]) == sorted(found)  # the union, each caption once
+
+
+def test_precompute_embeds_the_union_of_concept_texts_once(world, monkeypatch):
+    """The faithfulness scores' concept texts of all the features are embedded in one call after
+    every feature's concepts are known: each text once, in the fewest batches of 8 of one
+    tokenised length -- fewer than one call per feature -- with explain's results."""
+    import falcon_core.models.clip as clip_mod
+    from falcon_core.explainer_stages import TEXT_BATCH, _tokens_and_lengths, faithfulness_texts
+    from falcon_core.stages import faithfulness as faithfulness_stage
+
+    feats = [0, 1, 2, 3, 4, 5]
+    many = _fresh(world, "cache-texts-many")
+    batches = []
+    real = clip_mod.encode_text_trimmed
+    monkeypatch.setattr(clip_mod, "encode_text_trimmed",
+                        lambda model, tokens: batches.append(tokens.shape[0]) or real(model, tokens))
+    seen = []
+    real_ce = many.explainer.concept_embeddings
+    monkeypatch.setattr(many.explainer, "concept_embeddings",
+                        lambda texts: seen.append(list(texts)) or real_ce(texts))
+    many.precompute(feats)
+    exps = [many.explain(f) for f in feats]
+    per_feature = []
+    for e in exps:
+        n = faithfulness_stage.TOP_CONCEPTS
+        kept, removed = e.words[:n] + e.phrases[:n], e.spurious_words[:n] + e.spurious_phrases[:n]
+        per_feature.append(faithfulness_texts(kept, removed, e.words + e.phrases
+                                              + e.spurious_words + e.spurious_phrases))
+    union = list(dict.fromkeys(t for texts in per_feature for t in texts))
+    # one call with every feature's texts (each once), before any faithfulness score
+    assert len(seen[0]) == len(set(seen[0])) and set(seen[0]) == set(union)
+    _, lengths = _tokens_and_lengths(many.clip, union)
+    groups = {}
+    for n in lengths:
+        groups[n] = groups.get(n, 0) + 1
+    assert batches == [TEXT_BATCH] * sum(-(-g // TEXT_BATCH) for g in groups.values())
+    # one explain per feature embeds each feature's new texts in its own padded batches: more
+    one = _fresh(world, "cache-texts-one")
+    batches.clear()
+    for f in feats:
+        assert one.explain(f).to_dict() == many.explain(f).to_dict()
+    assert len(batches) > sum(-(-g // TEXT_BATCH) for g in groups.values())
+
+
+def test_embed_texts_gives_encode_texts_bits(world):
+    """embed_texts runs the trimmed tower itself on tokens made once: the rows are the bits
+    ``clip.encode_texts`` gives for the same padded batch of one length."""
+    from falcon_core.explainer_stages import TEXT_BATCH, _tokens_and_lengths, embed_texts
+
+    f = Falcon.from_config(tiny_config(world), settings=TOPK,
+                           cache_dir=str(world["base"] / "cache-texts-bits"))
+    assert f.clip.text_trim  # the direct path is the one under test
+    texts = ["red", "big red circle", "blue square", "grass", "small striped yellow star",
+             "sky", "wooden brick wall on a sunny day", "sand", "green", "purple heart shape",
+             "a red circle", "the blue sky", "sand and grass", "yellow", "a wall"]
+    got = embed_texts(f.clip, texts)
+    _, lengths = _tokens_and_lengths(f.clip, texts)
+    for n in set(lengths):
+        idx = [i for i, v in enumerate(lengths) if v == n]
+        for a in range(0, len(idx), TEXT_BATCH):
+            part = idx[a:a + TEXT_BATCH]
+            batch = [texts[i] for i in part]
+            batch += [batch[-1]] * (TEXT_BATCH - len(batch))
+            np.testing.assert_array_equal(got[part], f.clip.encode_texts(batch)[:len(part)])
+
+
+def test_precompute_says_why_a_feature_has_no_explanation(world):
+    f = _fresh(world, "cache-bad-feature", feats_for_calibration=False)
+    result = f.precompute([0, 10_000])
+    assert result[0] is None
+    assert "10000" in result[10_000] or "10 000" in result[10_000] or "does not exist" in \
+        result[10_000].lower(), result

@@ -86,8 +86,9 @@ class Context:
     """Inputs shared by the rows, each built once: models with random weights, demo images and
     captions."""
 
-    def __init__(self):
+    def __init__(self, **options: Any):
         self._memo: dict[str, Any] = {}
+        self.options = options  # command-line choices a row reads (``features``)
 
     def _get(self, key, build):
         if key not in self._memo:
@@ -123,18 +124,21 @@ class Context:
 
 
 def primed_demo_cache(probe_size: int) -> Path:
-    """A cache folder with the demo world's Stage 1 (``probe_size`` images) and text embeddings
-    already computed (kept in the temp folder between runs; rows copy it, so every row starts
-    from the same state without paying for what it does not measure)."""
+    """A cache folder with the demo world's Stage 1 (``probe_size`` images), text embeddings and
+    the probe's view embeddings already computed (kept in the temp folder between runs; rows copy
+    it, so every row starts from the same state without paying for what it does not measure).
+
+    Opened and primed on every call: the entries are content-keyed, so after a change of the code
+    or the models the folder gets the new entries here, outside the timings (a marker file once
+    said "primed" while the text embeddings were no longer there, and every timed run of the
+    precompute row recomputed the 24k captions' embeddings: 24 s of CPU on both sides)."""
     from falcon_core.pipeline import Falcon
 
     base = Path(tempfile.gettempdir()) / f"falcon-speed-base-{probe_size}"
-    done = base / "primed"
-    if not done.is_file():
-        falcon = Falcon.from_config(_demo_cfg(probe_size), cache_dir=str(base))
-        falcon.representations()
-        falcon.text_embeddings()
-        done.write_text("ok")
+    falcon = Falcon.from_config(_demo_cfg(probe_size), cache_dir=str(base))
+    falcon.representations()
+    falcon.text_embeddings()
+    falcon.view_embeddings()
     return base
 
 
@@ -329,19 +333,29 @@ def row_warm(ctx: Context, repeat: int) -> dict:
             "repeat_in_process_wall_median_s": round(statistics.median(r[1] for r in reps), 5)}
 
 
-@row("precompute", "explaining 8 features of the demo layer: Catalogue.precompute vs one "
-     "explain() per feature (Stage 1, text embeddings and view embeddings cached for both; "
-     "spaCy's and the concept embeddings' memos emptied before each run)",
-     ">= 3x faster per feature, same explanations")
+# Features of the demo layer the precompute row explains (``--features``): see row_precompute.
+PRECOMPUTE_FEATURES = 32
+
+
+@row("precompute", "explaining N features of the demo layer (--features; default 32 of its "
+     "128): Catalogue.precompute vs one explain() per feature (Stage 1, text embeddings and view "
+     "embeddings cached for both; spaCy's and the concept embeddings' memos emptied before each "
+     "run)", ">= 3x faster per feature, same explanations")
 def row_precompute(ctx: Context, repeat: int) -> dict:
+    """Both sides start from the same cache (Stage 1, the vocabulary's text embeddings and the
+    probe's view embeddings: per workspace, not per feature) and the same in-memory state (spaCy
+    loaded, its memo and the concept-text memo emptied), explain the first N features of the demo
+    layer and return the explanations; ``to_dict`` (for the bit-equality check) runs outside the
+    timings."""
     from falcon_core.cache import DiskCache
     from falcon_core.pipeline import Falcon
 
     cfg = _demo_cfg(400)
-    feats = list(range(8))
     base = primed_demo_cache(400)
     with tempfile.TemporaryDirectory(prefix="falcon-speed-") as d:
         falcon = Falcon.from_config(cfg, cache_dir=str(copy_of(base, d, "c0")))
+        n_feats = ctx.options.get("features") or PRECOMPUTE_FEATURES
+        feats = list(range(min(int(n_feats), falcon.store.num_features)))
         falcon.explainer.extractor.nlp  # spaCy loaded once, outside the timings
         falcon.view_embeddings()  # once per workspace (every explanation's faithfulness reads them)
         n = [0]
@@ -361,19 +375,95 @@ def row_precompute(ctx: Context, repeat: int) -> dict:
 
         def one_by_one():
             f = fresh_cache()
-            return [f.explain(i).to_dict() for i in feats]
+            return [f.explain(i) for i in feats]
 
         def shared():
             f = fresh_cache()
             f.precompute(feats)
-            return [f.explain(i).to_dict() for i in feats]
+            return [f.explain(i) for i in feats]
 
         r = side_by_side(shared, one_by_one, repeat, warmup=False)
-    a, b = r.pop("tool_out"), r.pop("baseline_out")
+    a = [e.to_dict() for e in r.pop("tool_out")]
+    b = [e.to_dict() for e in r.pop("baseline_out")]
     r["same_explanations"], r["max_score_difference"] = _same_explanations(a, b)
     r["bit_equal"] = a == b  # every score, caption and image, to the last bit
     r["features"] = len(feats)
+    r["of_layer"] = falcon.store.num_features
+    r["tool_cpu_min_s_per_feature"] = round(r["tool_cpu_min_s"] / len(feats), 4)
+    r["baseline_cpu_min_s_per_feature"] = round(r["baseline_cpu_min_s"] / len(feats), 4)
     return r
+
+
+# ------------------------------------------------------------ vocabulary search (bench search)
+# The rows below call falcon_core.bench.search's own functions (each variant in a fresh process,
+# so each peak RSS is its own); ``--no-search`` leaves them out, ``--search-data`` and
+# ``--index-cache`` say where the LAION-format shards and the built IVF-PQ index are kept.
+
+
+@row("search_exact", "caption top-5 of 64 crops over M fp16 LAION-format rows (--search-rows, "
+     "default 1M): ExactIndex vs a bare chunked matmul + argpartition, and peak RSS; caption "
+     "text of 250 rows vs reading only their row groups (bench search)",
+     "<= 1.2x the bare search; RSS <= 1.2x the raw embeddings")
+def row_search_exact(ctx: Context, repeat: int) -> dict:
+    from falcon_core.bench import search
+
+    rows = int(ctx.options.get("search_rows") or 1_000_000)
+    res = search.search_rows(Path(ctx.options.get("search_data") or _search_data()), [rows],
+                             repeat)
+    r = res["sizes"][str(rows)]
+    tk, lk = r["topk"], r["lookup"]
+    b, f = tk["bare"], tk["falcon"]
+    raw = f["raw_embedding_bytes"]
+    out = {"rows": rows,
+           "topk_ratio_wall_min": round(search.ratio(f["time"], b["time"], "wall_min"), 3),
+           "topk_ratio_wall_median": round(search.ratio(f["time"], b["time"], "wall_median"), 3),
+           "topk_ratio_cpu_min": round(search.ratio(f["time"], b["time"], "cpu_min"), 3),
+           "topk_falcon_wall_min_s": round(f["time"]["wall_min"], 3),
+           "topk_bare_wall_min_s": round(b["time"]["wall_min"], 3),
+           "peak_rss_over_raw": round(f["peak_rss"] / raw, 3),
+           "bare_peak_rss_over_raw": round(b["peak_rss"] / raw, 3),
+           "raw_embeddings_gb": round(raw / 1e9, 3),
+           "equal_to_bare": f["equal_to_bare_normalised"],
+           "lookup_ratio_wall_min": round(search.ratio(lk["falcon"]["time"], lk["bare"]["time"],
+                                                       "wall_min"), 3),
+           "lookup_equal": lk["falcon"]["equal_to_bare"]}
+    if "stacked_T_L" in f:
+        out["T_L_separate_over_stacked_wall_min"] = round(
+            search.ratio(f["separate_T_L"], f["stacked_T_L"], "wall_min"), 3)
+    return out
+
+
+@row("search_ivfpq", "IVF-PQ over 1M clustered LAION-format rows: recall@5 against the exact "
+     "search (1,024 queries) and ms per 64 crops after warm-up, the index's own settings "
+     "(bench search --ivfpq; built once into --index-cache, reused when there)",
+     "recall@5 >= 0.95, <= 50 ms per 64 crops")
+def row_search_ivfpq(ctx: Context, repeat: int) -> dict:
+    from falcon_core.bench import search
+
+    root = search.ensure_data(Path(ctx.options.get("search_data") or _search_data()),
+                              1_000_000, "clustered")
+    cache = ctx.options.get("index_cache")
+    with tempfile.TemporaryDirectory(prefix="falcon-speed-ivf-") as tmp:
+        iv = search.measure_ivfpq(root, cache or tmp, repeats=repeat, sweep=())
+    ms = iv["ms_per_64"]
+    return {"rows": iv["rows"], "recall_at_5": round(iv["recall_at_5"], 4),
+            "top1_equal": round(iv["top1_equal"], 4),
+            "ms_per_64_wall_min": round(ms["wall_min"], 2),
+            "ms_per_64_wall_median": round(ms["wall_median"], 2),
+            "ms_per_64_cpu_min": round(ms["cpu_min"], 2),
+            "nprobe": iv["nprobe"], "rerank": iv["rerank"],
+            "build_wall_s": round(iv["build_s"]["wall"], 1),
+            "index_reused": bool(cache) and iv["build_s"]["wall"] < 60,
+            "disk_mb": round(iv["disk_bytes"] / 1e6, 1), "peak_rss_mb": round(iv["peak_rss_mb"], 1),
+            "params": {k: iv["params"][k] for k in ("nlist", "m", "nbits", "opq")
+                       if k in iv["params"]}}
+
+
+def _search_data() -> str:
+    return os.path.join(tempfile.gettempdir(), "falcon-laion-bench")
+
+
+SEARCH_ROWS = ("search_exact", "search_ivfpq")
 
 
 def _same_explanations(a: list[dict], b: list[dict]) -> tuple[bool, float]:
@@ -401,11 +491,12 @@ def _same_explanations(a: list[dict], b: list[dict]) -> tuple[bool, float]:
 # another module is appended at the end).
 DEFAULT_ORDER: list[str] = [
     "gradcam_efficientnet", "text_demo_clip", "warm_explanation", "precompute", "text_vitb32",
-    "gradcam_resnet50", "gradcam_first_call", "stage1_efficientnet"]
+    "gradcam_resnet50", "gradcam_first_call", "stage1_efficientnet", "search_ivfpq",
+    "search_exact"]
 
 
-def run(names: list[str], repeat: int, log=print) -> dict:
-    ctx = Context()
+def run(names: list[str], repeat: int, log=print, **options: Any) -> dict:
+    ctx = Context(**options)
     result: dict[str, Any] = {
         "note": ("models have random weights (timm/torchvision/open_clip architectures), images "
                  "are the demo world's rendered scenes and captions its captions; ratios are "
@@ -455,6 +546,15 @@ def _format_row(name: str, r: dict) -> str:
     return "\n".join(lines)
 
 
+def _set_omp_wait(policy: str) -> str:
+    """Set ``OMP_WAIT_POLICY`` for torch's OpenMP threads (read when torch is first imported:
+    the rows import it lazily). Returns the policy in force."""
+    if policy == "passive" and "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    return os.environ.get("OMP_WAIT_POLICY", "default") + (
+        " (torch already imported: not changed)" if "torch" in sys.modules else "")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m falcon_core.bench speed",
                                 description=__doc__.split("\n\n")[0],
@@ -463,16 +563,41 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true", help="print the result as JSON at the end")
     p.add_argument("--repeat", type=int, default=3, help="timed repeats per side (at least 3)")
     p.add_argument("--only", default=None, help="comma-separated row names (default: all)")
+    p.add_argument("--no-search", action="store_true",
+                   help="leave out the vocabulary-search rows (" + ", ".join(SEARCH_ROWS) + ")")
+    p.add_argument("--search-rows", type=int, default=None, metavar="M",
+                   help="rows of the exact-search row (default 1,000,000)")
+    p.add_argument("--search-data", default=None, metavar="DIR",
+                   help="where the LAION-format shards are made and kept (default: "
+                        "<tmp>/falcon-laion-bench, as bench search)")
+    p.add_argument("--index-cache", default=None, metavar="DIR",
+                   help="keep the built IVF-PQ index here between runs (default: a temp folder, "
+                        "built in the run)")
+    p.add_argument("--omp-wait", choices=("passive", "default"), default="passive",
+                   help="OpenMP's wait policy for torch's threads (default passive: a thread "
+                        "that spins after each parallel region is counted as CPU time of "
+                        "whatever runs next -- on a shared machine most of the CPU time of "
+                        "small batches)")
+    p.add_argument("--features", type=int, default=None, metavar="N",
+                   help=f"features the precompute row explains (default {PRECOMPUTE_FEATURES}; "
+                        "128 is the demo layer)")
     args = p.parse_args(argv)
     names = DEFAULT_ORDER if not args.only else [s.strip() for s in args.only.split(",") if s.strip()]
+    if args.no_search:
+        names = [n for n in names if n not in SEARCH_ROWS]
     unknown = [n for n in names if n not in ROWS]
     if unknown:
         print(f"error: unknown rows {unknown}; rows: {', '.join(ROWS)}", file=sys.stderr)
         return 2
     log = (lambda s: print(s, file=sys.stderr, flush=True)) if args.json else print
     if not args.only:
-        names = names + [n for n in ROWS if n not in names]
-    result = run(names, max(3, args.repeat), log)
+        names = names + [n for n in ROWS if n not in names
+                         and not (args.no_search and n in SEARCH_ROWS)]
+    omp = _set_omp_wait(args.omp_wait)
+    result = run(names, max(3, args.repeat), log, features=args.features,
+                 search_rows=args.search_rows, search_data=args.search_data,
+                 index_cache=args.index_cache)
+    result["omp_wait_policy"] = omp
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:
