@@ -1,12 +1,23 @@
 """Every speed ratio of issue 9, each measured side by side against its bare baseline in one run.
 
     python -m falcon_core.bench speed [--json] [--repeat 3] [--only text,gradcam_resnet50]
+        [--features N] [--no-search] [--index-cache DIR] [--omp-wait passive|default]
 
 Each row times a tool of this project and the bare baseline it must be compared with, alternating
 (baseline, tool, baseline, tool, ...) so a busy machine slows both alike, ``--repeat`` times
 (at least 3), and reports the minimum and the median of the CPU time of the process (all threads)
 and of the wall time, and their ratios tool / baseline. Peak RSS (``ru_maxrss``) is printed after
 every row, and the load average before and after it.
+
+CPU time is the process's, all threads: torch's OpenMP threads spin after each parallel region
+and that spinning is counted as CPU time of whatever runs next (on a busy 2-core machine, ~75 % of
+the precompute row's CPU time was spinning, and small batches interleaved with Python work paid
+most of it), so ``--omp-wait passive`` (the default) sets ``OMP_WAIT_POLICY=PASSIVE`` before torch
+is imported; ``--omp-wait default`` measures with torch's own policy. The JSON says which.
+
+The vocabulary-search rows (``search_exact``, ``search_ivfpq``) call ``falcon_core.bench.search``;
+``--no-search`` leaves them out (they make 1M-row LAION-format shards once, and the IVF-PQ row
+builds its index unless ``--index-cache`` holds it).
 
 Models and data are offline: timm / torchvision / open_clip architectures with **random weights**
 (``tf_efficientnet_lite0``, ResNet-50, CLIP ViT-B-32), the demo world's rendered scenes and its
