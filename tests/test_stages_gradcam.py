@@ -222,3 +222,27 @@ def test_the_default_path_does_not_import_pytorch_grad_cam():
                          timeout=600)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_many_targets_per_image_give_compute_cams_maps_bit_for_bit(r18):
+    """compute_cams_many (a whole-layer precompute): each image runs forward once, whatever the
+    number of features whose top set holds it, and each (image, group) map is the map
+    compute_cams gives for that group on that feature's own images -- to the bit, although the
+    batches hold other images (the precompute's bit-equality rests on it)."""
+    from falcon_core.stages.gradcam import compute_cams_many
+
+    torch.manual_seed(3)
+    x = torch.randn(10, 3, 64, 64)
+    sets = {(3,): [0, 1, 2, 5, 8], (5, 7): [1, 2, 3, 9], (11,): [2, 4, 5, 6, 7, 8, 9]}
+    wanted = [[g for g, imgs in sets.items() if i in imgs] for i in range(10)]
+    rows = []
+    h = r18.cam_layer.register_forward_hook(lambda m, a, o: rows.append(o.shape[0]))
+    try:
+        got = compute_cams_many(r18, x, wanted, batch_size=4)
+    finally:
+        h.remove()
+    assert sum(rows) == 10  # one forward pass per image, not one per (image, feature)
+    for g, imgs in sets.items():
+        alone = compute_cams(r18, x[imgs], list(g))
+        np.testing.assert_array_equal(np.stack([got[i][g] for i in imgs]), alone)
+        assert set(got[imgs[0]]) == set(wanted[imgs[0]])
