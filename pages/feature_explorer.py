@@ -4,6 +4,14 @@ import streamlit as st
 
 from ui import loaders, shell, views
 
+HIGH = "Highly activating images (T)"
+CROPS = "Their crops"
+LOW = "Counterfactuals (L)"
+ACTIVATIONS = "Activation histogram"
+TABLE = "Every feature explained so far"
+TABS = (HIGH, CROPS, LOW, ACTIVATIONS, TABLE)
+TAB_KEY = "explorer_tab"  # st.session_state[TAB_KEY]: the open tab's label
+
 
 def main() -> None:
     opened = views.open_page(
@@ -25,25 +33,37 @@ def main() -> None:
     left, right = st.columns([3, 2])
     with left:
         concept = views.concept_charts(exp)
-        views.provenance(falcon, exp, concept)
     with right:
-        views.activation_histogram(falcon, exp, settings)
+        views.provenance(falcon, exp, concept)
         removed = [c.text for c in exp.spurious_words + exp.spurious_phrases]
         if removed:
             st.markdown("**Removed as spurious:** " + ", ".join(removed[:12]))
             st.page_link("pages/spurious_concepts.py", label="Inspect the spurious concepts",
                          icon=":material/block:", query_params={"feature": str(feature)})
 
-    views.high_images(falcon, exp, settings)
-    with st.expander("Lowly activating counterfactual images (L)", expanded=True):
-        views.low_images(falcon, exp)
+    # Only the open tab is computed and sent (issue 9: the page drew every image, the crops,
+    # the counterfactuals, the histogram and the feature table on every choice of a feature).
+    tabs = st.tabs(list(TABS), key=TAB_KEY, on_change="rerun")
+    parts = dict(zip(TABS, tabs))
+    with parts[HIGH]:
+        if parts[HIGH].open:
+            views.high_images(falcon, exp, settings, show_crops=False)
+    with parts[CROPS]:
+        if parts[CROPS].open:
+            views.crop_images(falcon, exp, settings)
+    with parts[LOW]:
+        if parts[LOW].open:
+            views.low_images(falcon, exp)
+    with parts[ACTIVATIONS]:
+        if parts[ACTIVATIONS].open:
+            views.activation_histogram(falcon, exp, settings)
+    with parts[TABLE]:
+        if parts[TABLE].open:
+            st.dataframe(loaders.feature_table(falcon, settings), hide_index=True,
+                         width="stretch", key="feature_list")
+            st.caption("Click a column to sort. faithfulness: ROC AUC of the probe images the "
+                       "top concepts pick (by CLIP similarity) against the rest, scored by the "
+                       "feature's activation; 0.5 is chance.")
     views.exports(exp)
-    with st.expander("Every feature explained so far (click a column to sort)"):
-        st.dataframe(loaders.feature_table(falcon, settings), hide_index=True, width="stretch",
-                     key="feature_list")
-        st.caption("faithfulness: ROC AUC of the probe images the top concepts pick (by CLIP "
-                   "similarity) against the rest, scored by the feature's activation; 0.5 is "
-                   "chance.")
-
 
 shell.page(main)

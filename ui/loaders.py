@@ -344,6 +344,20 @@ def busiest_feature(falcon, settings: FalconSettings) -> int:
     return int(np.argmax(np.asarray(stats["n_high"])))
 
 
+@st.cache_resource(show_spinner=False, max_entries=256)
+def _figure(kind: str, key: tuple, _make):
+    return _make()
+
+
+def figure(kind: str, key: tuple, make):
+    """The plotly figure ``make()`` builds, built once per ``(kind, key)`` in this server process
+    and shared by every session and rerun (issue 9: a seen feature's rerun built its figures
+    again, ~15 ms of plotly's validation each). ``key`` must hold everything the figure is drawn
+    from (the values, not a name for them), so a figure is never stale. The figure is shared:
+    nobody may change it (``st.plotly_chart`` only reads it)."""
+    return _figure(kind, key, make)
+
+
 @st.cache_data(show_spinner=False, max_entries=256)
 def _view(_falcon, config_items: tuple, index: int):
     return _falcon.view(index)

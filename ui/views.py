@@ -165,6 +165,9 @@ def explained_feature(falcon, feature: int, settings: FalconSettings):
     this backbone does not have, no highly activating image, an error)."""
     if not check_feature(falcon, feature):
         return None
+    cached = errors.or_none(falcon.cached_explanation, feature, settings)
+    if cached is not None and cached.high:  # seen: T was not empty (no selection run again)
+        return cached
     if no_high_images(falcon, feature, settings):
         return None
     return loaders.explain(falcon, feature, settings,
@@ -182,12 +185,17 @@ def activation_histogram(falcon, exp, settings: FalconSettings) -> None:
     feature = exp.features[0]
     hs = exp.high_selection
     thr = hs.get("threshold")
-    fig = charts.histogram(loaders.activations(falcon, feature, settings),
-                           errors.or_none(falcon.alpha_for, settings),
-                           errors.or_none(falcon.low_threshold_for, settings),
-                           title=f"Activations of feature {feature}",
-                           high_threshold=thr if isinstance(thr, (int, float)) else None,
-                           high_label=f"T threshold ({hs.get('rule')})")
+    thr = thr if isinstance(thr, (int, float)) else None
+    alpha = errors.or_none(falcon.alpha_for, settings)
+    epsilon = errors.or_none(falcon.low_threshold_for, settings)
+    label = f"T threshold ({hs.get('rule')})"
+    # the activations are those of loaders.activations: the workspace, the row normalisation
+    # and the feature determine them
+    key = (state.config_key(falcon.config or state.workspace()), bool(settings.normalize_rows),
+           int(feature), alpha, epsilon, thr, label)
+    fig = loaders.figure("histogram", key, lambda: charts.histogram(
+        loaders.activations(falcon, feature, settings), alpha, epsilon,
+        title=f"Activations of feature {feature}", high_threshold=thr, high_label=label))
     st.plotly_chart(fig, key="histogram", width="stretch")
     st.caption("α: the global threshold for highly activating images; ε: the threshold for "
                "lowly activating counterfactuals (counts on a log scale).")
@@ -251,6 +259,14 @@ def _chart_selection(event: Any) -> str | None:
     return None
 
 
+def concept_figure(items: Sequence, title: str, show_l: bool = True, **kw):
+    """:func:`charts.concept_bars`, built once per content (see :func:`loaders.figure`)."""
+    key = (tuple((c.text, float(c.score), float(c.l_score)) for c in items), title, bool(show_l),
+           tuple(sorted(kw.items())))
+    return loaders.figure("concept_bars", key,
+                          lambda: charts.concept_bars(items, title, show_l, **kw))
+
+
 def concept_charts(exp, key: str = "concept", show_l: bool = True,
                    container_key: str = "concept_chart") -> str | None:
     """Word and phrase bar charts; a click (or the list below them) selects a concept."""
@@ -267,7 +283,7 @@ def concept_charts(exp, key: str = "concept", show_l: bool = True,
                     continue
                 chart_key = f"chart:{container_key}:{ck}:{'-'.join(map(str, exp.features))}"
                 event = st.plotly_chart(
-                    charts.concept_bars(items, f"{title} (click a bar for its sources)", show_l),
+                    concept_figure(items, f"{title} (click a bar for its sources)", show_l),
                     key=chart_key, on_select="rerun", selection_mode="points",
                     width="stretch")
                 sel = _chart_selection(event)
@@ -346,14 +362,29 @@ def high_images(falcon, exp, settings: FalconSettings, key: str = "high", n: int
                 f"{len(exp.high)} in T, best first)")
     image_grid([p[0] for p in pairs], caps, key=f"{key}_grid")
     if show_crops:
-        st.markdown("**Their crops** (what CLIP captions)")
-        image_grid([p[1] for p in pairs], [f"#{r.index}" for r in exp.high[:n]], cols=8,
-                   key=f"{key}_crops", width=100)
+        _crops(exp, pairs, n, key)
     st.download_button("Download these images (PNG)",
                        lambda: loaders.grid_png([p[0] for p in pairs], caps,
                                                 f"{exp.label}: highly activating images"),
                        file_name=f"falcon_{'_'.join(map(str, exp.features))}_high.png",
                        mime="image/png", key=f"dl_{key}_png", on_click="ignore")
+
+
+def _crops(exp, pairs, n: int, key: str) -> None:
+    st.markdown("**Their crops** (what CLIP captions)")
+    image_grid([p[1] for p in pairs], [f"#{r.index}" for r in exp.high[:n]], cols=8,
+               key=f"{key}_crops", width=100)
+
+
+def crop_images(falcon, exp, settings: FalconSettings, key: str = "high") -> None:
+    """The GradCAM crops of the highly activating images (as many as :func:`high_images`
+    shows, its slider's value)."""
+    if not exp.high:
+        st.info("No highly activating image.")
+        return
+    n = int(st.session_state.get(f"n_{key}") or min(N_IMAGES_DEFAULT, len(exp.high)))
+    n = max(1, min(n, len(exp.high)))
+    _crops(exp, loaders.annotated_high(falcon, exp, settings, n), n, key)
 
 
 def low_images(falcon, exp, key: str = "low") -> None:

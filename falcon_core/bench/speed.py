@@ -310,6 +310,80 @@ def row_gradcam_first(ctx: Context, repeat: int) -> dict:
     return out
 
 
+# The app (issue 9: "the app feels instant on the demo world"), measured by the browser benchmark
+# that lives next to the app (benchmarks/app_latency.py: the library knows nothing of Streamlit),
+# run in a subprocess. Its figures are wall-clock latencies of a user's clicks, each against its
+# target; the load average of the run is reported with them.
+APP_TARGETS_S: dict[str, float] = {"first_open": 30.0, "cold": 1.0, "warm": 0.3, "failures": 2.0}
+APP_FIGURES = {"first_open": "first usable page, fresh cache", "cold": "a never-seen feature",
+               "warm": "a seen feature", "failures": "the Failures page (click)"}
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def app_missing(root: Path = PROJECT_ROOT) -> str | None:
+    """Why the app row cannot run here (None when it can): the benchmark drives Debian's Chromium
+    (``FALCON_CHROMIUM``, default /usr/bin/chromium) with Python Playwright and serves the app
+    with Streamlit from a checkout that has ``app.py`` and ``benchmarks/app_latency.py``."""
+    import importlib.util
+
+    chromium = os.environ.get("FALCON_CHROMIUM", "/usr/bin/chromium")
+    if not (root / "app.py").is_file() or not (root / "benchmarks" / "app_latency.py").is_file():
+        return (f"no app next to the library ({root} has no app.py or benchmarks/app_latency.py): "
+                "run it from a checkout of the project")
+    for module, install in (("playwright", "pip install playwright (no browser download: the "
+                             "benchmark uses the system Chromium)"),
+                            ("streamlit", "pip install -r requirements.txt")):
+        if importlib.util.find_spec(module) is None:
+            return f"Python package {module} is missing: {install}"
+    if not Path(chromium).exists():
+        return f"{chromium} is missing: apt-get install -y chromium (or set FALCON_CHROMIUM)"
+    return None
+
+
+def app_figures(result: dict) -> dict:
+    """The browser benchmark's JSON as this table's row: each figure (the median of its
+    repeats for the clicks) against its target."""
+    out: dict[str, Any] = {}
+    for name, target in APP_TARGETS_S.items():
+        value = result.get(f"{name}_s")
+        if isinstance(value, list):
+            value = statistics.median(value) if value else None
+        if value is None:
+            continue
+        out[name] = {"what": APP_FIGURES[name], "seconds": round(float(value), 3),
+                     "target_s": target, "met": bool(float(value) <= target)}
+        if isinstance(result.get(f"{name}_s"), list):
+            xs = [float(x) for x in result[f"{name}_s"]]
+            out[name].update(min_s=round(min(xs), 3), max_s=round(max(xs), 3), n=len(xs))
+    out["all_met"] = bool(out) and all(v["met"] for v in out.values() if isinstance(v, dict))
+    for k in ("load_average_before", "load_average_after", "cpus", "features"):
+        if k in result:
+            out[f"app_{k}"] = result[k]
+    return out
+
+
+@row("app", "The app in a browser on the demo world with a fresh cache "
+     "(python -m benchmarks.app_latency --mode browser, in a subprocess): first usable page, "
+     "a never-seen feature, a seen one, the Failures page (wall seconds, median of the repeats)",
+     "first open <= 30 s, new feature <= 1 s, seen feature <= 0.3 s, Failures <= 2 s")
+def row_app(ctx: Context, repeat: int) -> dict:
+    why = app_missing()
+    if why is not None:
+        return {"skipped": f"app row skipped: {why}"}
+    fd, path = tempfile.mkstemp(prefix="falcon-app-latency-", suffix=".json")
+    os.close(fd)
+    try:
+        p = subprocess.run([sys.executable, "-m", "benchmarks.app_latency", "--mode", "browser",
+                            "--repeats", str(max(3, repeat)), "--out", path],
+                           cwd=str(PROJECT_ROOT), capture_output=True, text=True, timeout=3600)
+        if p.returncode:
+            raise RuntimeError(f"benchmarks.app_latency exited {p.returncode}: "
+                               f"{(p.stderr or p.stdout)[-2000:]}")
+        return app_figures(json.loads(Path(path).read_text()))
+    finally:
+        Path(path).unlink(missing_ok=True)
+
+
 def _demo_cfg(probe_size: int):
     from falcon_core.workspace import WorkspaceConfig
 
