@@ -112,9 +112,13 @@ def _tampered_copy(tiny, tmp_path, name, *, source=None, key=None, payload=None,
     return d, m
 
 
+FAILURES = prefill.FAILURES
+
+
 def test_produce_writes_every_entry_with_its_sources(tiny):
     m = tiny["manifest"]
-    assert set(m["entries"]) == set(ENTRIES)  # a caption file: no generated vocabulary
+    # a caption file: no generated vocabulary; class names unknown: no failure explanations
+    assert set(m["entries"]) == set(ENTRIES)
     for name, rec in m["entries"].items():
         assert (tiny["shipped"] / rec["file"]).is_file()
         assert rec["source"]["code"] == prefill.code_version(name)
@@ -298,3 +302,102 @@ def test_many_scenes_switch_to_one_cached_render(monkeypatch):
     assert npy.exists()
     images = probe_scenes(n=10, seed=11)[0]
     assert all(np.array_equal(g, images[i]) for i, g in enumerate(got))
+
+
+# ------------------------------------------------------------------------------ the Failures page's
+
+@pytest.fixture(scope="module")
+def classed(tmp_path_factory):
+    """A tiny workspace whose head's classes are known (so it has failures) and whose settings
+    explain its features (the top-k rule), its results shipped by ``produce``."""
+    from falcon_core.settings import FalconSettings
+    from makers import SHAPES
+
+    base = tmp_path_factory.mktemp("prefill-classed")
+    world = make_tiny_world(base)
+    names = base / "classes.txt"  # the tiny backbone's head has 1000 outputs
+    names.write_text("\n".join(list(SHAPES) + [f"other{i}" for i in range(998)]) + "\n")
+    config = tiny_config(world, class_names=str(names))
+    settings = FalconSettings(high_rule="topk", top_k=6, low_rule="global",
+                              spurious_rule="absolute")
+    shipped = base / "shipped"
+    manifest = prefill.produce(shipped, config=config, say=lambda s: None, settings=settings)
+    return {"config": config, "settings": settings, "shipped": shipped, "manifest": manifest,
+            "base": base}
+
+
+def _open_with(ws, cache_dir, shipped, monkeypatch):
+    monkeypatch.setenv("FALCON_PREFILL", "off")
+    falcon = Falcon.from_config(ws["config"], settings=ws["settings"], cache_dir=str(cache_dir))
+    monkeypatch.delenv("FALCON_PREFILL")
+    return falcon, (prefill.install(falcon, shipped) if shipped is not None else {})
+
+
+def test_the_failures_pages_first_explanations_ship_and_equal_a_fresh_computation(
+        classed, tmp_path, monkeypatch):
+    """The explanations the Failures page shows first (its first misclassified image, the
+    page's default number of features per side) are installed under the keys this checkout
+    computes, and with them the page's explain_failure explains nothing: each one is the one a
+    fresh computation gives."""
+    bundle = json.loads(gzip.decompress(
+        (classed["shipped"] / classed["manifest"]["entries"][FAILURES]["file"]).read_bytes()))
+    fresh_falcon, _ = _open_with(classed, tmp_path / "fresh", None, monkeypatch)
+    index, feats = prefill.failure_explanations(fresh_falcon)  # computed here, nothing shipped
+    assert feats and bundle["features"] == feats and bundle["image"] == index
+    assert bundle["k"] == prefill.FAILURE_K == 3
+
+    falcon, got = _open_with(classed, tmp_path / "c", classed["shipped"], monkeypatch)
+    assert got[FAILURES] == "installed"
+    computed = []
+    original = type(falcon.explainer)._explain
+
+    def counting(self, feats_, s):
+        computed.append(list(feats_))
+        return original(self, feats_, s)
+
+    monkeypatch.setattr(type(falcon.explainer), "_explain", counting)
+    fx = falcon.explain_failure(index, k=prefill.FAILURE_K, settings=falcon.settings)
+    assert computed == []
+    shown = {int(it["feature"]): it["explanation"]
+             for it in list(fx.toward_predicted) + list(fx.toward_true)}
+    for f in feats:
+        assert shown[f].to_dict() == fresh_falcon.cached_explanation(f).to_dict(), f
+    # the maps the page draws over their images are read, not computed
+    import falcon_core.stages.gradcam as gradcam
+
+    def boom(*a, **k):
+        raise AssertionError("GradCAM computed although its maps were shipped")
+
+    monkeypatch.setattr(gradcam, "compute_cams", boom)
+    for f in feats:
+        got, want = falcon.cams(f, falcon.settings), fresh_falcon.cams(f, fresh_falcon.settings)
+        assert sorted(got) == sorted(want)
+        assert all(np.array_equal(got[i], want[i]) for i in got)
+
+
+@pytest.mark.parametrize("what", ["settings", "code", "features", "cams"])
+def test_shipped_explanations_made_otherwise_are_ignored(classed, tmp_path, monkeypatch, caplog, what):
+    """Made with other settings, by other code, or filed under other features' keys: nothing
+    is written and the explanations are computed as before."""
+    rec = classed["manifest"]["entries"][FAILURES]
+    bundle = json.loads(gzip.decompress((classed["shipped"] / rec["file"]).read_bytes()))
+    payload, source = None, None
+    feats = list(bundle["features"])
+    if what == "cams":  # the maps of one explanation's images filed under another key
+        k0 = sorted(bundle["cams"])[0]
+        bundle["cams"]["3" * 64] = bundle["cams"].pop(k0)
+        payload = json.dumps(bundle, sort_keys=True).encode()
+    elif what == "settings":
+        source = {"settings": {**rec["source"]["settings"], "beta": 0.123}}
+    elif what == "code":
+        source = {"code": "1" * 64}
+    else:  # the first feature's file filed under another feature
+        bundle["features"] = [bundle["features"][0] + 1] + bundle["features"][1:]
+        payload = json.dumps(bundle, sort_keys=True).encode()
+    shipped, _ = _tampered_copy(classed, tmp_path, FAILURES, source=source, payload=payload)
+    with caplog.at_level(logging.WARNING, logger="falcon_core.demo.prefill"):
+        falcon, got = _open_with(classed, tmp_path / "c", shipped, monkeypatch)
+    assert got[FAILURES].startswith("ignored"), got
+    assert any("ignored" in r.getMessage() and FAILURES in r.getMessage() for r in caplog.records)
+    assert all(falcon.cached_explanation(f) is None for f in feats)
+    assert all(v == "installed" for n, v in got.items() if n != FAILURES)

@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="rewrite the figure blocks of README.md and assets/README.md from the manifest")
     pf = sub.add_parser("prefill", help="compute the default demo world's shipped results again "
                         "(assets/prefill/: Stage 1, text embeddings, document frequencies, view "
-                        "embeddings, captions) after its models or the code that computes them changed")
+                        "embeddings, captions, the Failures page's first explanations) after its models or the code "
+                        "that computes them changed")
     pf.add_argument("--out", default=None, help="output folder (default: assets/prefill/)")
     pf.add_argument("--check", action="store_true",
                     help="only say which shipped results this checkout would use (exit 1 if any not)")

@@ -4,9 +4,11 @@ not compute them (issue 9: "the app feels instant on the demo world").
 What a fresh clone would otherwise compute before it can show the first explanation (2 cores):
 Stage 1 over the 5,000 probe scenes, the CLIP text embeddings of the 24,000 captions, the captions'
 document frequencies (spaCy over every caption) and the CLIP embeddings of every probe view (the
-faithfulness score). They are small and deterministic, so they ship, each as the exact cache file
-the pipeline would write (gzip-compressed), with a manifest (``manifest.json``) that records for
-each one:
+faithfulness score), and the explanations (with their images' GradCAM maps) of the features the
+Failures page shows first (its first misclassified image, three features per side: five or so
+never-seen explanations on its first click). They are small and deterministic, so they ship, each
+as the exact cache file the pipeline would write (gzip-compressed), with a manifest
+(``manifest.json``) that records for each one:
 
 * ``key``: the disk-cache key the pipeline computes for it now (it hashes the fingerprints of the
   models' weights, the probe set, the vocabulary and the concept extraction, the pipeline version
@@ -42,6 +44,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from ..errors import FalconError
 from .world import ASSETS_DIR, GENERATOR_VERSION, load_world
 
 log = logging.getLogger(__name__)
@@ -62,6 +65,17 @@ CODE: dict[str, tuple[str, ...]] = {
     "view_embeddings": ("calibration.py", "models/clip.py", "demo/clip_model.py",
                         "models/backbones.py", "demo/world.py", "demo/scene_probe.py"),
 }
+# The explanations of the features the Failures page shows first (its first misclassified probe
+# image, FAILURE_K features per side, the workspace's default settings): an explanation is
+# computed by most of the library, so every module that can change one is in its code.
+FAILURES = "failure_explanations"
+FAILURE_K = 3  # the Failures page's default "Features per side"
+_NOT_EXPLAINING = ("bench/", "demo/prefill.py", "demo/report.py", "demo/__main__.py",
+                   "demo/build.py", "__main__.py", "cli.py", "report.py", "compare.py",
+                   "cache_housekeeping.py", "cache_verify.py")
+CODE[FAILURES] = tuple(sorted(
+    str(q.relative_to(PACKAGE_DIR)) for q in PACKAGE_DIR.rglob("*.py")
+    if not str(q.relative_to(PACKAGE_DIR)).startswith(_NOT_EXPLAINING)))
 # Disk-cache entries (name -> namespace, file suffix), in the order they are computed.
 CACHE_ENTRIES: dict[str, tuple[str, str]] = {
     "representations": ("representations", ".npy"),
@@ -75,6 +89,7 @@ USES: dict[str, tuple[str, ...]] = {
     "text_embeddings": ("clip", "vocabulary"),
     "document_frequency": ("vocabulary",),
     "view_embeddings": ("backbone", "probe", "clip"),
+    FAILURES: ("backbone", "probe", "clip", "vocabulary"),
 }
 PART_FIELDS: dict[str, tuple[str, ...]] = {
     "backbone": ("backbone", "weights", "layer", "token_pool", "world"),
@@ -171,8 +186,11 @@ def entry_source(falcon, name: str) -> dict[str, Any]:
         src["clip_sha256"] = _weights_sha256(getattr(falcon.clip, "pretrained", None))
     if "vocabulary" in USES[name]:
         src["vocabulary"] = falcon.vocabulary.fingerprint
-    if name == "document_frequency":
+    if name in ("document_frequency", FAILURES):
         src["concepts"] = falcon.extractor.fingerprint
+    if name == FAILURES:
+        src["settings"] = falcon.settings.to_dict()
+        src["k"] = FAILURE_K
     return src
 
 
@@ -219,11 +237,14 @@ def install(falcon, directory: Path | str | None = None,
                         "(`python -m falcon_core.demo prefill` makes them).", directory)
         return out
     config = getattr(falcon, "config", None)
-    names = [n for n in CACHE_ENTRIES if n in manifest.get("entries", {})
+    names = [n for n in list(CACHE_ENTRIES) + [FAILURES] if n in manifest.get("entries", {})
              and _applies(config, manifest, n)]
     for i, name in enumerate(names):
-        namespace, suffix = CACHE_ENTRIES[name]
+        namespace, suffix = CACHE_ENTRIES.get(name, ("explanations", ".json"))
         try:
+            if name == FAILURES:
+                out[name] = _install_explanations(falcon, directory, manifest["entries"][name])
+                continue
             key = entry_key(falcon, name)
             path = falcon.cache.path(namespace, key, suffix)
             if path.is_file():
@@ -249,6 +270,103 @@ def install(falcon, directory: Path | str | None = None,
             if progress is not None:
                 progress(i + 1, len(names), "shipped demo results")
     return out
+
+
+def _cams_key(falcon, feature: int, explanation: dict[str, Any]) -> str:
+    """The cache key of the GradCAM maps of ``feature``'s highly activating images (what the
+    pages draw over them), from the images an explanation records."""
+    from .. import cache_keys
+
+    return cache_keys.cams(falcon.backbone.fingerprint, falcon.probe.fingerprint, [int(feature)],
+                           [int(r["index"]) for r in explanation["high"]])
+
+
+def _cached_json(data: bytes) -> Any:
+    """The JSON value of a cache file's bytes (checked against its own checksum trailer)."""
+    import io
+
+    import xxhash
+
+    from ..cache_format import CacheCheckError, read_trailer
+
+    n, digest = read_trailer(io.BytesIO(data), len(data))
+    if xxhash.xxh3_128_digest(data[:n]) != digest:
+        raise CacheCheckError("checksum mismatch")
+    return json.loads(data[:n].decode("utf-8"))
+
+
+def _install_explanations(falcon, directory: Path, rec: dict[str, Any]) -> str:
+    """The shipped explanations (:data:`FAILURES`) and their images' GradCAM maps into the cache,
+    each under the key this checkout computes (ValueError when a source, a key or the bytes
+    differ: nothing is written then)."""
+    import base64
+
+    src = entry_source(falcon, FAILURES)
+    if rec.get("source") != src:
+        raise ValueError("it was made from other inputs: " + _diff(rec.get("source") or {}, src))
+    bundle = json.loads(_read_entry(directory, rec).decode("utf-8"))
+    exps, cams = bundle["explanations"], bundle["cams"]
+    keys = {int(f): falcon.explanation_key(int(f), falcon.settings) for f in bundle["features"]}
+    if sorted(keys.values()) != sorted(exps):
+        raise ValueError("its cache keys are not the ones this checkout computes")
+    from ..cache_format import atomic_write
+
+    exps = {key: base64.b64decode(text) for key, text in exps.items()}
+    writes = [(("explanations", key, ".json"), exps[key]) for key in keys.values()]
+    for f, key in keys.items():
+        cams_key = _cams_key(falcon, f, _cached_json(exps[key]))
+        if cams_key not in cams:
+            raise ValueError(f"it has no GradCAM maps of feature {f}'s images under the key this "
+                             "checkout computes")
+        writes.append((("cams", cams_key, ".npy"), base64.b64decode(cams[cams_key])))
+    written = 0
+    for (namespace, key, suffix), data in writes:
+        path = falcon.cache.path(namespace, key, suffix)
+        if not path.is_file():
+            atomic_write(path, lambda f, d=data: f.write(d))
+            written += 1
+    return "installed" if written else "in the cache"
+
+
+def failure_explanations(falcon) -> tuple[int, list[int]]:
+    """Explain what the Failures page shows first (its first misclassified probe image,
+    :data:`FAILURE_K` features per side, the workspace's settings) the way the page does;
+    returns (the image, its features)."""
+    fails = falcon.failures()
+    if not fails:
+        return -1, []
+    index = int(fails[0]["index"])
+    fx = falcon.explain_failure(index, k=FAILURE_K, settings=falcon.settings)
+    feats = []
+    for it in list(fx.toward_predicted) + list(fx.toward_true):
+        if it.get("explanation") is not None and int(it["feature"]) not in feats:
+            feats.append(int(it["feature"]))
+    return index, feats
+
+
+def _explanations_bundle(falcon) -> bytes:
+    """The explanations the Failures page shows first and the GradCAM maps it draws over their
+    images (the cache's files, as the pipeline wrote them)."""
+    import base64
+
+    index, feats = failure_explanations(falcon)
+    if not feats:
+        raise FalconError("the Failures page would show no explanation (no misclassified probe "
+                          "image, or none of its features explained with these settings)")
+    exps, cams = {}, {}
+    for f in feats:
+        key = falcon.explanation_key(f, falcon.settings)
+        data = falcon.cache.path("explanations", key, ".json").read_bytes()
+        exps[key] = base64.b64encode(data).decode("ascii")
+        falcon.cams(f, falcon.settings)  # read (or computed) as the pages do
+        cams_key = _cams_key(falcon, f, _cached_json(data))
+        path = falcon.cache.path("cams", cams_key, ".npy")
+        if not path.is_file():
+            raise RuntimeError(f"feature {f}: the GradCAM maps the pages read are not filed under "
+                               "the key of the explanation's images")
+        cams[cams_key] = base64.b64encode(path.read_bytes()).decode("ascii")
+    return json.dumps({"image": index, "k": FAILURE_K, "features": feats, "explanations": exps,
+                       "cams": cams}, sort_keys=True).encode("utf-8")
 
 
 def _DEMO_FIELDS() -> dict[str, Any]:
@@ -299,10 +417,11 @@ def compute(falcon, name: str) -> None:
 
 
 def produce(out: Path | str | None = None, progress=None, config=None,
-            say: Callable[[str], None] = print) -> dict[str, Any]:
+            say: Callable[[str], None] = print, settings=None) -> dict[str, Any]:
     """Compute every shipped result of ``config`` (the default demo world) in a fresh cache
     (nothing shipped is reused) and write them with their manifest into ``out``
-    (``assets/prefill/``)."""
+    (``assets/prefill/``). ``settings``: the workspace's (default: the config's defaults, what
+    the app starts with); the shipped explanations are made with them."""
     from ..pipeline import Falcon
     from ..workspace import WorkspaceConfig
 
@@ -316,7 +435,8 @@ def produce(out: Path | str | None = None, progress=None, config=None,
     files: dict[str, bytes] = {}
     try:
         t0 = time.perf_counter()
-        falcon = Falcon.from_config(config, cache_dir=str(tmp), progress=progress)
+        falcon = Falcon.from_config(config, settings=settings, cache_dir=str(tmp),
+                                    progress=progress)
         if config.vocabulary == "demo":
             from .assets import vocabulary_captions
 
@@ -335,6 +455,16 @@ def produce(out: Path | str | None = None, progress=None, config=None,
             entries[name] = {"namespace": namespace, "key": key,
                              "source": entry_source(falcon, name)}
             say(f"{name}: {len(files[name]) / 1e6:.2f} MB, {time.perf_counter() - t:.1f} s")
+        t = time.perf_counter()
+        try:
+            files[FAILURES] = _explanations_bundle(falcon)
+        except FalconError as e:  # e.g. a backbone without a linear classifier head
+            say(f"{FAILURES}: none ({e.message})")
+        else:
+            entries[FAILURES] = {"namespace": "explanations",
+                                 "source": entry_source(falcon, FAILURES)}
+            say(f"{FAILURES}: {len(files[FAILURES]) / 1e6:.2f} MB, "
+                f"{time.perf_counter() - t:.1f} s")
         total = time.perf_counter() - t0
     finally:
         for k, v in saved.items():
@@ -345,7 +475,8 @@ def produce(out: Path | str | None = None, progress=None, config=None,
         shutil.rmtree(tmp, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
-        fname = f"{name}{CACHE_ENTRIES.get(name, ('', '.txt'))[1]}.gz"
+        suffix = ".json" if name == FAILURES else CACHE_ENTRIES.get(name, ("", ".txt"))[1]
+        fname = f"{name}{suffix}.gz"
         blob = gzip.compress(data, compresslevel=9, mtime=0)
         (out / fname).write_bytes(blob)
         entries[name].update(file=fname, sha256=_sha256(data), bytes=len(data),
