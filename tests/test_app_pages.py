@@ -116,7 +116,7 @@ def test_explorer_shows_a_features_concepts_images_and_exports(demo):
     assert any(s.startswith(f"Feature {f}:") for s in texts(at.subheader))
     for word in exp.top_concepts(3):
         assert word in " ".join(texts(at.subheader))
-    assert len(plotly_charts(at)) >= 2  # the words chart and the histogram
+    assert len(plotly_charts(at)) >= 2  # the words and the phrases charts (the histogram: a tab)
     assert at.selectbox(key="w:concept") is not None  # the concept list beside the chart
     labels = [b.label for b in at.get("download_button")]
     assert any("JSON" in l for l in labels) and any("CSV" in l for l in labels)

@@ -338,12 +338,14 @@ def provenance(falcon, exp, concept: str | None) -> None:
 
 def image_grid(pictures: Sequence, captions: Sequence[str], cols: int = 6,
                key: str | None = None, width: int = 150) -> None:
-    with st.container(key=key):
-        for start in range(0, len(pictures), cols):
-            row = st.columns(cols)
-            for col, pic, cap in zip(row, pictures[start:start + cols],
-                                     captions[start:start + cols]):
-                col.image(pic, caption=cap, width=width)
+    """Pictures of ``width`` pixels with their captions, in rows (``cols``: at most that many a
+    row). One element of many images, which the browser lays out in wrapping rows: a grid of
+    columns, one element per picture, cost the browser more than the pictures themselves on
+    every choice of a feature (issue 9)."""
+    if not len(pictures):
+        return
+    with st.container(key=key, width=cols * (width + 16)):
+        st.image(list(pictures), caption=list(captions), width=width)
 
 
 def high_images(falcon, exp, settings: FalconSettings, key: str = "high", n: int | None = None,
