@@ -150,3 +150,18 @@ def test_a_changed_explanation_gets_its_own_figure(demo):
     b = views.concept_figure(changed, "Words")
     assert b is not a
     assert list(b.data[0].x)[::-1][0] == pytest.approx(items[0].score + 0.25)
+
+
+def test_concept_bars_have_fixed_margins_that_hold_their_labels():
+    """Plotly's automatic margins lay a chart out twice on every draw: the margins are set from
+    the labels instead (12 px tick font, 6 px a character + 16 px of tick gap, at most 320)."""
+    from falcon_core.explanation import Concept
+    from ui import charts
+
+    fig = charts.concept_bars([Concept("ab", 0.5, 0.1), Concept("a longer label", 0.4, 0.0)],
+                              "Words")
+    assert fig.layout.margin.autoexpand is False and fig.layout.yaxis.automargin is False
+    assert fig.layout.margin.l == 16 + 6 * 14
+    assert fig.layout.legend.xref == "container"  # the legend starts at the figure's left edge
+    long = charts.concept_bars([Concept("x" * 100, 0.5, 0.1)], "Words")
+    assert long.layout.margin.l == 320

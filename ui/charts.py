@@ -40,12 +40,28 @@ def concept_bars(concepts: Sequence, title: str, show_l: bool = True,
     if threshold is not None:
         fig.add_vline(x=threshold, line_dash="dash", line_color=REMOVED_COLOUR)
         _legend_line(fig, f"removal threshold {threshold:g}", REMOVED_COLOUR, "dash")
+    # Fixed margins, wide enough for the longest label and the legend above the bars: with
+    # plotly's automatic margins the browser lays each chart out twice on every draw, a third
+    # of its time on every choice of a feature (issue 9).
     fig.update_layout(title=dict(text=title, y=0.98, yanchor="top"), barmode="group",
                       height=max(240, 90 + 34 * len(items)),
-                      margin=dict(l=10, r=10, t=70, b=10), clickmode="event+select",
-                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0),
-                      yaxis=dict(automargin=True))
+                      margin=dict(l=label_margin(texts), r=10, t=70, b=30, autoexpand=False),
+                      clickmode="event+select",
+                      legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0,
+                                  xref="container"),
+                      yaxis=dict(automargin=False))
     return fig
+
+
+LABEL_PX_PER_CHAR = 6  # plotly's 12 px tick font: about 5.5 px per character, rounded up
+LABEL_MARGIN_MAX = 320
+
+
+def label_margin(labels: Sequence[str]) -> int:
+    """The left margin (pixels) that holds the longest of ``labels`` at plotly's tick font, plus
+    the tick's gap; at most :data:`LABEL_MARGIN_MAX` (a longer label is cut at its start)."""
+    longest = max((len(str(t)) for t in labels), default=0)
+    return int(min(LABEL_MARGIN_MAX, 16 + LABEL_PX_PER_CHAR * longest))
 
 
 def log_ticks(top: float) -> list[int]:
