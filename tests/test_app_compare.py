@@ -158,4 +158,6 @@ def test_explorer_and_spurious_page_show_the_faithfulness_badge():
         assert f"faithfulness {auc:.2f}" in shown, page
     # the feature list has the column, and the spurious page's concept tables too
     at = run_page("pages/feature_explorer.py", {"feature": "3"})
+    at.session_state["explorer_tab"] = "Every feature explained so far"
+    at.run()
     assert any("faithfulness" in df.value.columns for df in at.dataframe)

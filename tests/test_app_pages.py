@@ -636,6 +636,8 @@ def test_a_bug_inside_the_page_shows_as_a_bug_with_its_details(demo, monkeypatch
 
     monkeypatch.setattr(Falcon, "alpha_for", broken)
     at = run_page(first={"feature": str(demo.features[0])})
+    at.session_state["explorer_tab"] = "Activation histogram"  # the tab that draws α
+    at.run()
     assert not at.exception
     assert any("KeyError" in e and "injected bug" in e for e in texts(at.error))
     assert any(e.label == "Details for a bug report" for e in at.expander)
