@@ -31,3 +31,39 @@ def test_features_and_search_places_reach_the_rows(monkeypatch):
     assert options == {"features": 128, "index_cache": "/x/ivf", "search_data": "/x/data",
                        "search_rows": 1000}
 
+
+
+def test_json_is_all_of_stdout_when_a_library_writes_to_it(monkeypatch, capfd):
+    """faiss prints from C to file descriptor 1 (e.g. when it opens an index from a copied
+    folder); with --json that line goes to stderr and stdout parses as JSON."""
+    import json
+    import os
+
+    def noisy_run(names, repeat, log=print, **options):
+        os.write(1, b"IO_FLAG_ONDISK_SAME_DIR: updating ondisk filename\n")
+        return {"rows": {}, "peak_rss_mb": 0.0, "note": ""}
+
+    monkeypatch.setattr(speed, "run", noisy_run)
+    assert speed.main(["--json", "--only", "precompute"]) == 0
+    out, err = capfd.readouterr()
+    assert json.loads(out)["rows"] == {}
+    assert "IO_FLAG_ONDISK_SAME_DIR" in err
+
+
+def test_a_child_process_reports_its_own_peak_rss():
+    """The search rows run each variant in a child of a parent that may hold gigabytes of models;
+    the child's peak must be its own (Linux carries ``ru_maxrss`` over fork and exec)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from falcon_core.bench.search import peak_rss_bytes
+
+    big = np.ones(40_000_000)  # 320 MB, touched: resident in this process
+    assert peak_rss_bytes() >= big.nbytes
+    code = "from falcon_core.bench.search import peak_rss_bytes; print(peak_rss_bytes())"
+    child = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               check=True).stdout)
+    assert child < big.nbytes / 2, child
+    del big

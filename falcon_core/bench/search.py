@@ -28,7 +28,8 @@ median of ``--repeats`` runs, CPU and wall time):
     search setting, not a build). ``--index-cache DIR`` keeps the built index between runs;
     ``--nlist --m --nprobe --rerank`` choose other parameters.
 
-Peak RSS is ``ru_maxrss`` of the variant's process, next to the raw size of the embeddings.
+Peak RSS is the variant's process's own peak (``VmHWM``, :func:`peak_rss_bytes`), next to the raw size
+of the embeddings.
 The machine's load average is printed with the figures: on a shared machine the ratios are what
 count.
 """
@@ -68,16 +69,28 @@ def timed(fn: Callable[[], Any], repeats: int) -> tuple[dict[str, float], Any]:
             "cpu_min": min(cpu), "cpu_median": float(np.median(cpu))}, out
 
 
+def _status_bytes(field: str) -> int | None:
+    """A size field of /proc/self/status (Linux), in bytes; None where there is none."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return None
+
+
 def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's peak resident set: ``VmHWM`` where /proc has it, else ``ru_maxrss``.
+    Not ``ru_maxrss`` first: Linux carries it over a fork and an exec, so a variant started by a
+    parent that holds 4 GB of models (``bench speed``) would report the parent's 4 GB."""
+    hwm = _status_bytes("VmHWM")
+    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def current_rss_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0  # pragma: no cover
+    return _status_bytes("VmRSS") or 0
 
 
 def load() -> list[float]:

@@ -6,7 +6,7 @@
 Each row times a tool of this project and the bare baseline it must be compared with, alternating
 (baseline, tool, baseline, tool, ...) so a busy machine slows both alike, ``--repeat`` times
 (at least 3), and reports the minimum and the median of the CPU time of the process (all threads)
-and of the wall time, and their ratios tool / baseline. Peak RSS (``ru_maxrss``) is printed after
+and of the wall time, and their ratios tool / baseline. Peak RSS (``VmHWM``) is printed after
 every row, and the load average before and after it.
 
 CPU time is the process's, all threads: torch's OpenMP threads spin after each parallel region
@@ -32,9 +32,9 @@ Adding a row: write ``def row_<name>(ctx, repeat) -> dict`` that calls :func:`si
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -160,7 +160,9 @@ def copy_of(base: Path, into: str | Path, name: str) -> Path:
 
 
 def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    from falcon_core.bench.search import peak_rss_bytes
+
+    return peak_rss_bytes() / 2 ** 20
 
 
 # ------------------------------------------------------------------------------------ rows
@@ -643,6 +645,25 @@ def _set_omp_wait(policy: str) -> str:
         " (torch already imported: not changed)" if "torch" in sys.modules else "")
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr(active: bool):
+    """With ``--json`` the JSON must be all of stdout, but libraries write there from C (faiss
+    prints "IO_FLAG_ONDISK_SAME_DIR: ..." when it opens an index whose folder was copied): while
+    the rows run, file descriptor 1 points at stderr; the JSON is printed after."""
+    if not active:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m falcon_core.bench speed",
                                 description=__doc__.split("\n\n")[0],
@@ -682,9 +703,10 @@ def main(argv=None) -> int:
         names = names + [n for n in ROWS if n not in names
                          and not (args.no_search and n in SEARCH_ROWS)]
     omp = _set_omp_wait(args.omp_wait)
-    result = run(names, max(3, args.repeat), log, features=args.features,
-                 search_rows=args.search_rows, search_data=args.search_data,
-                 index_cache=args.index_cache)
+    with _stdout_to_stderr(args.json):
+        result = run(names, max(3, args.repeat), log, features=args.features,
+                     search_rows=args.search_rows, search_data=args.search_data,
+                     index_cache=args.index_cache)
     result["omp_wait_policy"] = omp
     if args.json:
         print(json.dumps(result, indent=2, default=str))
