@@ -105,6 +105,42 @@ def test_feature_page_then_a_pair_in_the_browser(server, browser, features):
     assert not errors, errors
 
 
+def test_the_benchmark_times_a_choice_until_it_is_shown(server, browser, features):
+    """benchmarks.app_latency.timed_choice (the browser benchmark's cold and warm figures) stops
+    its clock in the page no earlier than the chosen feature's heading appears and the run is
+    over, both seen by an observer of its own here."""
+    f, g = features
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(bench.url(server.port, "feature_explorer", {"feature": f}))
+        bench.wait_explained(page, f, TIMEOUT_MS)
+        bench.wait_idle(page, TIMEOUT_MS)
+        page.evaluate("""(heading) => {
+            const seen = window.__seen = {heading: null, idle: null, running: false};
+            new MutationObserver(() => {
+                const now = performance.now();
+                const hs = [...document.querySelectorAll('h1, h2, h3, h4, h5, h6')];
+                if (seen.heading === null && hs.some(h => h.textContent.startsWith(heading)))
+                    seen.heading = now;
+                const s = document.querySelector('[data-testid="stApp"]')
+                    .getAttribute('data-test-script-state');
+                if (s === 'running') seen.running = true;
+                if (seen.running && s === 'notRunning' && seen.idle === null) seen.idle = now;
+            }).observe(document, {subtree: true, childList: true, attributes: true,
+                                  characterData: true});
+        }""", f"Feature {g}:")
+        shown, wall = bench.timed_choice(page, g)
+        watch = page.evaluate("window.__falconWatch")
+        seen = page.evaluate("window.__seen")
+        assert seen["heading"] is not None and seen["idle"] is not None
+        assert watch["done"] >= seen["heading"]
+        assert watch["done"] >= seen["idle"]
+        assert 0 < shown <= wall
+        assert page.get_by_role("heading", name=f"Feature {g}:").count() >= 1
+    finally:
+        page.close()
+
+
 @pytest.mark.parametrize("page_name, params, notice", [
     ("feature_explorer", {"vocabulary": SYSTEM_FILE},
      f"Ignored 'vocabulary={SYSTEM_FILE}' in the link"),
