@@ -12,13 +12,14 @@ import math
 
 import numpy as np
 
+from .common import unit_rows
+
 
 def coherence(B: np.ndarray) -> float:
     B = np.asarray(B, dtype=np.float64)
     if B.ndim != 2 or B.shape[0] < 2:
         return float("nan")
-    norms = np.linalg.norm(B, axis=1, keepdims=True)
-    Bn = np.divide(B, norms, out=np.zeros_like(B), where=norms > 0)
+    Bn = unit_rows(B)
     S = Bn @ Bn.T
     n = S.shape[0]
     off = S.sum() - np.trace(S)

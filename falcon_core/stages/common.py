@@ -85,6 +85,14 @@ def validate_features(features: Sequence[int] | int, num_features: int) -> tuple
     return tuple(out)
 
 
+def unit_rows(X: np.ndarray) -> np.ndarray:
+    """The rows of ``X`` (or the vector ``X``) L2-normalised in float64; an all-zero row stays
+    zero (its similarity with anything is 0)."""
+    X = np.asarray(X, dtype=np.float64)
+    n = np.linalg.norm(X, axis=-1, keepdims=True)
+    return np.divide(X, n, out=np.zeros_like(X), where=n > 0)
+
+
 def global_alpha(Hn: np.ndarray, k_std: float = 5.0, valid: np.ndarray | None = None) -> float:
     """``mean + k_std * std`` over every entry of the valid rows of ``Hn`` (authors' alpha)."""
     Hn = as_matrix(Hn)

@@ -92,8 +92,8 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import FalconError
-from .common import (as_matrix, best_first, count_images, global_mean, name_features, valid_mask,
-                     validate_features)
+from .common import (as_matrix, best_first, count_images, global_mean, name_features, unit_rows,
+                     valid_mask, validate_features)
 from .reliance import delong
 
 
@@ -305,12 +305,6 @@ def select_low(
     return result(idx, act, sim, n_cand, description)
 
 
-def _unit_rows(X: np.ndarray) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float64)
-    n = np.linalg.norm(X, axis=-1, keepdims=True)
-    return np.divide(X, n, out=np.zeros_like(X), where=n > 0)
-
-
 def _clip_inputs(views, reference, N: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``"clip"`` rule's inputs, checked: the views (N, k) and the unit mean direction of the
     reference rows (each row normalised first, so every crop counts the same)."""
@@ -325,7 +319,7 @@ def _clip_inputs(views, reference, N: int) -> tuple[np.ndarray, np.ndarray]:
         raise FalconError(f"views must be (N={N}, k); got shape {V.shape}.")
     if R.ndim != 2 or R.shape[1] != V.shape[1] or len(R) == 0:
         raise FalconError(f"reference must be (n, {V.shape[1]}); got shape {R.shape}.")
-    ref = _unit_rows(_unit_rows(R).mean(axis=0))
+    ref = unit_rows(unit_rows(R).mean(axis=0))
     return V, ref
 
 
@@ -333,7 +327,7 @@ def _select_clip(cand, views, ref, feats, Hn, max_images, low, result) -> LowSel
     """The ``"clip"`` rule's ranking: the candidates nearest (cosine of their view's CLIP
     embedding) to the mean direction ``ref`` of T's crops, best first (ties: lower index)."""
     n_cand = len(cand)
-    sim = _unit_rows(views[cand]) @ ref
+    sim = unit_rows(views[cand]) @ ref
     o = best_first(cand, sim)
     idx, sim = cand[o], sim[o]
     if max_images and len(idx) > max_images:
