@@ -69,11 +69,9 @@ def embed_texts(clip, texts: list[str]) -> np.ndarray:
     """CLIP text embeddings (float32, L2-normalised) of short texts, each row computed in a batch
     of exactly :data:`TEXT_BATCH` texts of its own tokenised length (see there).
 
-    A trimmed open_clip tower (``clip.text_trim``) is run here on the tokens of all the texts,
-    tokenised once: what ``clip.encode_texts`` does for each batch (its batch of one length is
-    already in order; the same :func:`~falcon_core.models.clip.encode_text_trimmed` and
-    normalisation, so the same bits), without its per-call setup (tokenising, checking the
-    tower, ``eval()``), which cost more than the tower itself on these small batches."""
+    With a trimmed open_clip tower (``clip.text_trim``) the texts are tokenised once and each
+    batch goes to ``clip.encode_tokens`` (what ``clip.encode_texts`` runs after tokenising, so
+    the same bits): tokenising each small batch again cost more than the tower itself."""
     n = len(texts)
     out = np.zeros((n, clip.embed_dim), dtype=np.float32)
     tokens, lengths = _tokens_and_lengths(clip, texts)
@@ -81,21 +79,13 @@ def embed_texts(clip, texts: list[str]) -> np.ndarray:
     for i in range(n):
         groups.setdefault(lengths[i] if lengths is not None else 0, []).append(i)
     direct = tokens is not None and getattr(clip, "text_trim", False) is True \
-        and hasattr(clip, "_normalise")
-    if direct:
-        import torch
-
-        from .models.clip import encode_text_trimmed
-
-        clip.model.eval()
+        and hasattr(clip, "encode_tokens")
     for _, idx in sorted(groups.items()):
         for a in range(0, len(idx), TEXT_BATCH):
             part = idx[a:a + TEXT_BATCH]
             rows = part + [part[-1]] * (TEXT_BATCH - len(part))
             if direct:
-                with torch.inference_mode():
-                    got = clip._normalise(encode_text_trimmed(
-                        clip.model, tokens[rows].to(clip.device)))
+                got = clip.encode_tokens(tokens[rows], batch_size=TEXT_BATCH)
             else:
                 got = clip.encode_texts([texts[i] for i in rows])
             out[part] = np.asarray(got, dtype=np.float32)[:len(part)]

@@ -198,7 +198,13 @@ class ClipModel:
                 return self._encode_text_tokens(self.tokenizer([str(t) for t in batch]))
 
             return self._encode(texts, batch_size, encode, progress, "clip texts")
-        tokens = self.tokenizer([str(t) for t in texts])
+        return self.encode_tokens(self.tokenizer([str(t) for t in texts]), batch_size, progress)
+
+    def encode_tokens(self, tokens: torch.Tensor, batch_size: int = 256,
+                      progress: Progress | None = None) -> np.ndarray:
+        """Tokenised captions (this model's tokenizer, (n, context)) -> float32 (n, embed_dim),
+        L2-normalised: the trimmed path of :meth:`encode_texts` after tokenising (sorted by
+        length, each batch run only up to its longest caption, rows back in the order given)."""
         lengths = text_lengths(self.model, tokens)
         order = torch.argsort(lengths, stable=True)
         sorted_tokens = tokens[order]
@@ -206,7 +212,7 @@ class ClipModel:
         def encode_sorted(idx):  # idx: a range of positions in the sorted order
             return encode_text_trimmed(self.model, sorted_tokens[idx.start:idx.stop].to(self.device))
 
-        out_sorted = self._encode(range(len(texts)), batch_size, encode_sorted, progress,
+        out_sorted = self._encode(range(len(tokens)), batch_size, encode_sorted, progress,
                                   "clip texts")
         out = np.empty_like(out_sorted)
         out[order.numpy()] = out_sorted
