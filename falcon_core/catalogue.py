@@ -23,8 +23,13 @@ from .stages import groups as groups_stage
 
 
 # Features prefilled together by precompute (each chunk's shared work is written before its
-# features are explained, so an interrupted precompute loses at most one chunk).
-PREFILL_FEATURES = 16
+# features are explained, so an interrupted precompute loses at most one chunk's prefill; each
+# feature's GradCAM maps are written as soon as they are all made). The larger the chunk, the
+# more features an image's one forward pass serves: the demo layer's 128 features (top-20 sets
+# over 400 images) ran 1,870 images forward in chunks of 16 and 400 in one chunk of 128 (the
+# whole-layer precompute 16 % less CPU); what a chunk holds (searched rows, boxes, paused
+# explanations) is small beside its maps, which are written per feature.
+PREFILL_FEATURES = 128
 
 
 class Catalogue:
@@ -75,15 +80,19 @@ class Catalogue:
                 self.progress(n, len(feats), "features")
 
             try:
-                self.prefill(chunk, settings)  # work shared by the chunk's features, then each
-                # (their concept texts embedded together, before their faithfulness scores)
-                self.explainer.explain_many(chunk, settings, on_feature=done)
+                self.explainer.box_memo_on = True
+                keys: dict[tuple, str] = {}  # each explanation key hashed once
+                self.prefill(chunk, settings, keys=keys)  # work shared by the chunk's features,
+                # then each (their concept texts embedded together, before their faithfulness)
+                self.explainer.explain_many(chunk, settings, on_feature=done, keys=keys)
             finally:
                 self.explainer.search_memo.clear()
+                self.explainer.box_memo.clear()
+                self.explainer.box_memo_on = False
         return result
 
     def prefill(self, features: Sequence[int], settings: FalconSettings | None = None,
-                 batch_size: int = 16) -> dict[str, int]:
+                 batch_size: int = 16, keys: dict | None = None) -> dict[str, int]:
         """The work many explanations share, done once for all of ``features`` and written to
         the cache entries each ``explain(f)`` reads (so the results are the same):
 
@@ -100,7 +109,9 @@ class Catalogue:
           the concepts of every caption found, in one call of the concept extractor.
 
         Features already explained, or whose arrays are cached, are skipped. Returns counts
-        (features, images run through GradCAM, distinct crops, rows searched).
+        (features, images run through GradCAM, distinct crops, rows searched). ``keys``, when
+        given, receives each feature's explanation key (``{(features, settings): key}``), for
+        :meth:`Explainer.explain_many` to reuse.
         """
         from .explainer_stages import embed_images
         from .stages import crops as crops_stage
@@ -111,7 +122,10 @@ class Catalogue:
         for f in features:
             try:
                 feats = self.store.features(f)
-                if self.cache.exists("explanations", ex.explanation_key(feats, s), ".json"):
+                key = ex.explanation_key(feats, s)
+                if keys is not None:
+                    keys[(feats, s)] = key
+                if self.cache.exists("explanations", key, ".json"):
                     continue
                 high = ex.select_high(feats, s)
             except FalconError:
@@ -126,6 +140,8 @@ class Catalogue:
                     need.setdefault(int(i), []).append(feats)
         order = sorted(need)
         maps: dict[tuple[int, tuple[int, ...]], np.ndarray] = {}
+        left = {feats: len(idx) for feats, idx in todo
+                if any(feats in need.get(int(i), ()) for i in idx)}
         for start in range(0, len(order), batch_size):
             part = order[start:start + batch_size]
             got = compute_cams_many(ex.backbone, [self.probe_load(i) for i in part],
@@ -133,17 +149,17 @@ class Catalogue:
             for i, per in zip(part, got):
                 for g, m in per.items():
                     maps[(i, g)] = m.astype(np.float16)  # as the cams entries are stored
+                    left[g] -= 1
+            for feats, idx in todo:  # a feature whose every map is made is stored, and dropped
+                if left.get(feats) == 0:
+                    ex._store_cams(feats, idx, np.stack([maps.pop((int(i), feats)) for i in idx]))
+                    del left[feats]
             self.progress(min(start + batch_size, len(order)), len(order), "GradCAM (shared)")
-        for feats, idx in todo:
-            if all((int(i), feats) in maps for i in idx):
-                ex._store_cams(feats, idx, np.stack([maps[(int(i), feats)] for i in idx]))
         # CLIP: crops of every feature at once, each (image, box) once
         crops: dict[tuple, int] = {}
         plan = []  # (feats, idx, boxes, key)
         for feats, idx in todo:
-            cams_key = ex._cams_key(feats, idx)
-            cams = ex._cams(feats, idx)
-            boxes = ex._boxes(cams, s.cam_threshold, s.cam_box_margin)
+            cams_key, boxes = ex._cam_boxes(feats, idx, s)  # kept in ex.box_memo for the chunk
             key = ex._crop_embeddings_key(cams_key, s.cam_threshold, boxes, s.cam_box_margin)
             if self.cache.exists("crop_embeddings", key, ".npy"):
                 continue

@@ -74,6 +74,10 @@ class Explainer(ImageStages):
         # rows already searched, (index tag, row bytes) -> (idx, scores): filled by a precompute
         # for many features at once (ImageStages.share_searches), emptied after it
         self.search_memo: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        # (cams key, threshold, margin) -> crop boxes: cut once by a precompute for the chunk
+        # it explains (ImageStages._cam_boxes; filled only while box_memo_on), emptied after it
+        self.box_memo: dict[tuple, list] = {}
+        self.box_memo_on = False
         # concept text -> its CLIP embedding (ImageStages.concept_embeddings: a row never
         # depends on the texts embedded with it, so keeping them changes no result)
         self.text_memo: dict[str, np.ndarray] = {}
@@ -248,7 +252,8 @@ class Explainer(ImageStages):
             return None, str(e)
 
     def explain_many(self, features: list, settings: FalconSettings | None = None,
-                     on_feature=None) -> dict[tuple[int, ...], str | None]:
+                     on_feature=None, keys: dict | None = None
+                     ) -> dict[tuple[int, ...], str | None]:
         """:meth:`explain` for many features (or groups), giving the same explanations, with the
         work their faithfulness scores share done once: Stages 2-7 of every feature first, then
         the CLIP embeddings of the union of their concept texts in one call
@@ -256,7 +261,9 @@ class Explainer(ImageStages):
         feature's faithfulness score. Each explanation is cached as soon as it is done.
 
         Returns ``{features: None or the message of why it has no explanation}``;
-        ``on_feature(features, explanation or None, message or None)`` is called for each."""
+        ``on_feature(features, explanation or None, message or None)`` is called for each.
+        ``keys``: explanation keys already computed (``{(features, settings): key}``, from
+        ``Catalogue.prefill``), not hashed again (only those of equal settings are used)."""
         s = settings or self.settings
         result: dict[tuple[int, ...], str | None] = {}
         started = []  # (feats, key, the explanation's steps paused before its faithfulness)
@@ -269,7 +276,7 @@ class Explainer(ImageStages):
         for f in features:
             try:
                 feats = self.store.features(f)
-                key = self.explanation_key(feats, s)
+                key = (keys or {}).get((feats, s)) or self.explanation_key(feats, s)
                 exp = self.cache.read_json("explanations", key, schema=_explanation_of(feats))
                 if exp is not None:
                     done(feats, exp, None)
@@ -317,15 +324,14 @@ class Explainer(ImageStages):
 
         # Stage 3: GradCAM crops
         with self.timed("3 GradCAM"):
-            cams = self._cams(feats, high.indices)
-            boxes = self._boxes(cams, s.cam_threshold, s.cam_box_margin)
+            cams_key, boxes = self._cam_boxes(feats, high.indices, s)
         n_fallback = sum(b.fallback for b in boxes)
         if n_fallback:
             notes.append(f"{n_fallback} of {len(boxes)} GradCAM masks were empty: those images "
                          "are used whole.")
         with self.timed("4 CLIP crops"):
-            B = self._crop_embeddings(high.indices, boxes, self._cams_key(feats, high.indices),
-                                      s.cam_threshold, s.cam_box_margin)
+            B = self._crop_embeddings(high.indices, boxes, cams_key, s.cam_threshold,
+                                      s.cam_box_margin)
         with self.timed("4 text embeddings"):
             self.text_embeddings()
 

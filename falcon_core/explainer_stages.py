@@ -48,6 +48,11 @@ def embed_images(clip, images: list) -> np.ndarray:
 # batch's longest text. A concept shared by many features is then embedded once (Explainer's
 # ``text_memo``) and every explanation gets the same bits for it.
 TEXT_BATCH = cache_keys.TEXT_BATCH
+# Rows a shared search (ImageStages.share_searches) sends to the index at once: the exact scan
+# makes a few (rows x vocabulary) arrays per call, and at a whole chunk's rows (~500 x 24,000,
+# 46 MB each) they fell out of the caches and were fresh memory each time -- the stacked search
+# was slower per row than one explanation's. A row's result does not depend on its batch.
+SHARED_SEARCH_ROWS = 32
 # Concepts kept in an explainer's memo at most (512 floats each: ~100 MB at this size).
 TEXT_MEMO_MAX = 50_000
 
@@ -232,13 +237,28 @@ class ImageStages:
                                              shape=(len(indices), self.clip.embed_dim),
                                              dtype=np.float32)
 
+    def _cam_boxes(self, feats: tuple[int, ...], indices, s: FalconSettings
+                   ) -> tuple[str, list[crops_stage.CropBox]]:
+        """``(cams key, crop boxes)`` of the images ``indices`` of ``feats`` under settings
+        ``s`` (:meth:`_cams`, then :meth:`_boxes`). Boxes a precompute already cut from the same
+        maps (:attr:`box_memo`, filled by ``Catalogue.prefill`` and emptied after its chunk)
+        are taken from there: the same maps and the same arithmetic give the same boxes."""
+        key = self._cams_key(feats, indices)
+        memo = getattr(self, "box_memo", None)
+        tag = (key, float(s.cam_threshold), float(s.cam_box_margin))
+        if memo and tag in memo:
+            return key, memo[tag]
+        boxes = self._boxes(self._cams(feats, indices), s.cam_threshold, s.cam_box_margin)
+        if memo is not None and getattr(self, "box_memo_on", False):
+            memo[tag] = boxes
+        return key, boxes
+
     def _crop_rows(self, feats: tuple[int, ...], indices, s: FalconSettings) -> np.ndarray:
         """Stages 3-4 for the images ``indices`` of ``feats`` under settings ``s``: the CLIP
         embeddings of their GradCAM crops (threshold and margin of ``s``), read from the cache or
         computed -- the rows ``explain`` computes for T."""
-        boxes = self._boxes(self._cams(feats, indices), s.cam_threshold, s.cam_box_margin)
-        return self._crop_embeddings(indices, boxes, self._cams_key(feats, indices),
-                                     s.cam_threshold, s.cam_box_margin)
+        key, boxes = self._cam_boxes(feats, indices, s)
+        return self._crop_embeddings(indices, boxes, key, s.cam_threshold, s.cam_box_margin)
 
     def _whole_embeddings(self, indices) -> np.ndarray:
         """CLIP embeddings of whole views (Stage 6's counterfactual images, the caption scale's
@@ -289,9 +309,11 @@ class ImageStages:
         todo = [n for key, n in rows.items() if (tag, key) not in self.search_memo]
         if not todo:
             return 0
-        idx, scores = index.search(B[todo], k)
-        for n, i, sc in zip(todo, idx, scores):
-            self.search_memo[(tag, B[n].tobytes())] = (i, sc)
+        for a in range(0, len(todo), SHARED_SEARCH_ROWS):
+            part = todo[a:a + SHARED_SEARCH_ROWS]
+            idx, scores = index.search(B[part], k)
+            for n, i, sc in zip(part, idx, scores):
+                self.search_memo[(tag, B[n].tobytes())] = (i, sc)
         return len(todo)
 
     def _score_caption_sets(self, sets, s: FalconSettings):

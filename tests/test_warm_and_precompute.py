@@ -155,7 +155,12 @@ def test_prefill_searches_every_features_rows_once(world, monkeypatch):
     monkeypatch.setattr(ci.ExactIndex, "search",
                         lambda self, B, k: calls.append(len(B)) or real(self, B, k))
     counts = many.catalogue.prefill(feats)
-    assert len(calls) == 1 and calls[0] == counts["rows_searched"]
+    from falcon_core.explainer_stages import SHARED_SEARCH_ROWS
+
+    # every distinct row once, in blocks of at most SHARED_SEARCH_ROWS rows (all full but the last)
+    assert sum(calls) == counts["rows_searched"]
+    assert calls == [SHARED_SEARCH_ROWS] * (len(calls) - 1) + [calls[-1]]
+    assert 0 < calls[-1] <= SHARED_SEARCH_ROWS
     T_rows = sum(len(many.select_high(f).indices) for f in feats)
     assert 0 < counts["rows_searched"] <= T_rows + 10 * len(feats)
 
@@ -338,3 +343,39 @@ def test_precompute_says_why_a_feature_has_no_explanation(world):
     assert result[0] is None
     assert "10000" in result[10_000] or "10 000" in result[10_000] or "does not exist" in \
         result[10_000].lower(), result
+
+
+def test_precompute_cuts_each_features_boxes_once_and_hashes_each_key_once(world, monkeypatch):
+    """A precompute cuts each feature's crop boxes from its GradCAM maps once (the prefill's
+    boxes are reused by its shared search and by the explanation: box_memo) and hashes each
+    explanation key once (the prefill's keys go to explain_many); same explanations as a plain
+    explain. The memo is emptied after the chunk."""
+    from falcon_core.explainer import Explainer
+    from falcon_core.explainer_stages import ImageStages
+
+    feats = [0, 1, 2, 3, 4, 5]
+    many = _fresh(world, "cache-boxes-many")
+    one = _fresh(world, "cache-boxes-one")
+    boxes, keys = [], []
+    real_boxes, real_key = ImageStages._boxes, Explainer.explanation_key
+    monkeypatch.setattr(ImageStages, "_boxes",
+                        lambda self, *a, **k: boxes.append(1) or real_boxes(self, *a, **k))
+    monkeypatch.setattr(Explainer, "explanation_key",
+                        lambda self, *a, **k: keys.append(1) or real_key(self, *a, **k))
+    got = {}
+    many.precompute(feats, on_feature=lambda f, exp, err: got.__setitem__(f, exp))
+    assert len(boxes) == len(feats)  # one cut per feature (was three: prefill, search, explain)
+    assert len(keys) == len(feats)  # one hash per feature (was two: prefill, explain_many)
+    assert many.explainer.box_memo == {} and many.explainer.box_memo_on is False
+    monkeypatch.setattr(ImageStages, "_boxes", real_boxes)
+    monkeypatch.setattr(Explainer, "explanation_key", real_key)
+    assert [got[f].to_dict() for f in feats] == [one.explain(f).to_dict() for f in feats]
+
+
+def test_a_plain_explain_keeps_no_boxes(world):
+    """Outside a precompute the box memo stays empty (an app process explaining feature after
+    feature must not grow it)."""
+    f = _fresh(world, "cache-boxes-plain")
+    f.explain(0)
+    f.explain(1)
+    assert f.explainer.box_memo == {}
