@@ -230,12 +230,84 @@ def test_laion_shards_are_read_lazily_and_bounded(tmp_path):
     B = emb[[3, 77]] + 0.01
     idx, _ = top_captions(B, E, k=3, chunk=16)  # a scan across the shards, 16 rows a block
     assert E.bytes_read == 3 * row + 120 * row  # every row read once, nothing else
-    assert len(E._fds) <= 1 and not E._maps  # at most one file open, nothing mapped
+    assert len(E._fds) <= 1  # at most one file open
     assert idx[0, 0] == 3 and idx[1, 0] == 77
-    # a gather maps its shard and keeps only what it touched (bounded, see _map)
     before = E.bytes_read
     E[np.array([100, 1, 45])]
-    assert E.bytes_read - before == 3 * row and len(E._maps) <= 1
+    assert E.bytes_read - before == 3 * row  # a gather reads its rows, nothing else
+
+
+def _record_reads(monkeypatch, E):
+    """Every read of ``E``'s shards as (shard, byte offset, length, buffer address), and no
+    memory mapping allowed (a mapped page of a shard counts in the process's RSS)."""
+    import mmap
+
+    def no_map(*a, **k):
+        raise AssertionError("a shard was memory-mapped")
+
+    monkeypatch.setattr(mmap, "mmap", no_map)
+    reads = []
+    real = E._preadv
+
+    def rec(fd, buf, pos):
+        shard = [s for s, f in E._fds.items() if f == fd]
+        addr = np.frombuffer(buf, dtype=np.uint8).__array_interface__["data"][0]
+        reads.append((shard[0], pos, len(buf), addr))
+        return real(fd, buf, pos)
+
+    monkeypatch.setattr(E, "_preadv", rec)
+    return reads
+
+
+def _npy_data_offset(path):
+    """The byte where a .npy file's data starts, read from its header by hand: 6 bytes of
+    magic, 2 of version, a little-endian uint16 header length (version 1.0), the header."""
+    raw = open(path, "rb").read(10)
+    assert raw[:6] == b"\x93NUMPY" and raw[6] == 1
+    return 10 + int.from_bytes(raw[8:10], "little")
+
+
+def test_a_gather_reads_only_its_rows_run_by_run_and_maps_nothing(tmp_path, monkeypatch):
+    emb, _ = make_laion(tmp_path / "l", [40, 30, 50], dim=16)  # global rows 0-39 | 40-69 | 70-119
+    raw16 = np.concatenate([np.load(p) for p in sorted((tmp_path / "l" / "text_emb").glob("*.npy"))])
+    off = [_npy_data_offset(p) for p in sorted((tmp_path / "l" / "text_emb").glob("*.npy"))]
+    E = LaionShards(tmp_path / "l").embeddings
+    reads = _record_reads(monkeypatch, E)
+    row = 16 * 2
+    ind = np.array([100, 1, 46, 45, 39, 47, 40, 1, 119])  # any order, a repeat, runs
+    got = E._rows(ind)
+    np.testing.assert_array_equal(got, raw16[ind])  # the stored bits, in the order asked
+    # by hand: shard 0 rows 1 and 39; shard 1 row 0 (global 40) and the run 5-7 (45-47, one
+    # read); shard 2 rows 30 and 49 (global 100, 119); global 39 and 40 are in two shards
+    want = {(0, off[0] + 1 * row, row), (0, off[0] + 39 * row, row),
+            (1, off[1] + 0 * row, row), (1, off[1] + 5 * row, 3 * row),
+            (2, off[2] + 30 * row, row), (2, off[2] + 49 * row, row)}
+    assert sorted(r[:3] for r in reads) == sorted(want)
+    # the public gather: the same rows, normalised float32
+    np.testing.assert_allclose(E[ind], emb[ind], atol=2e-3)
+
+
+def test_a_scan_reads_each_row_once_in_blocks_into_one_buffer(tmp_path, monkeypatch):
+    from falcon_core.stages.captions import top_captions
+
+    make_laion(tmp_path / "l", [40, 30, 50], dim=16)
+    paths = sorted((tmp_path / "l" / "text_emb").glob("*.npy"))
+    off = [_npy_data_offset(p) for p in paths]
+    E = LaionShards(tmp_path / "l").embeddings
+    reads = _record_reads(monkeypatch, E)
+    row, chunk = 16 * 2, 16
+    top_captions(np.ones((2, 16), np.float32), E, k=3, chunk=chunk)
+    scan = reads[:]
+    # each shard's data read exactly once, in order, in reads of at most one block
+    for s, n in enumerate((40, 30, 50)):
+        mine = [(p, ln) for sh, p, ln, _ in scan if sh == s]
+        assert all(ln <= chunk * row for _, ln in mine)
+        assert mine[0][0] == off[s]
+        assert all(p + ln == q for (p, ln), (q, _) in zip(mine, mine[1:]))  # no gap, no overlap
+        assert mine[-1][0] + mine[-1][1] == off[s] + n * row
+    # every block lands in the same buffer of one block: a scan holds one raw block at a time
+    lo = min(a for *_, a in scan)
+    assert all(lo <= a and a + ln <= lo + chunk * row for _, _, ln, a in scan)
 
 
 def test_laion_caption_lookup_reads_only_the_rows_asked_for(tmp_path, monkeypatch):
@@ -383,3 +455,30 @@ def test_document_frequencies_of_laion_shards(tmp_path):
     # the same counts as the caption list: shards are read through vocab.captions()
     df2 = document_frequencies(ListVocabulary(CAPS), WordsExtractor(), DiskCache(tmp_path / "d"))
     assert df.words == df2.words
+
+
+def test_an_exact_search_holds_one_block_and_its_candidates_never_a_shard(tmp_path, monkeypatch):
+    """What bounds the exact search's memory at any shard size: its reads (nothing is mapped)
+    are the scan, each row once in reads of at most one block, then the candidates' rows
+    (k + MARGIN a query at most); the result equals a plain in-memory matmul."""
+    from falcon_core import caption_index as ci
+
+    make_laion(tmp_path / "l", [300, 200], dim=16, seed=3)
+    raw16 = np.concatenate([np.load(p) for p in
+                            sorted((tmp_path / "l" / "text_emb").glob("*.npy"))])
+    E = LaionShards(tmp_path / "l").embeddings
+    reads = _record_reads(monkeypatch, E)
+    row, chunk, k = 16 * 2, 64, 3
+    B = np.random.default_rng(4).standard_normal((6, 16)).astype(np.float32)
+    B /= np.linalg.norm(B, axis=1, keepdims=True)
+    idx, sc = ci.ExactIndex(E, chunk=chunk).search(B, k)
+    # by plain numpy, every row in memory at once
+    A = raw16.astype(np.float32)
+    A /= np.linalg.norm(A, axis=1, keepdims=True)
+    S = B @ A.T
+    want = np.stack([np.lexsort((np.arange(len(A)), -s))[:k] for s in S])
+    np.testing.assert_array_equal(idx, want)
+    np.testing.assert_allclose(sc, np.take_along_axis(S, want, axis=1), atol=1e-5)
+    assert max(r[2] for r in reads) <= chunk * row
+    total = sum(r[2] for r in reads)
+    assert 500 * row < total <= 500 * row + 6 * (k + ci.MARGIN) * row
