@@ -6,9 +6,11 @@ scores (n, k) float32)``, best first, ties by the lower caption index.
 ``exact`` (:class:`ExactIndex`)
     Every caption is scored: one scan of the embeddings, block by block
     (:func:`falcon_core.stages.captions.top_captions`). Nothing to build: the embeddings are the
-    index (LAION shards are read where they lie, block by block, never all mapped at once; the
-    rows' norms are computed on the first scan and kept, 4 bytes a row). Results equal the brute
-    force. For up to a few million captions.
+    index (LAION shards are read where they lie with ``pread``, never mapped: a scan reads block
+    by block into one reused buffer, the re-scoring reads only its candidates' rows, so the
+    search holds a block and its candidates whatever the size of a shard; the rows' norms are
+    computed on the first scan and kept, 4 bytes a row). Results equal the brute force. For up
+    to a few million captions.
 
 ``ivfpq`` (:class:`IVFPQIndex`)
     faiss ``IVF{nlist},PQ{m}`` with the inner product, on disk, for 100M+ captions: a coarse

@@ -29,7 +29,9 @@ median of ``--repeats`` runs, CPU and wall time):
     ``--nlist --m --nprobe --rerank`` choose other parameters.
 
 Peak RSS is the variant's process's own peak (``VmHWM``, :func:`peak_rss_bytes`), next to the raw size
-of the embeddings.
+of the embeddings; for ``falcon`` also the search's own increment (that peak minus the RSS just
+before the index is made: the interpreter, numpy and torch, which every FALCON process holds,
+left out), which does not grow with the size of a shard (nothing is mapped).
 The machine's load average is printed with the figures: on a shared machine the ratios are what
 count.
 """
@@ -204,6 +206,7 @@ def child(task: str, variant: str, root: str, repeats: int, before: str | None,
                     lambda: index.search(np.concatenate([B, BL]), K), repeats)
             out["files_opened"] = index.A.files_opened
             out["peak_rss_search"] = peak_rss_bytes()  # before the checks below map everything
+            out["search_rss_increment"] = out["peak_rss_search"] - out["rss_before_search"]
             ref_i, ref_s = bare_topk(root, B, normalise=True)
             out["equal_to_bare_normalised"] = bool(np.array_equal(res[0], ref_i)
                                                    and np.allclose(res[1], ref_s, atol=1e-5))
@@ -396,8 +399,10 @@ def format_rows(res: dict) -> list[str]:
                      f"first scan (norms) {f['cold']['wall_min']:.2f} s")
         lines.append(f"    peak RSS: falcon {f['peak_rss'] / 1e9:.2f} GB "
                      f"({f['peak_rss'] / raw:.2f} x raw), bare {b['peak_rss'] / 1e9:.2f} GB "
-                     f"({b['peak_rss'] / raw:.2f} x raw); equal to the bare computation on "
-                     f"normalised rows: {f['equal_to_bare_normalised']}")
+                     f"({b['peak_rss'] / raw:.2f} x raw); the search's own increment "
+                     f"{f['search_rss_increment'] / 1e9:.2f} GB (peak - RSS before; "
+                     f"{f['search_rss_increment'] / raw:.2f} x raw); equal to the bare "
+                     f"computation on normalised rows: {f['equal_to_bare_normalised']}")
         if "stacked_T_L" in f:
             lines.append(f"    T and L (64 + 10): separate / stacked = "
                          f"{ratio(f['separate_T_L'], f['stacked_T_L'], 'wall_min'):.2f} (wall "
