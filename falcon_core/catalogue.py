@@ -66,20 +66,17 @@ class Catalogue:
         feats = list(range(self.store.num_features)) if features is None else list(features)
         result: dict[int, str | None] = {}
         n = 0
+
+        def done(f, exp, err):
+            nonlocal n
+            result[f] = err
+            if on_feature:
+                on_feature(f, exp, err)
+            n += 1
+            self.progress(n, len(feats), "features")
+
         for start in range(0, len(feats), PREFILL_FEATURES):
             chunk = feats[start:start + PREFILL_FEATURES]
-            original = {(int(f),) if not isinstance(f, (list, tuple)) else
-                        tuple(int(x) for x in f): f for f in chunk}
-
-            def done(fs, exp, err):
-                nonlocal n
-                f = original.get(fs, fs)
-                result[f] = err
-                if on_feature:
-                    on_feature(f, exp, err)
-                n += 1
-                self.progress(n, len(feats), "features")
-
             try:
                 self.explainer.box_memo_on = True
                 keys: dict[tuple, str] = {}  # each explanation key hashed once

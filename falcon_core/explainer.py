@@ -253,25 +253,26 @@ class Explainer(ImageStages):
 
     def explain_many(self, features: list, settings: FalconSettings | None = None,
                      on_feature=None, keys: dict | None = None
-                     ) -> dict[tuple[int, ...], str | None]:
+                     ) -> dict:
         """:meth:`explain` for many features (or groups), giving the same explanations, with the
         work their faithfulness scores share done once: Stages 2-7 of every feature first, then
         the CLIP embeddings of the union of their concept texts in one call
         (:meth:`concept_embeddings`: fewer padded batches than one call per feature), then each
         feature's faithfulness score. Each explanation is cached as soon as it is done.
 
-        Returns ``{features: None or the message of why it has no explanation}``;
-        ``on_feature(features, explanation or None, message or None)`` is called for each.
+        Returns ``{feature as given: None or the message of why it has no explanation}``;
+        ``on_feature(feature as given, explanation or None, message or None)`` is called for
+        each.
         ``keys``: explanation keys already computed (``{(features, settings): key}``, from
         ``Catalogue.prefill``), not hashed again (only those of equal settings are used)."""
         s = settings or self.settings
-        result: dict[tuple[int, ...], str | None] = {}
-        started = []  # (feats, key, the explanation's steps paused before its faithfulness)
+        result: dict = {}
+        started = []  # (f, feats, key, the explanation's steps paused before its faithfulness)
 
-        def done(feats, exp, err):
-            result[feats] = err
+        def done(f, exp, err):
+            result[f] = err
             if on_feature:
-                on_feature(feats, exp, err)
+                on_feature(f, exp, err)
 
         for f in features:
             try:
@@ -279,25 +280,24 @@ class Explainer(ImageStages):
                 key = (keys or {}).get((feats, s)) or self.explanation_key(feats, s)
                 exp = self.cache.read_json("explanations", key, schema=_explanation_of(feats))
                 if exp is not None:
-                    done(feats, exp, None)
+                    done(f, exp, None)
                     continue
                 steps = self._explain_steps(feats, s)
                 texts = next(steps)
-                started.append((feats, key, steps, texts))
+                started.append((f, feats, key, steps, texts))
             except FalconError as e:
-                done(tuple(int(x) for x in f) if isinstance(f, (list, tuple)) else (int(f),),
-                     None, str(e))
+                done(f, None, str(e))
         if started:  # one call for every feature's concept texts; the memo keeps them
             self.concept_embeddings(list(dict.fromkeys(t for *_, texts in started
                                                        for t in texts)))
-        for feats, key, steps, _ in started:
+        for f, feats, key, steps, _ in started:
             try:
                 exp = _finish(steps)
             except FalconError as e:
-                done(feats, None, str(e))
+                done(f, None, str(e))
                 continue
             self.cache.write_json("explanations", key, exp.to_dict())
-            done(feats, exp, None)
+            done(f, exp, None)
         return result
 
     def _explain(self, feats: tuple[int, ...], s: FalconSettings) -> Explanation:
