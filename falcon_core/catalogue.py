@@ -78,15 +78,14 @@ class Catalogue:
         for start in range(0, len(feats), PREFILL_FEATURES):
             chunk = feats[start:start + PREFILL_FEATURES]
             try:
-                self.explainer.box_memo_on = True
+                self.explainer.box_memo = {}  # boxes cut once for the chunk (None outside it)
                 keys: dict[tuple, str] = {}  # each explanation key hashed once
                 self.prefill(chunk, settings, keys=keys)  # work shared by the chunk's features,
                 # then each (their concept texts embedded together, before their faithfulness)
                 self.explainer.explain_many(chunk, settings, on_feature=done, keys=keys)
             finally:
                 self.explainer.search_memo.clear()
-                self.explainer.box_memo.clear()
-                self.explainer.box_memo_on = False
+                self.explainer.box_memo = None
         return result
 
     def prefill(self, features: Sequence[int], settings: FalconSettings | None = None,
@@ -132,14 +131,14 @@ class Catalogue:
                 todo.append((feats, np.asarray(high.indices, dtype=np.int64)))
         # GradCAM, one forward pass per image
         need: dict[int, list[tuple[int, ...]]] = {}
+        left: dict[tuple[int, ...], int] = {}  # features -> their maps still to make
         for feats, idx in todo:
             if not self.cache.exists("cams", ex._cams_key(feats, idx), ".npy"):
+                left[feats] = len(idx)
                 for i in idx:
                     need.setdefault(int(i), []).append(feats)
         order = sorted(need)
         maps: dict[tuple[int, tuple[int, ...]], np.ndarray] = {}
-        left = {feats: len(idx) for feats, idx in todo
-                if any(feats in need.get(int(i), ()) for i in idx)}
         for start in range(0, len(order), batch_size):
             part = order[start:start + batch_size]
             got = compute_cams_many(ex.backbone, [self.probe_load(i) for i in part],

@@ -75,9 +75,8 @@ class Explainer(ImageStages):
         # for many features at once (ImageStages.share_searches), emptied after it
         self.search_memo: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         # (cams key, threshold, margin) -> crop boxes: cut once by a precompute for the chunk
-        # it explains (ImageStages._cam_boxes; filled only while box_memo_on), emptied after it
-        self.box_memo: dict[tuple, list] = {}
-        self.box_memo_on = False
+        # it explains (ImageStages._cam_boxes); None outside a precompute, so nothing is kept
+        self.box_memo: dict[tuple, list] | None = None
         # concept text -> its CLIP embedding (ImageStages.concept_embeddings: a row never
         # depends on the texts embedded with it, so keeping them changes no result)
         self.text_memo: dict[str, np.ndarray] = {}

@@ -241,15 +241,15 @@ class ImageStages:
                    ) -> tuple[str, list[crops_stage.CropBox]]:
         """``(cams key, crop boxes)`` of the images ``indices`` of ``feats`` under settings
         ``s`` (:meth:`_cams`, then :meth:`_boxes`). Boxes a precompute already cut from the same
-        maps (:attr:`box_memo`, filled by ``Catalogue.prefill`` and emptied after its chunk)
+        maps (:attr:`box_memo`, a dict only during a precompute chunk, else None)
         are taken from there: the same maps and the same arithmetic give the same boxes."""
         key = self._cams_key(feats, indices)
-        memo = getattr(self, "box_memo", None)
+        memo = self.box_memo
         tag = (key, float(s.cam_threshold), float(s.cam_box_margin))
-        if memo and tag in memo:
+        if memo is not None and tag in memo:
             return key, memo[tag]
         boxes = self._boxes(self._cams(feats, indices), s.cam_threshold, s.cam_box_margin)
-        if memo is not None and getattr(self, "box_memo_on", False):
+        if memo is not None:
             memo[tag] = boxes
         return key, boxes
 

@@ -366,7 +366,7 @@ def test_precompute_cuts_each_features_boxes_once_and_hashes_each_key_once(world
     many.precompute(feats, on_feature=lambda f, exp, err: got.__setitem__(f, exp))
     assert len(boxes) == len(feats)  # one cut per feature (was three: prefill, search, explain)
     assert len(keys) == len(feats)  # one hash per feature (was two: prefill, explain_many)
-    assert many.explainer.box_memo == {} and many.explainer.box_memo_on is False
+    assert many.explainer.box_memo is None  # emptied and off after the chunk
     monkeypatch.setattr(ImageStages, "_boxes", real_boxes)
     monkeypatch.setattr(Explainer, "explanation_key", real_key)
     assert [got[f].to_dict() for f in feats] == [one.explain(f).to_dict() for f in feats]
@@ -378,4 +378,4 @@ def test_a_plain_explain_keeps_no_boxes(world):
     f = _fresh(world, "cache-boxes-plain")
     f.explain(0)
     f.explain(1)
-    assert f.explainer.box_memo == {}
+    assert f.explainer.box_memo is None
