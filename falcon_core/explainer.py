@@ -30,7 +30,7 @@ from . import cache_keys
 from .cache import DiskCache
 from .calibration import Calibration
 from .errors import FalconError
-from .explainer_stages import ImageStages, faithfulness_texts
+from .explainer_stages import ImageStages, faithfulness_texts, score_faithfulness
 from .explanation import Concept, Explanation, ImageRecord
 from .progress import Progress
 from .representation_store import RepresentationStore
@@ -45,6 +45,10 @@ from .stages import selection as selection_stage
 MAX_STORED_SCORES = 200
 # Kept concepts stored below the top-n cut (``Explanation.more_words``), per kind.
 MAX_MORE_CONCEPTS = MAX_STORED_SCORES
+# explain_many ranks the faithfulness plans of its features together once they hold this many
+# (probe image x concept) similarities (float32; ~64 MB, and about 4x that while ranking): the
+# demo layer's 128 features hold ~1.9M, a 50,000-image probe set ~1.8M per feature.
+FAITHFULNESS_GROUP_VALUES = 1 << 24
 
 
 class NoHighImagesError(FalconError):
@@ -289,25 +293,47 @@ class Explainer(ImageStages):
         if started:  # one call for every feature's concept texts; the memo keeps them
             self.concept_embeddings(list(dict.fromkeys(t for *_, texts in started
                                                        for t in texts)))
-        for f, feats, key, steps, _ in started:
+        # then the faithfulness scores: every feature's matrix products back to back, then
+        # their ranking, then the explanations (in groups of bounded size: a plan holds
+        # (probe images x concepts) similarities)
+        planned, values = [], 0
+        for i, (f, feats, key, steps, _) in enumerate(started):
             try:
-                exp = _finish(steps)
+                with self.timed("faithfulness"):
+                    plan = next(steps)
             except FalconError as e:
                 done(f, None, str(e))
-                continue
-            self.cache.write_json("explanations", key, exp.to_dict())
-            done(f, exp, None)
+            else:
+                planned.append((f, key, steps, plan))
+                values += plan.size
+            if planned and (values >= FAITHFULNESS_GROUP_VALUES or i == len(started) - 1):
+                with self.timed("faithfulness"):
+                    scored = score_faithfulness([plan for *_, plan in planned])
+                for (f, key, steps, _), faithful in zip(planned, scored):
+                    try:
+                        exp = _finish(steps, faithful)
+                    except FalconError as e:
+                        done(f, None, str(e))
+                        continue
+                    self.cache.write_json("explanations", key, exp.to_dict())
+                    done(f, exp, None)
+                planned, values = [], 0
         return result
 
     def _explain(self, feats: tuple[int, ...], s: FalconSettings) -> Explanation:
         steps = self._explain_steps(feats, s)
         next(steps)  # the concept texts the faithfulness score embeds (explain_many shares them)
-        return _finish(steps)
+        with self.timed("faithfulness"):
+            faithful = score_faithfulness([next(steps)])[0]
+        return _finish(steps, faithful)
 
     def _explain_steps(self, feats: tuple[int, ...], s: FalconSettings):
         """Stages 2-7 as a generator: it yields the concept texts its faithfulness score will
-        embed (so :meth:`explain_many` can embed every feature's at once), then, resumed, returns
-        the explanation (``StopIteration.value``; :func:`_finish`)."""
+        embed (so :meth:`explain_many` can embed every feature's at once), then, resumed, its
+        faithfulness plan (:meth:`faithfulness_plan`: the matrix products, so
+        :meth:`explain_many` can make every feature's back to back and rank them together),
+        then, sent the scored :class:`Faithfulness`, returns the explanation
+        (``StopIteration.value``; :func:`_finish`)."""
         label = "feature " + str(feats[0]) if len(feats) == 1 else "group " + str(list(feats))
         with self.timed("1 representations"):
             self.store.representations()
@@ -379,8 +405,8 @@ class Explainer(ImageStages):
         removed_top = spurious_words[:n] + spurious_phrases[:n] if s.contrast else []
         shown = words + phrases + spurious_words + spurious_phrases
         yield faithfulness_texts(kept_top, removed_top, shown)
-        with self.timed("faithfulness"):
-            faithful = self.faithfulness(feats, kept_top, removed_top, shown, len(high.indices), s)
+        faithful = yield self.faithfulness_plan(feats, kept_top, removed_top, shown,
+                                                len(high.indices), s)
 
         ids = self.probe.ids
         return Explanation(
@@ -418,13 +444,14 @@ class Explainer(ImageStages):
         )
 
 
-def _finish(steps) -> Explanation:
-    """Resume :meth:`Explainer._explain_steps` after its concept texts; its explanation."""
+def _finish(steps, faithful) -> Explanation:
+    """Resume :meth:`Explainer._explain_steps` after its faithfulness plan with the scored
+    ``faithful``; its explanation."""
     try:
-        next(steps)
+        steps.send(faithful)
     except StopIteration as stop:
         return stop.value
-    raise RuntimeError("_explain_steps yields once")  # pragma: no cover - a bug here
+    raise RuntimeError("_explain_steps yields twice")  # pragma: no cover - a bug here
 
 
 def _kept(kept: dict[str, float], l_scores: dict[str, float], top: int) -> list[Concept]:

@@ -349,20 +349,31 @@ class ImageStages:
                      shown: list[Concept], n_high: int, s: FalconSettings) -> Faithfulness:
         """The faithfulness score (:mod:`.stages.faithfulness`) of the top kept concepts
         (``kept``: words then phrases, each list best first, already cut to the top few), of
-        the top removed ones, and of each ``shown`` concept alone, on the whole probe set."""
+        the top removed ones, and of each ``shown`` concept alone, on the whole probe set:
+        :meth:`faithfulness_plan`, then :func:`score_faithfulness`."""
+        return score_faithfulness([self.faithfulness_plan(feats, kept, removed, shown, n_high,
+                                                          s)])[0]
+
+    def faithfulness_plan(self, feats: tuple[int, ...], kept: list[Concept],
+                          removed: list[Concept], shown: list[Concept], n_high: int,
+                          s: FalconSettings) -> "FaithfulnessPlan":
+        """The matrix products of :meth:`faithfulness` (each probe view against each concept,
+        and against the two Word-Score-weighted combinations), nothing ranked yet: a precompute
+        makes every feature's plan, then ranks them all (:func:`score_faithfulness`), so its
+        products run back to back. Each product is the one a plain explain computes (same
+        shapes, same call), so the bits are the same."""
         Hn = self.store.normalized(s.normalize_rows)
         valid = np.asarray(self.store.valid, dtype=bool)
         activation = np.asarray(Hn[:, list(feats)], dtype=np.float64).sum(axis=1)
-        views = np.asarray(self.calibration.view_embeddings(), dtype=np.float32)
         k = faithfulness_stage.choose_k(int(valid.sum()), n_high)
         texts = faithfulness_texts(kept, removed, shown)
         if not texts:
-            return Faithfulness(None, None, {}, faithfulness_stage.METHOD)
+            return FaithfulnessPlan(texts, None, activation, k, valid, None, None)
+        views = np.asarray(self.calibration.view_embeddings(), dtype=np.float32)
         T = self.concept_embeddings(texts)
         row = {t: i for i, t in enumerate(texts)}
-        alone = faithfulness_stage.concept_scores(views, T, activation, k, valid)
 
-        def combined(concepts: list[Concept]) -> FaithfulnessScore | None:
+        def combined(concepts: list[Concept]):
             weights: dict[str, float] = {}
             for c in concepts:  # a word that is also a phrase counts once, with both weights
                 weights[c.text] = weights.get(c.text, 0.0) + max(float(c.score), 0.0)
@@ -370,9 +381,57 @@ class ImageStages:
                 return None
             sim = faithfulness_stage.concept_similarity(
                 views, T[[row[t] for t in weights]], list(weights.values()))
-            sc = faithfulness_stage.score(sim, activation, k, valid)
-            return FaithfulnessScore(list(weights), list(weights.values()), sc.auc, sc.spearman,
-                                     sc.k, sc.n)
+            return list(weights), list(weights.values()), sim
 
-        return Faithfulness(combined(kept), combined(removed),
-                            {t: alone[row[t]].auc for t in texts}, faithfulness_stage.METHOD)
+        return FaithfulnessPlan(texts, faithfulness_stage.concept_products(views, T),
+                                activation, k, valid, combined(kept), combined(removed))
+
+
+class FaithfulnessPlan:
+    """One explanation's faithfulness score before its ranking (:meth:`ImageStages.
+    faithfulness_plan`): the concept texts, each view's similarity to each ((N, c) float32),
+    the activation, k, the valid images, and the kept and removed combinations (``(concepts,
+    weights, similarity (N,))`` or None)."""
+
+    __slots__ = ("texts", "sims", "activation", "k", "valid", "kept", "removed")
+
+    def __init__(self, texts, sims, activation, k, valid, kept, removed):
+        self.texts, self.sims, self.activation, self.k = texts, sims, activation, k
+        self.valid, self.kept, self.removed = valid, kept, removed
+
+    @property
+    def size(self) -> int:
+        """Similarities held (what bounds a group of plans ranked together)."""
+        return 0 if self.sims is None else int(self.sims.size)
+
+
+def score_faithfulness(plans: list[FaithfulnessPlan]) -> list[Faithfulness]:
+    """The :class:`Faithfulness` of each plan: its concepts alone and its two combinations
+    ranked in one :func:`~falcon_core.stages.faithfulness.score_rows` a plan (numpy only, no
+    matrix product: after a precompute's products, nothing here keeps the BLAS threads
+    spinning). A row's scores do not depend on the rows ranked with it, so they are those of a
+    plain explain, bit for bit."""
+    out = []
+    for p in plans:
+        if not p.texts:
+            out.append(Faithfulness(None, None, {}, faithfulness_stage.METHOD))
+            continue
+        both = [c for c in (p.kept, p.removed) if c is not None]
+        rows = np.empty((p.sims.shape[1] + len(both), p.sims.shape[0]), dtype=np.float64)
+        rows[:p.sims.shape[1]] = p.sims.T
+        for i, (_, _, sim) in enumerate(both):
+            rows[p.sims.shape[1] + i] = sim
+        scores = faithfulness_stage.score_rows(rows, p.activation, p.k, p.valid)
+        alone, extra = scores[:p.sims.shape[1]], iter(scores[p.sims.shape[1]:])
+
+        def combined(c):
+            if c is None:
+                return None
+            sc = next(extra)
+            return FaithfulnessScore(c[0], c[1], sc.auc, sc.spearman, sc.k, sc.n)
+
+        kept = combined(p.kept)
+        out.append(Faithfulness(kept, combined(p.removed),
+                                {t: alone[i].auc for i, t in enumerate(p.texts)},
+                                faithfulness_stage.METHOD))
+    return out

@@ -28,6 +28,97 @@ def test_ranks_and_spearman_by_hand():
     assert math.isnan(F.spearman([1, 1, 1], [1, 2, 3]))
 
 
+def test_rank_rows_ranks_each_row_with_ties_averaged_by_hand():
+    X = np.array([[10.0, 30.0, 20.0, 30.0],
+                  [5.0, 5.0, 5.0, 1.0],
+                  [4.0, 3.0, 2.0, 1.0],
+                  [2.0, np.nan, 1.0, 2.0]])
+    R = F.rank_rows(X)
+    assert R[0].tolist() == [1.0, 3.5, 2.0, 3.5]
+    assert R[1].tolist() == [3.0, 3.0, 3.0, 1.0]  # three tied at ranks 2, 3, 4 -> 3
+    assert R[2].tolist() == [4.0, 3.0, 2.0, 1.0]
+    assert R[3].tolist() == [2.5, 4.0, 1.0, 2.5]  # NaN last, as a sort puts it
+    assert F.rank_rows(np.zeros((2, 0))).shape == (2, 0)
+    assert F.rankdata([7.0]).tolist() == [1.0]
+
+
+def test_score_rows_scores_each_row_by_hand():
+    act = [5.0, 1.0, 2.0, 3.0]
+    sims = np.array([[0.75, 0.25, 0.65, 0.1],   # test_score_by_hand's: AUC 0.75, rho 0.4
+                     [0.1, 0.2, 0.3, 0.4],      # top 2: images 3, 2 (act 3, 2) vs 0, 1 (5, 1)
+                     [4.0, 1.0, 2.0, 3.0]])     # the activation itself
+    a, b, c = F.score_rows(sims, act, k=2)
+    assert (a.auc, a.spearman, a.k, a.n) == (pytest.approx(0.75), pytest.approx(0.4), 2, 4)
+    # pairs (3 vs 5) lost, (3 vs 1) won, (2 vs 5) lost, (2 vs 1) won: 2 of 4
+    # ranks of sims 1,2,3,4; of act 4,1,2,3: d = -3,1,1,1, sum d^2 = 12, rho = 1 - 72/60
+    assert (b.auc, b.spearman) == (pytest.approx(0.5), pytest.approx(-0.2))
+    assert (c.auc, c.spearman) == (1.0, pytest.approx(1.0))
+    # image 3 left out: each row scored over images 0-2 (act 5, 1, 2); top 1 of row b is
+    # image 2 (act 2): it beats image 1, loses to image 0 -> 0.5
+    a, b, c = F.score_rows(sims, act, k=1, valid=[True, True, True, False])
+    assert (a.auc, b.auc, c.auc, a.n) == (1.0, 0.5, 1.0, 3)
+    # a constant row has no rank correlation; too few images: NaN, k cut to all but one
+    flat, = F.score_rows(np.ones((1, 4)), act, k=2)
+    assert math.isnan(flat.spearman) and flat.auc == pytest.approx(0.5)  # top 2: images 0, 1
+    none, = F.score_rows(np.ones((1, 1)), [1.0], k=3)
+    assert math.isnan(none.auc) and (none.k, none.n) == (0, 1)
+    assert F.score_rows(np.zeros((0, 4)), act, k=2) == []
+
+
+def _scalar_rank(x):
+    """Average ranks the plain way (sorted, runs of equal values walked one by one): the
+    reference for rank_rows, not the code under test."""
+    x = np.asarray(x, dtype=np.float64)
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x))
+    i = 0
+    while i < len(x):
+        j = i
+        while j + 1 < len(x) and x[order[j + 1]] == x[order[i]]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return ranks
+
+
+def _scalar_score(sim, act, k, valid):
+    """The AUC and Spearman's rho of one row, each sum over one 1-D array as the per-concept
+    code took it before :func:`F.score_rows` (the reference for its bits)."""
+    x, y = np.asarray(sim, float)[valid], np.asarray(act, float)[valid]
+    n = len(x)
+    top = np.argsort(-x, kind="stable")[:k]
+    pos = np.zeros(n, bool)
+    pos[top] = True
+    ry = _scalar_rank(y)
+    auc = float((ry[pos].sum() - k * (k + 1) / 2.0) / (k * (n - k)))
+    rx = _scalar_rank(x)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    den = math.sqrt(float((rx * rx).sum()) * float((ry * ry).sum()))
+    return auc, (math.nan if den == 0 else float((rx * ry).sum() / den))
+
+
+def test_score_rows_equals_score_one_row_at_a_time_bit_for_bit():
+    # what the explainer relies on: a concept scored with others gets its own bits; the values
+    # here are not exact in float64, ties and NaN included
+    rng = np.random.default_rng(3)
+    n = 1000
+    sims = rng.normal(size=(7, n))
+    sims[1, ::3] = sims[1, 0]  # ties in one row
+    sims[2, 5] = np.nan
+    sims[3] = 0.25  # constant
+    sims[4] = np.round(sims[4], 1)  # many ties
+    act = np.round(rng.normal(size=n), 2)  # ties in the activation
+    valid = rng.random(n) > 0.1
+    got = F.score_rows(sims, act, k=37, valid=valid)
+    for row, g in zip(sims, got):
+        want = F.score(row, act, 37, valid)  # the row alone
+        auc, rho = _scalar_score(row, act, 37, valid)
+        assert g.auc == want.auc == auc
+        assert (g.spearman == want.spearman == rho) or \
+            (math.isnan(g.spearman) and math.isnan(want.spearman) and math.isnan(rho))
+        assert (g.k, g.n) == (want.k, want.n) == (37, int(valid.sum()))
+
+
 def test_k_is_the_size_of_T_at_least_one_percent():
     assert F.choose_k(5000, 20) == 50  # 1 % of 5000 beats |T| = 20
     assert F.choose_k(1000, 20) == 20

@@ -379,3 +379,43 @@ def test_a_plain_explain_keeps_no_boxes(world):
     f.explain(0)
     f.explain(1)
     assert f.explainer.box_memo is None
+
+
+def test_explain_many_makes_every_faithfulness_product_before_ranking_them(world, monkeypatch):
+    """explain_many makes its features' faithfulness products back to back (no ranking between
+    them, so the BLAS threads are not kept spinning through numpy work), ranks them after, in
+    groups of bounded size, and gives a plain explain's explanations bit for bit."""
+    import falcon_core.explainer as explainer_mod
+    from falcon_core.explainer_stages import ImageStages
+    from falcon_core.stages import faithfulness as F
+
+    cfg = tiny_config(world)
+    feats = [0, 1, 2, 3]
+    falcons = {name: Falcon.from_config(cfg, settings=TOPK,
+                                        cache_dir=str(world["base"] / f"cache-faith-{name}"))
+               for name in ("one", "many", "grouped")}
+    for f in falcons.values():  # what every side computes first, out of the recorded calls
+        f.representations()
+        f.explainer.spurious_threshold()
+    order = []
+    real_plan, real_rank = ImageStages.faithfulness_plan, F.score_rows
+    monkeypatch.setattr(ImageStages, "faithfulness_plan",
+                        lambda self, *a: order.append("plan") or real_plan(self, *a))
+    monkeypatch.setattr(F, "score_rows", lambda *a: order.append("rank") or real_rank(*a))
+
+    def explained(name):
+        got = {}
+        falcons[name].explainer.explain_many(feats, on_feature=lambda f, e, err: got.update({f: e}))
+        return [got[f].to_dict() for f in feats]
+
+    many = explained("many")
+    assert order == ["plan"] * 4 + ["rank"] * 4
+    order.clear()
+    monkeypatch.setattr(explainer_mod, "FAITHFULNESS_GROUP_VALUES", 1)  # each plan its own group
+    grouped = explained("grouped")
+    assert order == ["plan", "rank"] * 4
+    order.clear()
+    plain = [falcons["one"].explain(f).to_dict() for f in feats]
+    assert order == ["plan", "rank"] * 4
+    assert all(p["faithfulness"]["per_concept"] for p in plain)  # something was scored
+    assert many == plain and grouped == plain  # bit for bit
