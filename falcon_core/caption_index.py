@@ -69,6 +69,15 @@ def _faiss():
 
 # ---------------------------------------------------------------------------------- exact
 
+# A vocabulary held as a float16 array (the text embeddings FALCON computes and caches) whose
+# float32 copy takes at most this many bytes is converted once, on its first search, and the copy
+# kept: each search otherwise converted every block again into a new buffer (on the demo's 24,000
+# captions, a fresh 12 MB a call, most of a 32-row search's time in page faults). 128 MiB: 65,536
+# captions of 512 dimensions; a larger vocabulary (a LAION-size one above all) is scanned block
+# by block as before, so the exact search's memory stays within its bound.
+RESIDENT_FLOAT32_BYTES = 128 << 20
+
+
 class ExactIndex:
     """Every caption scored, in one scan of the embeddings (see the module docstring)."""
 
@@ -78,6 +87,22 @@ class ExactIndex:
     def __init__(self, A, chunk: int = 65536):
         self.A = A
         self.chunk = int(chunk)
+        self._scanned = None  # what a search scans: A, or its resident float32 copy
+
+    def _rows(self):
+        """The array a search scans and re-scores from: ``A`` itself, or, for a float16 array of
+        at most :data:`RESIDENT_FLOAT32_BYTES` as float32, its float32 copy (made once; the same
+        values, so the same results)."""
+        got = self._scanned
+        if got is None:
+            A = self.A
+            got = A
+            if isinstance(A, np.ndarray) and A.ndim == 2 and A.dtype == np.float16 and \
+                    A.size * 4 <= RESIDENT_FLOAT32_BYTES:
+                got = captions_stage.to_float32(np.ascontiguousarray(A),
+                                                np.empty(A.shape, dtype=np.float32))
+            self._scanned = got
+        return got
 
     @property
     def ntotal(self) -> int:
@@ -98,9 +123,10 @@ class ExactIndex:
         k = int(k)
         if k < 1 or B.shape[0] == 0 or B.ndim != 2:
             return captions_stage.top_captions(B, self.A, k=k, chunk=self.chunk)
-        I, _ = captions_stage.top_captions(B, self.A, k=min(k + MARGIN, self.ntotal),
+        A = self._rows()
+        I, _ = captions_stage.top_captions(B, A, k=min(k + MARGIN, self.ntotal),
                                            chunk=self.chunk)
-        return rerank_exact(B, I, self.A, min(k, self.ntotal))
+        return rerank_exact(B, I, A, min(k, self.ntotal))
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "rows": self.ntotal, "exact": True}

@@ -51,8 +51,11 @@ TEXT_BATCH = cache_keys.TEXT_BATCH
 # Rows a shared search (ImageStages.share_searches) sends to the index at once: the exact scan
 # makes a few (rows x vocabulary) arrays per call, and at a whole chunk's rows (~500 x 24,000,
 # 46 MB each) they fell out of the caches and were fresh memory each time -- the stacked search
-# was slower per row than one explanation's. A row's result does not depend on its batch.
-SHARED_SEARCH_ROWS = 32
+# was slower per row than one explanation's. 64: with the demo vocabulary kept as float32
+# (caption_index.RESIDENT_FLOAT32_BYTES) and its product through torch, the demo precompute's
+# 2,857 rows took 0.52 / 0.44 / 0.43 / 0.55 / 0.53 s CPU in blocks of 32 / 64 / 128 / 256 / 512
+# (load ~6). A row's result does not depend on its batch.
+SHARED_SEARCH_ROWS = 64
 # Concepts kept in an explainer's memo at most (512 floats each: ~100 MB at this size).
 TEXT_MEMO_MAX = 50_000
 

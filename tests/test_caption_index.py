@@ -14,6 +14,7 @@ from falcon_core import caption_index as ci
 from falcon_core.cache import DiskCache
 from falcon_core.data.vocabulary import LaionShards, ListVocabulary
 from falcon_core.explainer_stages import score_caption_sets, score_captions
+from falcon_core.stages import captions as captions_stage
 
 
 def write_shards(root, blocks):
@@ -104,6 +105,73 @@ def test_a_querys_result_does_not_depend_on_the_others_searched_with_it():
     bi, bs = brute(B, A, 5)
     np.testing.assert_array_equal(i_all, bi)
     np.testing.assert_allclose(s_all, bs, atol=1e-6)
+
+
+def test_a_small_float16_vocabulary_is_scanned_from_one_float32_copy(monkeypatch):
+    # cosines with q = (0.6, 0.8): rows 2, 1, 0, 3 -> 1.0, 0.8, 0.6, -0.6 (float16 holds the
+    # rows exactly); the copy is made once, on the first search, and gives the same results
+    # as the float16 rows converted block by block
+    A = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [-1.0, 0.0]], np.float16)
+    q = np.array([[0.6, 0.8]], np.float32)
+    index = ci.ExactIndex(A, chunk=3)
+    made = []
+    real = np.empty
+    monkeypatch.setattr(ci.np, "empty", lambda *a, **k: made.append(a) or real(*a, **k))
+    idx, sc = index.search(q, 4)
+    index.search(q, 4)
+    monkeypatch.setattr(ci.np, "empty", real)
+    assert idx.tolist() == [[2, 1, 0, 3]]
+    np.testing.assert_allclose(sc, [[1.0, 0.8, 0.6, -0.6]], atol=1e-6)
+    rows = index._rows()
+    assert rows.dtype == np.float32 and rows.shape == (4, 2) and made.count(((4, 2),)) == 1
+    np.testing.assert_array_equal(rows, np.asarray(A, np.float32))
+    # the same bits as a scan of the float16 rows themselves, on data that is not exact
+    rng = np.random.default_rng(5)
+    A = rng.normal(size=(500, 16)).astype(np.float16)
+    B = rng.normal(size=(20, 16)).astype(np.float32)
+    B /= np.linalg.norm(B, axis=1, keepdims=True)
+    kept, scanned = ci.ExactIndex(A, chunk=128), ci.ExactIndex(A, chunk=128)
+    scanned._scanned = A  # what an index over a vocabulary above the bound scans
+    for got, want in zip(kept.search(B, 5), scanned.search(B, 5)):
+        np.testing.assert_array_equal(got, want)
+    assert kept._rows().dtype == np.float32
+
+
+def test_a_vocabulary_above_the_bound_is_not_copied(monkeypatch):
+    monkeypatch.setattr(ci, "RESIDENT_FLOAT32_BYTES", 4 * 2 * 3)  # three rows of two floats
+    A = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [-1.0, 0.0]], np.float16)
+    index = ci.ExactIndex(A, chunk=3)
+    idx, _ = index.search(np.array([[0.6, 0.8]], np.float32), 2)
+    assert idx.tolist() == [[2, 1]]
+    assert index._rows() is A  # scanned block by block, as a LAION-size one
+    small = ci.ExactIndex(A[:3], chunk=3)
+    assert small._rows() is not A and small._rows().dtype == np.float32  # at the bound: kept
+    f32 = ci.ExactIndex(np.asarray(A, np.float32))
+    assert f32._rows() is f32.A  # float32 already: nothing to copy
+
+
+def test_the_scan_product_goes_through_torch_when_loaded_and_numpy_otherwise(monkeypatch):
+    import sys
+
+    import torch
+
+    rng = np.random.default_rng(6)
+    B = rng.normal(size=(5, 8)).astype(np.float32)
+    a = rng.normal(size=(9, 8)).astype(np.float32)
+    buf = np.full((5, 12), np.nan, np.float32)
+    calls = []
+    real_mm = torch.mm
+    monkeypatch.setattr(torch, "mm", lambda *x, **k: calls.append(1) or real_mm(*x, **k))
+    got = captions_stage.scan_product(B, a, buf[:, :9])
+    assert calls == [1] and got is not None
+    np.testing.assert_allclose(buf[:, :9], B.astype(np.float64) @ a.T.astype(np.float64),
+                               rtol=1e-5, atol=1e-5)
+    assert np.isnan(buf[:, 9:]).all()  # written only where asked
+    monkeypatch.delitem(sys.modules, "torch")
+    out = np.empty((5, 9), np.float32)
+    captions_stage.scan_product(B, a, out)
+    assert calls == [1]  # numpy's product without torch
+    np.testing.assert_allclose(out, B @ a.T, rtol=1e-6)
 
 
 class Extract:

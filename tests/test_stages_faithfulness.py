@@ -207,6 +207,14 @@ def test_the_explanation_scores_whole_views_against_the_explained_feature(tiny):
     positive = np.zeros(n, dtype=bool)
     positive[top] = True
     assert f.per_concept[concept] == pytest.approx(_pairwise_auc(act, positive), abs=1e-6)
+    # the kept concepts together: the Word-Score-weighted mean cosine picks the top k
+    T = tiny.explainer.clip.encode_texts(f.kept.concepts)
+    w = np.asarray(f.kept.weights, dtype=np.float64)
+    sim = (views @ T.T) @ (w / w.sum())
+    top = np.argsort(-sim, kind="stable")[:f.kept.k]
+    positive = np.zeros(n, dtype=bool)
+    positive[top] = True
+    assert f.kept.auc == pytest.approx(_pairwise_auc(act, positive), abs=1e-6)
     # every shown concept, kept and removed, has its own score
     shown = {c.text for c in exp.words + exp.phrases + exp.spurious_words + exp.spurious_phrases}
     assert set(f.per_concept) == shown
