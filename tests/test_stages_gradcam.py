@@ -246,3 +246,18 @@ def test_many_targets_per_image_give_compute_cams_maps_bit_for_bit(r18):
         alone = compute_cams(r18, x[imgs], list(g))
         np.testing.assert_array_equal(np.stack([got[i][g] for i in imgs]), alone)
         assert set(got[imgs[0]]) == set(wanted[imgs[0]])
+
+
+def test_gradcam_maps_of_stacked_maps_are_each_maps_own_bits():
+    """compute_cams_many makes a batch's maps of every group in one call of gradcam_maps: each
+    map must come out as it does alone (the arithmetic is per map, whatever is stacked with it)."""
+    from falcon_core.stages.gradcam import gradcam_maps
+
+    rng = np.random.default_rng(7)
+    acts = rng.normal(size=(7, 16, 5, 5)).astype(np.float32)
+    grads = rng.normal(size=(7, 16, 5, 5)).astype(np.float32)
+    grads[3] = 0.0  # a vanishing gradient: a zero map
+    together = gradcam_maps(acts, grads, (40, 40))
+    parts = [gradcam_maps(acts[a:b], grads[a:b], (40, 40)) for a, b in ((0, 1), (1, 4), (4, 7))]
+    np.testing.assert_array_equal(together, np.concatenate(parts))
+    assert together.shape == (7, 40, 40) and not together[3].any()

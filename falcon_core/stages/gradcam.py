@@ -387,10 +387,17 @@ def compute_cams_many(backbone, images, wanted: Sequence[Sequence[Sequence[int]]
                 if len(leaves) != 1:
                     raise LayerCalledTwice("the CAM layer ran more than once")
                 leaf = leaves[0]
-                act = rt(leaf.detach()) if rt is not None else leaf.detach()
-                groups = sorted({g for i in range(start, stop) for g in groups_of[i]})
+                act = (rt(leaf.detach()) if rt is not None else leaf.detach()).cpu().numpy()
+                members: dict[tuple[int, ...], list[int]] = {}  # group -> its rows, in order
+                for i in range(start, stop):
+                    for g in groups_of[i]:
+                        members.setdefault(g, []).append(i - start)
+                groups = sorted(members)
+                # every group's gradients first, then every map of the batch in one call of
+                # gradcam_maps (its arithmetic is per map: the same bits as one call a group)
+                acts, grads, where = [], [], []
                 for gi, g in enumerate(groups):
-                    rows = [i - start for i in range(start, stop) if g in groups_of[i]]
+                    rows = members[g]
                     loss = outputs[rows][:, list(g)].sum()
                     if loss.requires_grad:
                         grad, = torch.autograd.grad(loss, leaf, retain_graph=gi < len(groups) - 1,
@@ -399,11 +406,14 @@ def compute_cams_many(backbone, images, wanted: Sequence[Sequence[Sequence[int]]
                         grad = None
                     grad = torch.zeros_like(leaf) if grad is None else grad
                     grad = rt(grad) if rt is not None else grad
-                    maps = gradcam_maps(act[rows].cpu().numpy(), grad[rows].cpu().numpy(), S)
-                    np.nan_to_num(maps, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
-                    np.clip(maps, 0.0, 1.0, out=maps)
-                    for row, m in zip(rows, maps):
-                        out[start + row][g] = m
+                    acts.append(act[rows])
+                    grads.append(grad.cpu().numpy()[rows])
+                    where += [(start + row, g) for row in rows]
+                maps = gradcam_maps(np.concatenate(acts), np.concatenate(grads), S)
+                np.nan_to_num(maps, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
+                np.clip(maps, 0.0, 1.0, out=maps)
+                for (i, g), m in zip(where, maps):
+                    out[i][g] = m
                 if progress is not None:
                     progress(stop, n, "gradcam")
     finally:
