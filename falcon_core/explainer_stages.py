@@ -162,7 +162,7 @@ def score_matches(idx: np.ndarray, texts: list[list[str]], scores: np.ndarray,
 
 def faithfulness_texts(kept: list[Concept], removed: list[Concept], shown: list[Concept]
                        ) -> list[str]:
-    """The concept texts :meth:`ImageStages.faithfulness` embeds, in its order."""
+    """The concept texts :meth:`ImageStages.faithfulness_plan` embeds, in its order."""
     return list(dict.fromkeys(c.text for c in kept + removed + shown))
 
 
@@ -348,23 +348,17 @@ class ImageStages:
         return np.stack([memo[t] for t in texts]) if texts else \
             np.zeros((0, self.clip.embed_dim), dtype=np.float32)
 
-    def faithfulness(self, feats: tuple[int, ...], kept: list[Concept], removed: list[Concept],
-                     shown: list[Concept], n_high: int, s: FalconSettings) -> Faithfulness:
-        """The faithfulness score (:mod:`.stages.faithfulness`) of the top kept concepts
-        (``kept``: words then phrases, each list best first, already cut to the top few), of
-        the top removed ones, and of each ``shown`` concept alone, on the whole probe set:
-        :meth:`faithfulness_plan`, then :func:`score_faithfulness`."""
-        return score_faithfulness([self.faithfulness_plan(feats, kept, removed, shown, n_high,
-                                                          s)])[0]
-
     def faithfulness_plan(self, feats: tuple[int, ...], kept: list[Concept],
                           removed: list[Concept], shown: list[Concept], n_high: int,
                           s: FalconSettings) -> "FaithfulnessPlan":
-        """The matrix products of :meth:`faithfulness` (each probe view against each concept,
-        and against the two Word-Score-weighted combinations), nothing ranked yet: a precompute
-        makes every feature's plan, then ranks them all (:func:`score_faithfulness`), so its
-        products run back to back. Each product is the one a plain explain computes (same
-        shapes, same call), so the bits are the same."""
+        """The faithfulness score (:mod:`.stages.faithfulness`) of the top kept concepts
+        (``kept``: words then phrases, each list best first, already cut to the top few), of
+        the top removed ones, and of each ``shown`` concept alone, on the whole probe set, up to
+        its ranking: the matrix products (each probe view against each concept, and against the
+        two Word-Score-weighted combinations). :func:`score_faithfulness` ranks them. A
+        precompute makes every feature's plan, then ranks them all, so its products run back to
+        back; each product is the one a plain explain computes (same shapes, same call), so the
+        bits are the same."""
         Hn = self.store.normalized(s.normalize_rows)
         valid = np.asarray(self.store.valid, dtype=bool)
         activation = np.asarray(Hn[:, list(feats)], dtype=np.float64).sum(axis=1)
