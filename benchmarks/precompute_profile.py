@@ -171,6 +171,7 @@ def run(n_features: int, repeat: int, primed_concepts: bool = False) -> None:
         shutil.rmtree(d, ignore_errors=True)
     print("load average", [round(x, 2) for x in os.getloadavg()], "features", len(feats),
           "OMP_WAIT_POLICY", os.environ.get("OMP_WAIT_POLICY", "default"),
+          "OPENBLAS_THREAD_TIMEOUT", os.environ.get("OPENBLAS_THREAD_TIMEOUT", "default"),
           "concepts primed" if primed_concepts else "")
     for name, rs in runs.items():
         cpu, stages = min(rs, key=lambda r: r[0])
@@ -187,4 +188,7 @@ def run(n_features: int, repeat: int, primed_concepts: bool = False) -> None:
 
 
 if __name__ == "__main__":
+    from falcon_core.bench.speed import quiet_blas_reexec
+
+    quiet_blas_reexec("benchmarks.precompute_profile", sys.argv[1:])
     sys.exit(main())

@@ -67,3 +67,67 @@ def test_a_child_process_reports_its_own_peak_rss():
                                check=True).stdout)
     assert child < big.nbytes / 2, child
     del big
+
+
+class _Exec(Exception):
+    pass
+
+
+def _reexec_args(monkeypatch, argv, env_value=None):
+    """What :func:`speed.quiet_blas_reexec` executes (``os.execve`` recorded, not run), or None."""
+    import os
+
+    seen = {}
+
+    def fake_execve(path, args, env):
+        seen.update(path=path, args=args, env=env)
+        raise _Exec
+
+    monkeypatch.setattr(os, "execve", fake_execve)
+    if env_value is None:
+        monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT", raising=False)
+    else:
+        monkeypatch.setenv("OPENBLAS_THREAD_TIMEOUT", env_value)
+    try:
+        speed.quiet_blas_reexec("falcon_core.bench", argv)
+    except _Exec:
+        return seen
+    return None
+
+
+def test_the_command_line_reruns_itself_once_with_openblas_threads_that_sleep(monkeypatch):
+    """numpy's OpenBLAS reads its thread timeout when numpy loads (before the bench can set it):
+    the command line entry re-executes itself with the variable set, the same arguments, and
+    every other variable kept; not when it is set already (the re-executed process) or when
+    ``--omp-wait default`` asks for the libraries' own policies."""
+    import sys
+
+    monkeypatch.setenv("FALCON_PROBE_VARIABLE", "kept")
+    seen = _reexec_args(monkeypatch, ["speed", "--only", "precompute"])
+    assert seen is not None
+    assert seen["path"] == sys.executable
+    assert seen["args"] == [sys.executable, "-m", "falcon_core.bench", "speed", "--only", "precompute"]
+    assert seen["env"]["OPENBLAS_THREAD_TIMEOUT"] == "4"
+    assert seen["env"]["FALCON_PROBE_VARIABLE"] == "kept"
+    assert _reexec_args(monkeypatch, ["speed"], env_value="4") is None
+    assert _reexec_args(monkeypatch, ["speed", "--omp-wait", "default"]) is None
+    assert _reexec_args(monkeypatch, ["speed", "--omp-wait=default"]) is None
+    assert _reexec_args(monkeypatch, ["speed", "--omp-wait", "passive"]) is not None
+
+
+def test_the_bench_dispatch_reexecutes_speed_only(monkeypatch):
+    """``python -m falcon_core.bench speed`` goes through the re-execution; another benchmark
+    does not (its ``main`` is reached without it)."""
+    import falcon_core.bench.__main__ as bench_main
+
+    calls = []
+    monkeypatch.setattr(speed, "quiet_blas_reexec", lambda module, argv: calls.append((module, argv)))
+    monkeypatch.setattr(speed, "main", lambda argv: 0)
+    assert bench_main.main(["speed", "--only", "precompute"]) == 0
+    assert calls == [("falcon_core.bench", ["speed", "--only", "precompute"])]
+    from falcon_core.bench import cache_verify
+
+    monkeypatch.setattr(cache_verify, "main", lambda argv: 0)
+    assert bench_main.main(["cache-verify"]) == 0
+    assert len(calls) == 1
+

@@ -25,6 +25,10 @@ def main(argv=None) -> int:
         return 2
     import importlib
 
+    if argv[0] == "speed":
+        from .speed import quiet_blas_reexec
+
+        quiet_blas_reexec("falcon_core.bench", argv)
     module = importlib.import_module(f"falcon_core.bench.{names[argv[0]]}")
     return module.main(argv[1:])
 

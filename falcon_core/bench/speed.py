@@ -14,6 +14,10 @@ and that spinning is counted as CPU time of whatever runs next (on a busy 2-core
 the precompute row's CPU time was spinning, and small batches interleaved with Python work paid
 most of it), so ``--omp-wait passive`` (the default) sets ``OMP_WAIT_POLICY=PASSIVE`` before torch
 is imported; ``--omp-wait default`` measures with torch's own policy. The JSON says which.
+numpy's OpenBLAS threads do the same after every matrix product, however small (~0.1 s of CPU
+each: its thread timeout, 2^28 cycles, is read once when numpy loads, which ``falcon_core`` already
+did), so under ``passive`` ``python -m falcon_core.bench speed`` re-executes itself once with
+``OPENBLAS_THREAD_TIMEOUT=4`` (:func:`quiet_blas_reexec`); the JSON records it.
 
 The vocabulary-search rows (``search_exact``, ``search_ivfpq``) call ``falcon_core.bench.search``;
 ``--no-search`` leaves them out (they make 1M-row LAION-format shards once, and the IVF-PQ row
@@ -647,6 +651,32 @@ def _set_omp_wait(policy: str) -> str:
         " (torch already imported: not changed)" if "torch" in sys.modules else "")
 
 
+BLAS_THREAD_TIMEOUT = "4"  # OpenBLAS's minimum: a worker waits 2**4 cycles before it sleeps
+
+
+def quiet_blas_reexec(module: str, argv: list[str]) -> None:
+    """Re-execute ``python -m module *argv`` with ``OPENBLAS_THREAD_TIMEOUT`` set, unless it is
+    set already or ``--omp-wait default`` asks for the libraries' own policies.
+
+    numpy's OpenBLAS keeps its worker thread spinning for 2^28 cycles (~0.1 s of CPU) after every
+    product, however small; an explanation makes hundreds of small products, so that spinning
+    was most of a one-``explain``-per-feature loop's CPU time (the precompute row's baseline:
+    ~6 of ~19 s). OpenBLAS reads the timeout once, when numpy is loaded, and importing
+    ``falcon_core`` loads numpy, so it cannot be changed in this process. Called only from the
+    command line entries (``python -m falcon_core.bench speed``, ``python -m
+    benchmarks.precompute_profile``), never from :func:`main` itself, which tests call in-process.
+    """
+    if "--omp-wait=default" in argv or any(
+            a == "--omp-wait" and b == "default" for a, b in zip(argv, argv[1:])):
+        return
+    if os.environ.get("OPENBLAS_THREAD_TIMEOUT"):
+        return
+    env = dict(os.environ, OPENBLAS_THREAD_TIMEOUT=BLAS_THREAD_TIMEOUT)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [sys.executable, "-m", module, *argv], env)
+
+
 @contextlib.contextmanager
 def _stdout_to_stderr(active: bool):
     """With ``--json`` the JSON must be all of stdout, but libraries write there from C (faiss
@@ -710,6 +740,7 @@ def main(argv=None) -> int:
                      search_rows=args.search_rows, search_data=args.search_data,
                      index_cache=args.index_cache)
     result["omp_wait_policy"] = omp
+    result["openblas_thread_timeout"] = os.environ.get("OPENBLAS_THREAD_TIMEOUT", "default")
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:
@@ -718,4 +749,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
+    quiet_blas_reexec("falcon_core.bench.speed", sys.argv[1:])
     sys.exit(main())
