@@ -13,6 +13,9 @@ text_embeddings       CLIP model, vocabulary, embedding width
 document_frequency    vocabulary, concept extraction, the sample counted (0: every caption)
 document_frequency_   the document_frequency key and the chunk of captions (removed once
 parts                 the counts are complete)
+concept_table         vocabulary, concept extraction, the table's format (every caption's
+                      concepts by row; vocabularies up to ``CONCEPT_TABLE_MAX`` captions)
+concept_table_parts   the concept_table key and the chunk of captions (removed once whole)
 cams                  backbone, probe set, the features (group), the images
 crop_embeddings       the cams key, the CAM threshold, the crop boxes, CLIP model
 view_embeddings       probe set, the backbone's view of the images, CLIP model (every image)
@@ -70,6 +73,21 @@ def document_frequency(vocabulary: str, concepts: dict[str, Any], sample: int) -
     number of captions sampled (0: all of them)."""
     return DiskCache.key("document_frequency", vocabulary=vocabulary, concepts=concepts,
                          sample=int(sample))
+
+
+def concept_table(vocabulary: str, concepts: dict[str, Any]) -> str:
+    """Every caption's concepts, by row (:class:`~.stages.concepts.ConceptTable`): the
+    vocabulary's fingerprint, the concept extraction's (``ConceptExtractor.fingerprint``) and
+    the table's stored format."""
+    from .stages.concepts import TABLE_FORMAT
+
+    return DiskCache.key("concept_table", vocabulary=vocabulary, concepts=concepts,
+                         format=TABLE_FORMAT)
+
+
+def concept_table_part(concept_table_key: str, start: int) -> str:
+    """The rows of the chunk of captions whose first one is ``start`` (while building)."""
+    return f"{concept_table_key}-{int(start)}"
 
 
 def document_frequency_part(document_frequency_key: str, start: int) -> str:

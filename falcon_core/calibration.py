@@ -10,6 +10,8 @@ calibrate the explainer's choices: :class:`Calibration`.
   of probe images seen whole (Stage 6's relative spurious threshold).
 - :meth:`Calibration.document_frequencies`: each concept's share of the vocabulary's captions
   (Stage 5's concept hygiene).
+- :meth:`Calibration.concept_table`: every caption's concepts by row (Stage 5 looks its
+  captions up instead of running spaCy on them).
 
 Each is cached on disk under a key of everything that determines it (:mod:`.cache_keys`).
 """
@@ -53,6 +55,7 @@ class Calibration:
         self.cache, self.progress = cache, progress
         self._views: np.ndarray | None = None
         self._df = None
+        self._table: tuple | None = None  # (extractor's fingerprint hash, table or None)
         self._naming: dict[str, contrast_stage.Naming] = {}  # view_naming, by its cache key
 
     # ---- CLIP embeddings of every view ---------------------------------------------------------
@@ -167,6 +170,21 @@ class Calibration:
                 self.vocabulary, extractor, self.cache,
                 progress=lambda d, t, s: self.progress(d, t, "word document frequency"))
         return self._df
+
+    def concept_table(self, extractor):
+        """Every caption's concepts by row (``ConceptTable``; cached), or None for a vocabulary
+        above ``CONCEPT_TABLE_MAX`` captions (explanations then extract as they go)."""
+        from .cache import hash_json
+
+        made_by = hash_json(extractor.fingerprint)  # another extractor: another table
+        if self._table is None or self._table[0] != made_by:
+            from .data.vocabulary import concept_table
+
+            table = concept_table(
+                self.vocabulary, extractor, self.cache,
+                progress=lambda d, t, s: self.progress(d, t, "concepts of every caption"))
+            self._table = (made_by, table)
+        return self._table[1]
 
     def hygiene(self, words: dict[str, float], phrases: dict[str, float], s, extractor):
         """Stage 5's concept hygiene for settings ``s``: drop the concepts of most of the

@@ -140,6 +140,10 @@ class Explainer(ImageStages):
         """Each concept's share of the vocabulary's captions (cached; Stage 5's hygiene)."""
         return self.calibration.document_frequencies(self.extractor)
 
+    def concept_table(self):
+        """Every vocabulary caption's concepts by row (cached; None above its size limit)."""
+        return self.calibration.concept_table(self.extractor)
+
     def caption_scale(self, k: int | None = None) -> dict[str, Any]:
         """The CLIP's similarity scale on this probe set and vocabulary (cached)."""
         k = int(self.settings.captions_per_image if k is None else k)

@@ -142,13 +142,16 @@ def score_caption_sets(sets: list[np.ndarray], A, vocabulary,
 
 
 def score_matches(idx: np.ndarray, texts: list[list[str]], scores: np.ndarray,
-                   extractor: concepts_stage.ConceptExtractor
-                   ) -> tuple[list[list[CaptionMatch]], dict[str, float], dict[str, float]]:
+                  extractor: concepts_stage.ConceptExtractor,
+                  concepts: dict[str, concepts_stage.CaptionConcepts] | None = None
+                  ) -> tuple[list[list[CaptionMatch]], dict[str, float], dict[str, float]]:
     """Stage 5 on images' top-k captions (``Explainer._match_captions``: vocabulary rows, texts,
-    scores): their concepts, and the Word Score (Eq. 1) of every word and phrase. Returns
+    scores): their concepts (``concepts``, text -> concepts, when the caller has them; else
+    ``extractor``), and the Word Score (Eq. 1) of every word and phrase. Returns
     ``(captions per image, words, phrases)``."""
-    flat = sorted({t for row in texts for t in row})
-    concepts = dict(zip(flat, extractor.extract(flat)))
+    if concepts is None:
+        flat = sorted({t for row in texts for t in row})
+        concepts = dict(zip(flat, extractor.extract(flat)))
     word_sets = [[concepts[t].words for t in row] for row in texts]
     phrase_sets = [[concepts[t].phrases for t in row] for row in texts]
     words = concepts_stage.word_scores(scores, word_sets) if len(texts) else {}
@@ -326,13 +329,26 @@ class ImageStages:
         B = np.concatenate([np.asarray(b, dtype=np.float32) for b, _ in sets])
         images = np.concatenate([np.asarray(i, dtype=np.int64) for _, i in sets])
         idx, texts, scores = self._match_captions(B, k, images, s)
+        concepts = self.caption_concepts(idx, texts)
         out, start = [], 0
         for b, _ in sets:
             stop = start + len(b)
             out.append(score_matches(idx[start:stop], texts[start:stop], scores[start:stop],
-                                     self.extractor))
+                                     self.extractor, concepts))
             start = stop
         return out
+
+    def caption_concepts(self, idx, texts: list[list[str]]
+                         ) -> dict[str, concepts_stage.CaptionConcepts]:
+        """Stage 5's concepts of matched captions (vocabulary rows ``idx``, their ``texts``):
+        looked up in the vocabulary's concept table (:meth:`Calibration.concept_table`, no
+        spaCy), the extractor's for captions it lacks (a vocabulary above the table's limit,
+        texts of no row)."""
+        table = self.calibration.concept_table(self.extractor)
+        rows = [int(j) for row in idx for j in row]
+        flat = [t for row in texts for t in row]
+        return concepts_stage.concepts_by_row(rows, flat, self.extractor, table,
+                                              self.vocabulary.caption)
 
 
     def concept_embeddings(self, texts: list[str]) -> np.ndarray:

@@ -14,7 +14,7 @@ import csv
 import io
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, ConfigDict, TypeAdapter, ValidationError
@@ -148,7 +148,9 @@ class Explanation:
 
     # ---- serialisation -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return _clean(asdict(self))
+        """The explanation as JSON-ready dicts and lists (what ``dataclasses.asdict`` then
+        :func:`_clean` gave, in one walk without asdict's deep copy: same keys, order, values)."""
+        return _clean(self)
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False, allow_nan=False)
@@ -247,8 +249,32 @@ def _adapter() -> TypeAdapter:
     return _ADAPTER
 
 
+_PLAIN = (str, int, bool, type(None))
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(f.name for f in fields(cls))
+    return names
+
+
 def _clean(obj: Any) -> Any:
-    """JSON-safe copy: NaN -> None, numpy scalars -> python, tuples -> lists."""
+    """JSON-safe copy: dataclasses -> dicts of their fields (in order, as ``asdict``), NaN ->
+    None, numpy scalars -> python, tuples -> lists. Other objects are returned as they are
+    (asdict deep-copied them; an explanation holds none: every value is one of these)."""
+    t = type(obj)
+    if t in _PLAIN:
+        return obj
+    if t is float:
+        return None if obj != obj else obj
+    if t is list or t is tuple:
+        return [_clean(v) for v in obj]
+    if t is dict:
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return {name: _clean(getattr(obj, name)) for name in _field_names(t)}
     if isinstance(obj, dict):
         return {str(k): _clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

@@ -131,6 +131,7 @@ class Falcon:
     cams = _delegate("explainer", Explainer.cams)
     text_embeddings = _delegate("explainer", Explainer.text_embeddings)
     document_frequencies = _delegate("explainer", Explainer.document_frequencies)
+    concept_table = _delegate("explainer", Explainer.concept_table)
     caption_scale = _delegate("explainer", Explainer.caption_scale)
     spurious_threshold = _delegate("explainer", Explainer.spurious_threshold)
 

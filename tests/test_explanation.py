@@ -73,3 +73,49 @@ def test_an_explanation_saved_before_concept_hygiene_reads_back_without_a_record
     exp.hygiene = {"enabled": True, "max_document_frequency": 0.5,
                    "dropped_words": [{"text": "lie", "score": 0.7, "document_frequency": 0.97}]}
     assert Explanation.from_json(exp.to_json()).hygiene == exp.hygiene
+
+
+def test_to_dict_by_hand_and_back():
+    """``to_dict`` walks the dataclasses itself (no ``asdict`` deep copy): every field in
+    declaration order, tuples as lists, NaN (also a numpy one) as None, numpy scalars as Python
+    numbers, nested dataclasses as dicts; and ``from_dict`` gives the explanation back."""
+    import numpy as np
+
+    from falcon_core.explanation import Faithfulness, FaithfulnessScore
+
+    cap = CaptionMatch(np.int64(5), "a red circle", np.float32(0.5), words=["circle", "red"],
+                       phrases=["red circle"])
+    exp = Explanation(
+        features=[2], words=[Concept("red", np.float64(0.25), 0.0)], phrases=[],
+        spurious_words=[], spurious_phrases=[],
+        high=[ImageRecord(1, "x.png", 0.75, [cap], box=(1, 2, 3, 4))],
+        low=[ImageRecord(9, "y.png", np.float64("nan"), [], similarity=0.5)],
+        coherence=float("nan"), interpretable=True, high_selection={"rule": "topk", "k": (1, 2)},
+        low_selection={}, settings={"top_k": 6}, inputs={"probe": "p"},
+        faithfulness=Faithfulness(FaithfulnessScore(["red"], [0.25], 0.875, float("nan"), 3, 10),
+                                  None, {"red": 0.875}, "how"))
+    image = {"index": 1, "id": "x.png", "activation": 0.75,
+             "captions": [{"index": 5, "text": "a red circle", "score": 0.5,
+                           "words": ["circle", "red"], "phrases": ["red circle"]}],
+             "box": [1, 2, 3, 4], "box_fallback": False, "similarity": None}
+    low = {"index": 9, "id": "y.png", "activation": None, "captions": [], "box": None,
+           "box_fallback": False, "similarity": 0.5}
+    want = {"features": [2], "words": [{"text": "red", "score": 0.25, "l_score": 0.0}],
+            "phrases": [], "spurious_words": [], "spurious_phrases": [], "high": [image],
+            "low": [low], "coherence": None, "interpretable": True,
+            "high_selection": {"rule": "topk", "k": [1, 2]}, "low_selection": {},
+            "settings": {"top_k": 6}, "inputs": {"probe": "p"}, "notes": [],
+            "all_word_scores": {}, "all_phrase_scores": {}, "more_words": [],
+            "more_phrases": [], "hygiene": {},
+            "faithfulness": {"kept": {"concepts": ["red"], "weights": [0.25], "auc": 0.875,
+                                      "spearman": None, "k": 3, "n_images": 10},
+                             "removed": None, "per_concept": {"red": 0.875}, "method": "how"},
+            "version": 1}
+    got = exp.to_dict()
+    assert json.dumps(got) == json.dumps(want)  # same keys in the same order, same values
+    assert type(got["high"][0]["captions"][0]["index"]) is int
+    assert type(got["high"][0]["box"]) is list and type(got["high_selection"]["k"]) is list
+    assert type(got["high"][0]["captions"][0]["score"]) is float
+    back = Explanation.from_dict(got)
+    assert back.to_dict() == got
+    assert back.high[0].box == (1, 2, 3, 4) and back.faithfulness.kept.auc == 0.875

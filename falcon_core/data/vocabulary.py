@@ -68,6 +68,8 @@ __all__ = [
     "text_embeddings",
     "DocumentFrequencies",
     "document_frequencies",
+    "CONCEPT_TABLE_MAX",
+    "concept_table",
     "create_vocabulary",
     "register_vocabulary",
     "VOCABULARIES",
@@ -1065,6 +1067,13 @@ class TextChunk(ConfigParts):
 
 DF_SAMPLE = 200_000  # captions counted at most (evenly spaced); SE of a share <= 0.0011
 DF_CHUNK = 10_000  # captions per resumable chunk
+# Vocabularies up to this many captions get a concept table (every caption's concepts, by row:
+# concept_table): the document-frequency pass parses each of their captions anyway (they are
+# within DF_SAMPLE), and the table is ~25 bytes a caption on disk. Above it (LAION-400M) the
+# table would mean spaCy over every caption -- ~0.4 ms of CPU each, ~2 CPU-days and ~10 GB for
+# 400M -- where an explanation meets a few hundred captions: those are extracted as they come
+# (the extractor's in-process memo), the same concepts.
+CONCEPT_TABLE_MAX = DF_SAMPLE
 
 
 class DocumentFrequencies:
@@ -1145,6 +1154,53 @@ def _df_part_schema(value: Any) -> dict[str, Any]:
     return value
 
 
+def concept_table(vocab: Vocabulary, extractor: Any, cache: DiskCache,
+                  progress: Optional[Progress] = None, chunk: int = DF_CHUNK,
+                  limit: Optional[int] = None):
+    """The concepts of every caption of ``vocab`` by row
+    (:class:`~falcon_core.stages.concepts.ConceptTable`), or None for a vocabulary of more than
+    ``limit`` (:data:`CONCEPT_TABLE_MAX`) captions, whose explanations extract their captions'
+    concepts as they meet them (the extractor's memo; the same concepts).
+
+    Computed once per (vocabulary, concept extractor) and cached next to the text embeddings and
+    the document frequencies (namespace ``concept_table``, keyed by the vocabulary's and the
+    extractor's fingerprints: spaCy pipeline, POS set, boilerplate; checked when read, a wrong
+    entry is moved aside and built again); resumable in chunks of ``chunk`` captions (namespace
+    ``concept_table_parts``, removed once the table is whole); ``progress(done, total, stage)``.
+    """
+    from ..stages.concepts import ConceptTable
+
+    total = len(vocab)
+    if total > (CONCEPT_TABLE_MAX if limit is None else int(limit)):
+        return None
+    key = cache_keys.concept_table(vocab.fingerprint, extractor.fingerprint)
+    found = cache.read_json("concept_table", key,
+                            schema=lambda v: ConceptTable.from_json(v, total))
+    if found is not None:
+        return found
+    stage = "concepts of every caption"
+    rows: list = []
+    for a in range(0, total, chunk):
+        b = min(total, a + chunk)
+        part_key = cache_keys.concept_table_part(key, a)
+        part = cache.read_json("concept_table_parts", part_key,
+                               schema=lambda v, n=b - a: ConceptTable.from_json(v, n))
+        if part is None:
+            part = ConceptTable.from_concepts(extractor.iter_extract(vocab.captions(range(a, b))))
+            cache.write_json("concept_table_parts", part_key, part.to_json())
+        rows.extend(part.rows())
+        report(progress, b, total, stage)
+    table = ConceptTable.from_concepts(rows)
+    cache.write_json("concept_table", key, table.to_json())
+    for a in range(0, total, chunk):  # the parts are in the whole table now
+        try:
+            cache.path("concept_table_parts", cache_keys.concept_table_part(key, a),
+                       ".json").unlink(missing_ok=True)
+        except OSError:  # an unusable cache folder (kept in memory): nothing on disk to remove
+            pass
+    return table
+
+
 def document_frequencies(vocab: Vocabulary, extractor: Any, cache: DiskCache,
                          sample: int = DF_SAMPLE, progress: Optional[Progress] = None,
                          chunk: int = DF_CHUNK) -> DocumentFrequencies:
@@ -1154,7 +1210,9 @@ def document_frequencies(vocab: Vocabulary, extractor: Any, cache: DiskCache,
     embeddings (namespace ``document_frequency``, keyed by the vocabulary's fingerprint like
     them, plus the extractor's fingerprint: spaCy pipeline, POS set, boilerplate); resumable in
     chunks of ``chunk`` captions. Caption files and LAION shards go through the same code
-    (``vocab.captions(rows)``)."""
+    (``vocab.captions(rows)``). When every caption is counted and the vocabulary is within
+    :data:`CONCEPT_TABLE_MAX`, the counts are taken from its :func:`concept_table` (built by the
+    same spaCy pass if it is not cached): one pass over the captions gives both."""
     from ..stages.concepts import document_frequency
 
     total = len(vocab)
@@ -1165,6 +1223,13 @@ def document_frequencies(vocab: Vocabulary, extractor: Any, cache: DiskCache,
     found = cache.read_json("document_frequency", key, schema=_df_schema)
     if found is not None:
         return found
+    table = concept_table(vocab, extractor, cache, progress=progress, chunk=chunk) \
+        if rows is None else None
+    if table is not None:
+        words, phrases, counted = document_frequency(table.rows())
+        cache.write_json("document_frequency", key,
+                         {"words": words, "phrases": phrases, "n_docs": counted, "total": total})
+        return DocumentFrequencies(words, phrases, counted, total)
     stage = "word document frequency"
     words: dict[str, int] = {}
     phrases: dict[str, int] = {}

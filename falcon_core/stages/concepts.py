@@ -38,9 +38,10 @@ Word Score (Eq. 1)
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -100,6 +101,14 @@ def load_spacy():
         "Install one: `python -m spacy download en_core_web_sm` (or pip install the "
         "en_core_web_sm wheel from a local file when offline).",
     )
+
+
+@functools.lru_cache(maxsize=1)
+def _spacy_version() -> str:
+    """The installed spaCy's version (once per process: ``importlib.metadata`` scans the path)."""
+    from importlib.metadata import version
+
+    return version("spacy")
 
 
 def _pipeline_id(meta: dict) -> tuple[str, str, str]:
@@ -198,6 +207,7 @@ class ConceptExtractor:
         self.pos = frozenset(pos)
         self._memo: dict[str, CaptionConcepts] = {}
         self._fast_meta: dict | None = None
+        self._fingerprint: tuple | None = None  # ((boilerplate, pos), fingerprint)
 
     @property
     def nlp(self):
@@ -214,22 +224,33 @@ class ConceptExtractor:
     @property
     def fingerprint(self) -> dict[str, str | list[str]]:
         """What determines the concepts of a caption: the spaCy pipeline (name and version) and
-        library version, the POS tags kept, and the boilerplate list (as its sha256)."""
-        import hashlib
-        from importlib.metadata import version
+        library version, the POS tags kept, and the boilerplate list (as its sha256).
 
-        if self._nlp is not None:
-            meta = self._nlp.meta
-        else:  # read from the installed package: loading the pipeline costs seconds
-            self._fast_meta = self._fast_meta or _installed_pipeline_meta()
-            meta = self._fast_meta if self._fast_meta is not None else self.nlp.meta
-        return {
-            "spacy_pipeline": f"{meta.get('lang', '')}_{meta.get('name', '')}",
-            "spacy_pipeline_version": str(meta.get("version", "")),
-            "spacy_version": version("spacy"),
-            "pos": sorted(self.pos),
-            "boilerplate": hashlib.sha256("\n".join(sorted(self.boilerplate)).encode()).hexdigest(),
-        }
+        Computed once per extractor (every explanation key hashes it: ``importlib.metadata``
+        and the boilerplate's sha256 cost ~2 ms a call) and again only when ``boilerplate`` or
+        ``pos`` is replaced by another object; each call returns a fresh copy. Loading the
+        pipeline later cannot change it (:attr:`nlp` refuses a pipeline other than the one the
+        fingerprint named)."""
+        import hashlib
+
+        tag = (self.boilerplate, self.pos)
+        memo = self._fingerprint
+        if memo is None or memo[0][0] is not tag[0] or memo[0][1] is not tag[1]:
+            if self._nlp is not None:
+                meta = self._nlp.meta
+            else:  # read from the installed package: loading the pipeline costs seconds
+                self._fast_meta = self._fast_meta or _installed_pipeline_meta()
+                meta = self._fast_meta if self._fast_meta is not None else self.nlp.meta
+            memo = self._fingerprint = (tag, {
+                "spacy_pipeline": f"{meta.get('lang', '')}_{meta.get('name', '')}",
+                "spacy_pipeline_version": str(meta.get("version", "")),
+                "spacy_version": _spacy_version(),
+                "pos": sorted(self.pos),
+                "boilerplate": hashlib.sha256(
+                    "\n".join(sorted(self.boilerplate)).encode()).hexdigest(),
+            })
+        fp = memo[1]
+        return {**fp, "pos": list(fp["pos"])}
 
     def docs(self, texts: Sequence[str]) -> list:
         """spaCy docs of ``texts``, run through exactly the pipes concept extraction uses (so
@@ -259,6 +280,109 @@ class ConceptExtractor:
         """Like :meth:`extract` but streaming and without memoising (for whole vocabularies)."""
         for doc in self.iter_docs("" if t is None else str(t) for t in texts):
             yield concepts_of_doc(self.nlp, doc, self.boilerplate, self.pos)
+
+
+TABLE_FORMAT = 1  # the stored layout of a ConceptTable (ConceptTable.to_json); part of its key
+
+
+class ConceptTable:
+    """The concepts of every caption of a vocabulary, by row: what
+    :meth:`ConceptExtractor.extract` gives for caption ``i`` is ``table.row(i)``.
+
+    Built once per (vocabulary, extractor) by the vocabulary pass
+    (:func:`falcon_core.data.vocabulary.concept_table`) and cached, so an explanation looks its
+    matched captions' concepts up instead of running spaCy on them (:func:`concepts_by_row`).
+    Stored as the distinct words and phrases and, per row, the sorted ids of its own."""
+
+    def __init__(self, words: list[str], phrases: list[str], word_rows: list[list[int]],
+                 phrase_rows: list[list[int]]):
+        if len(word_rows) != len(phrase_rows):
+            raise ValueError("word and phrase rows differ in number")
+        self.words, self.phrases = list(words), list(phrases)
+        self.word_rows, self.phrase_rows = word_rows, phrase_rows
+        self._rows: dict[int, CaptionConcepts] = {}
+
+    def __len__(self) -> int:
+        return len(self.word_rows)
+
+    def row(self, i: int) -> CaptionConcepts:
+        got = self._rows.get(i)
+        if got is None:
+            w, p = self.words, self.phrases
+            got = self._rows[i] = CaptionConcepts(frozenset(w[j] for j in self.word_rows[i]),
+                                                  frozenset(p[j] for j in self.phrase_rows[i]))
+        return got
+
+    def rows(self):
+        """Every row's :class:`CaptionConcepts`, in order (not memoised)."""
+        w, p = self.words, self.phrases
+        for wr, pr in zip(self.word_rows, self.phrase_rows):
+            yield CaptionConcepts(frozenset(w[j] for j in wr), frozenset(p[j] for j in pr))
+
+    @classmethod
+    def from_concepts(cls, concepts: Iterable[CaptionConcepts]) -> "ConceptTable":
+        words: dict[str, int] = {}
+        phrases: dict[str, int] = {}
+        word_rows, phrase_rows = [], []
+        for c in concepts:  # ids in order of first appearance, a row's in text order
+            word_rows.append(sorted(words.setdefault(x, len(words)) for x in sorted(c.words)))
+            phrase_rows.append(sorted(phrases.setdefault(x, len(phrases))
+                                      for x in sorted(c.phrases)))
+        return cls(list(words), list(phrases), word_rows, phrase_rows)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": TABLE_FORMAT, "n": len(self), "words": self.words,
+                "phrases": self.phrases, "word_rows": self.word_rows,
+                "phrase_rows": self.phrase_rows}
+
+    @classmethod
+    def from_json(cls, value: Any, n: int) -> "ConceptTable":
+        """A stored table of ``n`` rows, checked (ValueError when it is not one: the disk cache
+        then moves the entry aside and it is built again)."""
+        keys = {"format", "n", "words", "phrases", "word_rows", "phrase_rows"}
+        if not isinstance(value, dict) or set(value) != keys:
+            raise ValueError("not a concept table")
+        if value["format"] != TABLE_FORMAT or type(value["n"]) is not int or value["n"] != n:
+            raise ValueError(f"a concept table of another format or size (not {n} rows)")
+        for name in ("words", "phrases"):
+            names = value[name]
+            if not isinstance(names, list) or not all(type(x) is str for x in names) \
+                    or len(set(names)) != len(names):
+                raise ValueError(f"{name}: not a list of distinct concepts")
+        for name, of in (("word_rows", "words"), ("phrase_rows", "phrases")):
+            rows, m = value[name], len(value[of])
+            if not isinstance(rows, list) or len(rows) != n:
+                raise ValueError(f"{name}: not {n} rows")
+            for r in rows:  # each row: distinct ids of its concepts, ascending
+                if type(r) is not list or any(type(j) is not int for j in r) or (r and (
+                        r[0] < 0 or r[-1] >= m
+                        or any(a >= b for a, b in zip(r, r[1:])))):
+                    raise ValueError(f"{name}: a row that is not ascending ids of {of}")
+        return cls(value["words"], value["phrases"], value["word_rows"], value["phrase_rows"])
+
+
+def concepts_by_row(rows: Sequence[int], texts: Sequence[str], extractor: "ConceptExtractor",
+                    table: ConceptTable | None = None, caption=None) -> dict[str, CaptionConcepts]:
+    """``{text: its concepts}`` for captions given as (vocabulary row, text) pairs: looked up in
+    ``table`` where the row is one of its rows and ``caption(row)`` is the text (a benchmark's
+    replaced matcher may give texts of no row: row -1), the rest extracted by ``extractor`` (its
+    memo) in one call. Both give the same concepts for a caption, so the result does not depend
+    on whether there is a table."""
+    out: dict[str, CaptionConcepts] = {}
+    todo: list[str] = []
+    n = len(table) if table is not None else 0
+    for j, t in zip(rows, texts):
+        if t in out:
+            continue
+        j = int(j)
+        if 0 <= j < n and caption(j) == t:
+            out[t] = table.row(j)
+        else:
+            todo.append(t)
+    todo = [t for t in dict.fromkeys(todo) if t not in out]
+    if todo:
+        out.update(zip(todo, extractor.extract(todo)))
+    return out
 
 
 def word_scores(
