@@ -63,6 +63,7 @@ class Catalogue:
         """
         self.store.representations()
         self.explainer.text_embeddings()
+        self.explainer.concept_table()
         feats = list(range(self.store.num_features)) if features is None else list(features)
         result: dict[int, str | None] = {}
         n = 0
@@ -103,7 +104,8 @@ class Catalogue:
           workspace's view embeddings (computed once, as for a plain ``explain``);
         * the caption search: the T and L rows of all features, each distinct row once, in one
           search (kept in ``explainer.search_memo`` until the precompute's chunk is done), and
-          the concepts of every caption found, in one call of the concept extractor.
+          the concepts of every caption found: rows of the vocabulary's concept table, or (a
+          vocabulary above the table's limit) one call of the concept extractor.
 
         Features already explained, or whose arrays are cached, are skipped. Returns counts
         (features, images run through GradCAM, distinct crops, rows searched). ``keys``, when
@@ -183,8 +185,8 @@ class Catalogue:
 
     def _share_searches(self, todo, lows, s: FalconSettings) -> int:
         """The caption search of every feature's T and L rows (read back from the cache, as
-        ``explain`` will read them) in one search, and the concepts of the captions found in
-        one extraction (the extractor keeps them)."""
+        ``explain`` will read them) in one search, and the concepts of the captions found (the
+        concept table's rows, or one extraction the extractor keeps)."""
         ex = self.explainer
         rows = []
         for (feats, idx), li in zip(todo, lows):
@@ -198,8 +200,8 @@ class Catalogue:
         searched = ex.share_searches(B, k, s)
         idx, _ = ex._search(B, k, s)  # every row from the memo now
         found = sorted({int(j) for j in idx.ravel() if j >= 0})
-        if found:
-            ex.extractor.extract(ex.vocabulary.captions(found))
+        if found:  # the vocabulary's concept table has them; else one extraction (memoised)
+            ex.caption_concepts([found], [ex.vocabulary.captions(found)])
         return searched
 
     def probe_load(self, i: int):

@@ -277,8 +277,9 @@ class RayEngine:
         """The catalogue's precompute, its features split into one part per worker; the
         explanations come back and are stored in this process's cache under their keys."""
         settings = settings or falcon.settings
-        falcon.representations()  # Stage 1 and the text embeddings first (on this engine)
+        falcon.representations()  # Stage 1, the text embeddings and the concept table first
         falcon.text_embeddings()
+        falcon.concept_table()
         feats = list(range(falcon.num_features)) if features is None else [int(f) for f in features]
         feats = [int(f) for f in falcon.store.features(feats)] if feats else []
         todo = [f for f in feats if falcon.cached_explanation(f, settings) is None]

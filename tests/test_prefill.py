@@ -51,6 +51,8 @@ def _value(falcon, name):
         return np.array(falcon.representations()[0])
     if name == "text_embeddings":
         return np.array(falcon.text_embeddings())
+    if name == "concept_table":
+        return falcon.concept_table().to_json()
     if name == "document_frequency":
         df = falcon.document_frequencies()
         return {"words": df.words, "phrases": df.phrases, "n": df.n_docs}
@@ -84,6 +86,10 @@ def _wrong_bytes(tiny, tmp_path, name) -> bytes:
     if name == "document_frequency":
         value = json.loads(data[:-32])
         value["words"] = {w: c + 7 for w, c in value["words"].items()}
+        path = scratch.write_json(rec["namespace"], rec["key"], value)
+    elif name == "concept_table":
+        value = json.loads(data[:-32])
+        value["word_rows"] = value["word_rows"][1:] + value["word_rows"][:1]  # rows shifted
         path = scratch.write_json(rec["namespace"], rec["key"], value)
     else:
         p = tmp_path / "orig.npy"
@@ -165,7 +171,8 @@ def test_a_wrong_hash_is_ignored_and_the_result_is_computed(tiny, fresh, tmp_pat
     fresh computation."""
     wrong = _wrong_bytes(tiny, tmp_path, name)
     src_field = {"representations": "backbone_sha256", "view_embeddings": "clip_sha256",
-                 "text_embeddings": "vocabulary", "document_frequency": "concepts"}[name]
+                 "text_embeddings": "vocabulary", "document_frequency": "concepts",
+                 "concept_table": "concepts"}[name]
     changes = {"inputs": dict(source={src_field: "0" * 64}),
                "code": dict(source={"code": "1" * 64}),
                "key": dict(key="2" * 64),
@@ -192,7 +199,8 @@ def test_another_workspace_is_left_alone(tiny, tmp_path, monkeypatch, caplog):
     other = tiny["config"].replace(layer="layer3")  # another backbone output: H and views differ
     with caplog.at_level(logging.WARNING, logger="falcon_core.demo.prefill"):
         falcon, got = _open(other, tmp_path / "c", tiny["shipped"], monkeypatch)
-    assert set(got) == {"text_embeddings", "document_frequency"}  # CLIP and vocabulary are shared
+    # CLIP and vocabulary are shared
+    assert set(got) == {"text_embeddings", "concept_table", "document_frequency"}
     assert all(v == "installed" for v in got.values())
     assert not any("ignored" in r.getMessage() for r in caplog.records)
 

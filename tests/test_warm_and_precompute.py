@@ -255,13 +255,35 @@ def test_precompute_embeds_each_crop_once_in_full_batches(world, monkeypatch):
     assert rows[0] < sum(-(-n // IMAGE_BATCH) * IMAGE_BATCH for n in per_feature)
 
 
+def test_precompute_runs_spacy_once_over_the_vocabulary_for_its_concept_table(world,
+                                                                              monkeypatch):
+    """Every caption of the vocabulary goes through spaCy once, for the concept table (which
+    also gives the document frequencies); the explanations then look their captions up."""
+    from falcon_core.stages import concepts as concepts_stage
+
+    feats = [0, 1, 2, 3, 4, 5]
+    calls = []
+    real = concepts_stage.ConceptExtractor.iter_docs
+    monkeypatch.setattr(concepts_stage.ConceptExtractor, "iter_docs",
+                        lambda self, texts: calls.append(list(texts)) or real(self, calls[-1]))
+    many = _fresh(world, "cache-spacy-table")  # its document frequencies build the table
+    many.precompute(feats)
+    for f in feats:
+        many.explain(f)
+    vocab = many.vocabulary
+    assert calls == [vocab.captions(range(len(vocab)))]  # one pass, each caption once
+
+
 def test_precompute_runs_spacy_once_over_the_union_of_captions(world, monkeypatch):
-    """The captions of every feature's T and L images go through spaCy once, in one call, each
-    caption once; the explanations then run spaCy no more."""
+    """Without a concept table (a vocabulary above its size limit), the captions of every
+    feature's T and L images go through spaCy once, in one call, each caption once; the
+    explanations then run spaCy no more."""
+    from falcon_core.data import vocabulary as vocab_mod
     from falcon_core.stages import concepts as concepts_stage
 
     feats = [0, 1, 2, 3, 4, 5]
     many = _fresh(world, "cache-spacy-many")
+    monkeypatch.setattr(vocab_mod, "CONCEPT_TABLE_MAX", len(many.vocabulary) - 1)
     calls = []
     real = concepts_stage.ConceptExtractor.docs
     monkeypatch.setattr(concepts_stage.ConceptExtractor, "docs",

@@ -59,6 +59,13 @@ def _build_falcon(config_items: tuple, cache_dir: str):
 OPENING = "the models, the probe set and the vocabulary"
 
 
+def _concepts(falcon) -> None:
+    """The vocabulary's concept table (explanations look their captions' concepts up in it);
+    spaCy itself is loaded only where there is none (a vocabulary above its size limit)."""
+    if falcon.concept_table() is None:
+        falcon.extractor.nlp
+
+
 def preparation(settings: FalconSettings) -> list[tuple[str, Any]]:
     """The workspace-level work the first explanation would otherwise do inside its own bar,
     as (what, call(falcon)) steps. Each is computed once, then read from the disk cache or
@@ -68,7 +75,7 @@ def preparation(settings: FalconSettings) -> list[tuple[str, Any]]:
         ("the activation statistics", lambda f: f.feature_stats(settings)),
         ("the CLIP text embeddings of the vocabulary", lambda f: f.text_embeddings()),
         ("the CLIP embeddings of the probe images", lambda f: f.view_embeddings()),
-        ("the concept extractor (spaCy)", lambda f: f.extractor.nlp),
+        ("the concepts of every caption (spaCy, once per vocabulary)", _concepts),
     ]
     if settings.concept_hygiene:
         steps.append(("the concepts' document frequencies", lambda f: f.document_frequencies()))

@@ -139,8 +139,8 @@ class Context:
 
 
 def primed_demo_cache(probe_size: int) -> Path:
-    """A cache folder with the demo world's Stage 1 (``probe_size`` images), text embeddings and
-    the probe's view embeddings already computed (kept in the temp folder between runs; rows copy
+    """A cache folder with the demo world's Stage 1 (``probe_size`` images), text embeddings,
+    concept table and the probe's view embeddings already computed (kept in the temp folder between runs; rows copy
     it, so every row starts from the same state without paying for what it does not measure).
 
     Opened and primed on every call: the entries are content-keyed, so after a change of the code
@@ -154,6 +154,7 @@ def primed_demo_cache(probe_size: int) -> Path:
     falcon.representations()
     falcon.text_embeddings()
     falcon.view_embeddings()
+    falcon.concept_table()  # per vocabulary, like the text embeddings
     return base
 
 

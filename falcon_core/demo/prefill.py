@@ -2,8 +2,8 @@
 not compute them (issue 9: "the app feels instant on the demo world").
 
 What a fresh clone would otherwise compute before it can show the first explanation (2 cores):
-Stage 1 over the 5,000 probe scenes, the CLIP text embeddings of the 24,000 captions, the captions'
-document frequencies (spaCy over every caption) and the CLIP embeddings of every probe view (the
+Stage 1 over the 5,000 probe scenes, the CLIP text embeddings of the 24,000 captions, every
+caption's concepts (the concept table: spaCy over every caption) and their document frequencies and the CLIP embeddings of every probe view (the
 faithfulness score), and the explanations (with their images' GradCAM maps) of the features the
 Failures page shows first (its first misclassified image, three features per side: five or so
 never-seen explanations on its first click). They are small and deterministic, so they ship, each
@@ -61,6 +61,7 @@ CODE: dict[str, tuple[str, ...]] = {
     "representations": ("stages/representations.py", "models/backbones.py", "demo/backbone.py",
                         "demo/world.py", "demo/scene_probe.py", "representation_store.py"),
     "text_embeddings": ("models/clip.py", "demo/clip_model.py", "data/vocabulary.py"),
+    "concept_table": ("stages/concepts.py", "data/vocabulary.py"),
     "document_frequency": ("stages/concepts.py", "data/vocabulary.py"),
     "view_embeddings": ("calibration.py", "models/clip.py", "demo/clip_model.py",
                         "models/backbones.py", "demo/world.py", "demo/scene_probe.py"),
@@ -80,6 +81,7 @@ CODE[FAILURES] = tuple(sorted(
 CACHE_ENTRIES: dict[str, tuple[str, str]] = {
     "representations": ("representations", ".npy"),
     "text_embeddings": ("text_embeddings", ".npy"),
+    "concept_table": ("concept_table", ".json"),
     "document_frequency": ("document_frequency", ".json"),
     "view_embeddings": ("view_embeddings", ".npy"),
 }
@@ -87,6 +89,7 @@ CACHE_ENTRIES: dict[str, tuple[str, str]] = {
 USES: dict[str, tuple[str, ...]] = {
     "representations": ("backbone", "probe"),
     "text_embeddings": ("clip", "vocabulary"),
+    "concept_table": ("vocabulary",),
     "document_frequency": ("vocabulary",),
     "view_embeddings": ("backbone", "probe", "clip"),
     FAILURES: ("backbone", "probe", "clip", "vocabulary"),
@@ -186,7 +189,7 @@ def entry_source(falcon, name: str) -> dict[str, Any]:
         src["clip_sha256"] = _weights_sha256(getattr(falcon.clip, "pretrained", None))
     if "vocabulary" in USES[name]:
         src["vocabulary"] = falcon.vocabulary.fingerprint
-    if name in ("document_frequency", FAILURES):
+    if name in ("concept_table", "document_frequency", FAILURES):
         src["concepts"] = falcon.extractor.fingerprint
     if name == FAILURES:
         src["settings"] = falcon.settings.to_dict()
@@ -204,6 +207,9 @@ def entry_key(falcon, name: str) -> str:
     if name == "text_embeddings":
         return cache_keys.text_embeddings(falcon.clip.fingerprint, falcon.vocabulary.fingerprint,
                                           int(falcon.clip.embed_dim))
+    if name == "concept_table":
+        return cache_keys.concept_table(falcon.vocabulary.fingerprint,
+                                        falcon.extractor.fingerprint)
     if name == "document_frequency":
         sample = DF_SAMPLE if _df_rows(len(falcon.vocabulary), DF_SAMPLE) is not None else 0
         return cache_keys.document_frequency(falcon.vocabulary.fingerprint,
@@ -408,6 +414,8 @@ def compute(falcon, name: str) -> None:
         falcon.representations()
     elif name == "text_embeddings":
         falcon.text_embeddings()
+    elif name == "concept_table":
+        falcon.concept_table()
     elif name == "document_frequency":
         falcon.document_frequencies()
     elif name == "view_embeddings":
