@@ -62,6 +62,7 @@ STAGES = [
     ("falcon_core.caption_index", "ExactIndex", "search", "caption search (ExactIndex.search)"),
     ("falcon_core.stages.concepts", "ConceptExtractor", "docs", "spaCy (ConceptExtractor.docs)"),
     ("falcon_core.stages.concepts", "ConceptExtractor", "extract", "concepts (extract, incl. spaCy)"),
+    ("falcon_core.explainer_stages", "ImageStages", "caption_concepts", "concepts (caption_concepts: table lookups, incl. extract)"),
     ("falcon_core.stages.concepts", None, "word_scores", "Word Scores"),
     ("falcon_core.explainer_stages", None, "embed_texts", "concept text embeddings (embed_texts)"),
     ("falcon_core.explainer_stages", "ImageStages", "faithfulness_plan", "faithfulness products (faithfulness_plan)"),
@@ -103,9 +104,10 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=3, help="runs of each side (the fastest shown)")
     p.add_argument("--omp-wait", choices=("passive", "default"), default="passive")
     p.add_argument("--primed-concepts", action="store_true",
-                   help="what a per-vocabulary concept table would give: every vocabulary "
-                        "caption's concepts extracted once before the runs and put back into the "
-                        "extractor's memo before each (both sides), so no run calls spaCy")
+                   help="every vocabulary caption's concepts extracted once before the runs and "
+                        "put back into the extractor's memo before each (both sides); with the "
+                        "concept table (Explainer.concept_table) explanations call spaCy only "
+                        "for captions it lacks, so this changes nothing there")
     args = p.parse_args(argv)
     if args.omp_wait == "passive" and "torch" not in sys.modules:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -105,9 +105,10 @@ class Calibration:
             p_rows: list[list[int]] = []
             for start in range(0, len(images), VIEW_CHUNK):
                 rows = images[start:start + VIEW_CHUNK]
-                _, texts, _ = match(np.asarray(views[rows], dtype=np.float32), k, rows)
-                flat = list(dict.fromkeys(t for row in texts for t in row))
-                got = dict(zip(flat, extractor.extract(flat)))
+                idx, texts, _ = match(np.asarray(views[rows], dtype=np.float32), k, rows)
+                got = concepts_stage.concepts_by_row(  # the concept table's rows, else spaCy
+                    [int(j) for row in idx for j in row], [t for row in texts for t in row],
+                    extractor, self.concept_table(extractor), self.vocabulary.caption)
                 for row in texts:
                     ws = set().union(*(got[t].words for t in row)) if row else set()
                     ps = set().union(*(got[t].phrases for t in row)) if row else set()
