@@ -108,7 +108,7 @@ class Calibration:
                 idx, texts, _ = match(np.asarray(views[rows], dtype=np.float32), k, rows)
                 got = concepts_stage.concepts_by_row(  # the concept table's rows, else spaCy
                     [int(j) for row in idx for j in row], [t for row in texts for t in row],
-                    extractor, self.concept_table(extractor), self.vocabulary.caption)
+                    extractor, self.concept_table(extractor), self.vocabulary.captions)
                 for row in texts:
                     ws = set().union(*(got[t].words for t in row)) if row else set()
                     ps = set().union(*(got[t].phrases for t in row)) if row else set()

@@ -348,7 +348,7 @@ class ImageStages:
         rows = [int(j) for row in idx for j in row]
         flat = [t for row in texts for t in row]
         return concepts_stage.concepts_by_row(rows, flat, self.extractor, table,
-                                              self.vocabulary.caption)
+                                              self.vocabulary.captions)
 
 
     def concept_embeddings(self, texts: list[str]) -> np.ndarray:

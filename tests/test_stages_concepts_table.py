@@ -142,7 +142,7 @@ def test_concepts_by_row_uses_the_table_only_for_its_own_captions():
     ex = WordsExtractor()
     got = concepts_stage.concepts_by_row([0, 3, -1, 1, 0], ["dog lie", "cow cat", "owl",
                                                             "not row 1", "dog lie"],
-                                         ex, table, CAPS.__getitem__)
+                                         ex, table, lambda rows: [CAPS[j] for j in rows])
     # rows 0 and 3 looked up; -1 (no row) and a text that is not row 1's extracted, once each
     assert ex.seen == 2
     assert got["dog lie"] is table.row(0) and got["cow cat"] is table.row(3)
@@ -237,3 +237,11 @@ def test_the_fingerprint_follows_a_replaced_boilerplate_or_pos():
         "\n".join(sorted(BOILERPLATE | {"thing"})).encode()).hexdigest()
     ex.pos = frozenset({"NOUN"})
     assert ex.fingerprint["pos"] == ["NOUN"]
+
+
+def test_the_rows_kept_in_memory_are_bounded(monkeypatch):
+    monkeypatch.setattr(concepts_stage, "ROW_MEMO_MAX", 2)
+    table = ConceptTable.from_concepts(WordsExtractor().iter_extract(CAPS))
+    got = [table.row(i) for i in (0, 1, 2, 3, 0)]
+    assert len(table._rows) <= 2
+    assert got == list(WordsExtractor().iter_extract(CAPS + CAPS[:1]))

@@ -283,6 +283,7 @@ class ConceptExtractor:
 
 
 TABLE_FORMAT = 1  # the stored layout of a ConceptTable (ConceptTable.to_json); part of its key
+ROW_MEMO_MAX = 50_000  # rows a ConceptTable keeps as CaptionConcepts at most (~0.5 KB each)
 
 
 class ConceptTable:
@@ -308,6 +309,8 @@ class ConceptTable:
     def row(self, i: int) -> CaptionConcepts:
         got = self._rows.get(i)
         if got is None:
+            if len(self._rows) >= ROW_MEMO_MAX:  # bounded: a row is rebuilt in microseconds
+                self._rows.clear()
             w, p = self.words, self.phrases
             got = self._rows[i] = CaptionConcepts(frozenset(w[j] for j in self.word_rows[i]),
                                                   frozenset(p[j] for j in self.phrase_rows[i]))
@@ -362,20 +365,24 @@ class ConceptTable:
 
 
 def concepts_by_row(rows: Sequence[int], texts: Sequence[str], extractor: "ConceptExtractor",
-                    table: ConceptTable | None = None, caption=None) -> dict[str, CaptionConcepts]:
+                    table: ConceptTable | None = None, captions=None
+                    ) -> dict[str, CaptionConcepts]:
     """``{text: its concepts}`` for captions given as (vocabulary row, text) pairs: looked up in
-    ``table`` where the row is one of its rows and ``caption(row)`` is the text (a benchmark's
-    replaced matcher may give texts of no row: row -1), the rest extracted by ``extractor`` (its
-    memo) in one call. Both give the same concepts for a caption, so the result does not depend
-    on whether there is a table."""
+    ``table`` where the row is one of its rows and is the text (``captions(rows)``: the
+    vocabulary's captions of those rows, read once; a benchmark's replaced matcher may give
+    texts of no row: row -1), the rest extracted by ``extractor`` (its memo) in one call. Both
+    give the same concepts for a caption, so the result does not depend on whether there is a
+    table."""
     out: dict[str, CaptionConcepts] = {}
     todo: list[str] = []
     n = len(table) if table is not None else 0
+    inside = sorted({int(j) for j in rows if 0 <= int(j) < n})
+    known = dict(zip(inside, captions(inside))) if inside else {}
     for j, t in zip(rows, texts):
         if t in out:
             continue
         j = int(j)
-        if 0 <= j < n and caption(j) == t:
+        if known.get(j) == t:
             out[t] = table.row(j)
         else:
             todo.append(t)
