@@ -326,7 +326,9 @@ class Comparison:
         # the catalogue's precompute: features already explained are read back; the others share
         # their GradCAM forward passes and CLIP batches, chunk by chunk (resumable)
         f.precompute(feats, on_feature=keep)
-        return done, failed
+        # in the order asked for, not the order precompute reported them (features already
+        # cached come first): what the summary lists must not depend on what the cache held
+        return {x: done[x] for x in dict.fromkeys(feats) if x in done}, failed
 
     def to_explain(self) -> dict[str, list[int]]:
         """Per side, the features whose explanation is not cached yet (what :meth:`summary`

@@ -173,3 +173,16 @@ def test_reliance_by_hand(monkeypatch):
     # asking for one pair tests only that pair (a family of one)
     one = cmp.reliance({"a": {"heart": [0]}, "b": {"heart": [0]}}, pairs=[("heart", "brick")])
     assert len(one) == 1 and one[0]["z"] == pytest.approx(1.96, abs=1e-3)
+
+
+def test_explanations_come_in_the_order_asked_whatever_the_cache_held(world):
+    """The summary lists each concept's features in the order of ``explanations``; a feature
+    explained earlier (read back from the cache, which the precompute reports first) must not
+    move ahead of the others."""
+    a = _falcon(world)
+    cmp = Comparison(a, _falcon(world))
+    a.explain(5)  # cached before the others
+    done, failed = cmp.explanations("a", [2, 5, 3])
+    assert failed == {}
+    assert list(done) == [2, 5, 3]
+    assert done[5].to_dict() == a.explain(5).to_dict()
