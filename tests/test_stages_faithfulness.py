@@ -22,10 +22,11 @@ def test_auc_by_hand():
 
 def test_ranks_and_spearman_by_hand():
     assert F.rankdata([10, 30, 20, 30]).tolist() == [1.0, 3.5, 2.0, 3.5]
+    # Spearman's rho of a similarity row against the activation (score_rows' .spearman):
     # y ranks 1,2,4,3: d = 0,0,-1,1, sum d^2 = 2, rho = 1 - 6*2 / (4*15) = 0.8
-    assert F.spearman([1, 2, 3, 4], [10, 20, 40, 30]) == pytest.approx(0.8)
-    assert F.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
-    assert math.isnan(F.spearman([1, 1, 1], [1, 2, 3]))
+    assert F.score_rows([[1, 2, 3, 4]], [10, 20, 40, 30], 1)[0].spearman == pytest.approx(0.8)
+    assert F.score_rows([[1, 2, 3]], [3, 2, 1], 1)[0].spearman == pytest.approx(-1.0)
+    assert math.isnan(F.score_rows([[1, 1, 1]], [1, 2, 3], 1)[0].spearman)
 
 
 def test_rank_rows_ranks_each_row_with_ties_averaged_by_hand():

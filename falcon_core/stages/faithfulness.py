@@ -105,16 +105,6 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
     return float(u / (n_pos * n_neg))
 
 
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman's ρ (Pearson correlation of the average ranks); NaN when either is constant."""
-    rx, ry = rankdata(x), rankdata(y)
-    if len(rx) < 2:
-        return math.nan
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    den = math.sqrt(float((rx * rx).sum()) * float((ry * ry).sum()))
-    return math.nan if den == 0 else float((rx * ry).sum() / den)
-
-
 def choose_k(n_valid: int, n_high: int, min_share: float = MIN_SHARE) -> int:
     """k for the AUC: ``|T|``, at least ``min_share`` of the valid images, at most all but one."""
     k = max(int(n_high), int(math.ceil(min_share * n_valid)), 1)
