@@ -200,8 +200,10 @@ class Catalogue:
         searched = ex.share_searches(B, k, s)
         idx, _ = ex._search(B, k, s)  # every row from the memo now
         found = sorted({int(j) for j in idx.ravel() if j >= 0})
-        if found:  # the vocabulary's concept table has them; else one extraction (memoised)
-            ex.caption_concepts([found], [ex.vocabulary.captions(found)])
+        # the concepts of the captions found: the vocabulary's concept table has them (each
+        # explanation looks its rows up); without one, one extraction the extractor memoises
+        if found and ex.concept_table() is None:
+            ex.extractor.extract(ex.vocabulary.captions(found))
         return searched
 
     def probe_load(self, i: int):

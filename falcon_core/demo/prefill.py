@@ -3,8 +3,8 @@ not compute them (issue 9: "the app feels instant on the demo world").
 
 What a fresh clone would otherwise compute before it can show the first explanation (2 cores):
 Stage 1 over the 5,000 probe scenes, the CLIP text embeddings of the 24,000 captions, every
-caption's concepts (the concept table: spaCy over every caption) and their document frequencies and the CLIP embeddings of every probe view (the
-faithfulness score), and the explanations (with their images' GradCAM maps) of the features the
+caption's concepts (the concept table: spaCy over every caption) and their document frequencies,
+the CLIP embeddings of every probe view (the faithfulness score), and the explanations (with their images' GradCAM maps) of the features the
 Failures page shows first (its first misclassified image, three features per side: five or so
 never-seen explanations on its first click). They are small and deterministic, so they ship, each
 as the exact cache file the pipeline would write (gzip-compressed), with a manifest
